@@ -1,0 +1,27 @@
+# vitcompress: compress Vision Transformers and measure what each compression buys and costs.
+#
+#   snakemake --cores 4 --resources gpu=1                       # demo profile (offline, CPU is fine)
+#   snakemake --cores 4 --resources gpu=1 --config profile=paper # the study's setting (CIFAR, ViT-B/16)
+#   snakemake --cores 4 bench_arch --config profile=paper       # time and size each row's architecture only
+#
+# params.yaml is the single source of truth; it is validated before any job starts.
+from snakemake.utils import min_version
+
+min_version("8.0")
+
+
+configfile: "params.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/train.smk"
+include: "rules/compress.smk"
+include: "rules/measure.smk"
+include: "rules/report.smk"
+
+
+rule all:
+    input:
+        REPORT_FILES,
+    default_target: True

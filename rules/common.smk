@@ -1,0 +1,77 @@
+# Helpers shared by every rule: the validated profile, paths, devices, and the hardware fingerprint.
+import sys
+
+sys.path.insert(0, workflow.basedir)
+
+from snakemake.exceptions import WorkflowError
+
+from vitcompress.config import CHAIN_SEP, ConfigError, resolve, split_chain
+from vitcompress.workflow import DeviceError, resolve_device
+
+try:
+    P = resolve(config)
+    DEVICE = resolve_device(config.get("device", "auto"))
+except (ConfigError, DeviceError) as _err:
+    raise WorkflowError(str(_err)) from None
+
+from vitcompress.measure import fingerprint
+from vitcompress.methods import get_method
+
+PROFILE = P.name
+RESULTS = f"results/{PROFILE}"
+LOGS = f"logs/{PROFILE}"
+DATA = "data/prepared/{dataset}.pt"
+MODEL = RESULTS + "/{dataset}/{chain}/model.pt"
+
+# Jobs that can use the GPU ask for the `gpu` resource only when they will really run on one,
+# so `--resources gpu=1` serialises GPU work without serialising CPU-only runs.
+GPU_JOB = 1 if DEVICE == "cuda" else 0
+# Every torch-heavy job (train, compress, evaluate, time) claims all of the workflow's cores, so the
+# scheduler runs it alone: timings beside another job are noise, and two multi-threaded PyTorch jobs
+# on the same cores slow each other down several-fold. Inside, PyTorch uses at most the machine's CPUs.
+# Light jobs (data preparation, metrics, report) run beside each other.
+ALL_CORES = max(1, workflow.cores)
+# What speed depends on. It is a param of the timing rules only: a new machine re-times, never re-trains.
+FINGERPRINT = fingerprint(P.measure["cpu_threads"], P.measure.get("gpu", True))
+
+wildcard_constraints:
+    dataset="[A-Za-z0-9_.-]+",
+    chain="[A-Za-z0-9_.+-]+",
+    step="[A-Za-z0-9_.-]+",
+    prefix="[A-Za-z0-9_.+-]+",
+    row="[A-Za-z0-9_.+-]+",
+
+
+def model_path(dataset, chain):
+    return MODEL.format(dataset=dataset, chain=chain)
+
+
+def step_inputs(wildcards):
+    """Inputs of the step that ends a chain: the data, the previous step's artifact, declared extras."""
+    chain = wildcards.chain if hasattr(wildcards, "chain") else None
+    if chain is None:
+        chain = f"{wildcards.prefix}{CHAIN_SEP}{wildcards.step}" if hasattr(wildcards, "prefix") else wildcards.step
+    steps = split_chain(chain)
+    inputs = {"data": DATA.format(dataset=wildcards.dataset)}
+    if len(steps) > 1:
+        inputs["parent"] = model_path(wildcards.dataset, CHAIN_SEP.join(steps[:-1]))
+    step = P.step_cfg(steps[-1], wildcards.dataset)
+    for name, other in get_method(step["method"]).step_inputs(step, P).items():
+        inputs[f"extra_{name}"] = model_path(wildcards.dataset, other)
+    return inputs
+
+
+def step_params(wildcards):
+    return P.step_cfg(wildcards.step, wildcards.dataset)
+
+
+def row_chain(wildcards):
+    return CHAIN_SEP.join(P.row(wildcards.row)["chain"])
+
+
+def row_file(dataset, row):
+    return f"{RESULTS}/{dataset}/rows/{row}.json"
+
+
+ROW_FILES = [row_file(d, r["id"]) for d in P.datasets for r in P.rows]
+REPORT_FILES = ["reports/tables.md", "reports/tables.tex", "reports/metrics.csv", "reports/metrics.json"]

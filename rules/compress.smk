@@ -1,0 +1,21 @@
+# Later steps of a chain: a compression method applied to the artifact of the chain's prefix.
+# `results/<profile>/<dataset>/a+b/model.pt` is step b run on `.../a/model.pt`, so every row that
+# shares a prefix reuses its artifact (trained once).
+
+
+rule compress:
+    input:
+        unpack(step_inputs),
+    output:
+        RESULTS + "/{dataset}/{prefix}+{step}/model.pt",
+    params:
+        step=step_params,
+        device=config.get("device", "auto"),
+        seed=P.seed,
+    log:
+        LOGS + "/{dataset}/{prefix}+{step}/step.log",
+    threads: ALL_CORES
+    resources:
+        gpu=GPU_JOB,
+    script:
+        "../scripts/run_step.py"

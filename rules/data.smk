@@ -1,0 +1,14 @@
+# Data sets, prepared once into data/prepared/{dataset}.pt (uint8 images + labels per split).
+
+
+rule prepare_data:
+    output:
+        DATA,
+    params:
+        cfg=lambda wc: P.dataset_cfg(wc.dataset),
+        seed=P.seed,
+    log:
+        "logs/data/{dataset}.log",
+    threads: 1
+    script:
+        "../scripts/prepare_data.py"

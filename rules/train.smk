@@ -1,0 +1,19 @@
+# Root steps: build a model with timm and train it (the first step of every chain).
+
+
+rule train:
+    input:
+        unpack(step_inputs),
+    output:
+        RESULTS + "/{dataset}/{step}/model.pt",
+    params:
+        step=step_params,
+        device=config.get("device", "auto"),
+        seed=P.seed,
+    log:
+        LOGS + "/{dataset}/{step}/step.log",
+    threads: ALL_CORES
+    resources:
+        gpu=GPU_JOB,
+    script:
+        "../scripts/run_step.py"

@@ -1,0 +1,7 @@
+"""Snakemake entry point: the architecture benchmark table."""
+from vitcompress.report import render_bench
+from vitcompress.workflow import logging_to
+
+sm = snakemake  # noqa: F821 (injected by Snakemake)
+with logging_to(sm.log[0]):
+    render_bench(list(sm.input), sm.params.rows, sm.params.profile, csv=sm.output.csv, md=sm.output.md)

@@ -1,0 +1,8 @@
+"""Snakemake entry point: render the tables (Markdown, LaTeX), metrics.csv and metrics.json."""
+from vitcompress.report import render_tables
+from vitcompress.workflow import logging_to
+
+sm = snakemake  # noqa: F821 (injected by Snakemake)
+with logging_to(sm.log[0]):
+    render_tables(list(sm.input), sm.params.profile, sm.params.datasets, sm.params.rows,
+                  md=sm.output.md, tex=sm.output.tex, csv=sm.output.csv, json_out=sm.output.json)

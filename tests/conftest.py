@@ -1,0 +1,62 @@
+import copy
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+WORKFLOW_FILES = ["Snakefile", "rules", "scripts", "reports/templates", "params.yaml"]
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch):
+    # CI reaches package registries only: never let a test wait on a model hub.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture
+def raw_params():
+    return yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def tiny_profile(raw: dict, datasets=("digits",)) -> dict:
+    """A profile small enough to run the whole workflow in seconds."""
+    raw = copy.deepcopy(raw)
+    prof = copy.deepcopy(raw["profiles"]["demo"])
+    prof["datasets"] = list(datasets)
+    prof["models"]["vit"]["kwargs"] = {"patch_size": 4, "embed_dim": 16, "depth": 1, "num_heads": 2,
+                                       "global_pool": "avg", "class_token": False}
+    prof["train"].update(epochs=1, max_steps=3)
+    prof["train_overrides"] = {}
+    prof["measure"].update(warmup=1, repeats=5, eval_batch_size=256)
+    raw["profiles"]["tiny"] = prof
+    raw["profile"] = "tiny"
+    raw["datasets"]["digit_pairs"]["samples"] = [300, 100, 100]
+    return raw
+
+
+def make_workflow(dest: Path, raw: dict) -> Path:
+    """A copy of the workflow (not the library, which is installed) with the given params.yaml."""
+    for item in WORKFLOW_FILES:
+        src = REPO / item
+        if src.is_dir():
+            shutil.copytree(src, dest / item)
+        else:
+            (dest / item).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(src, dest / item)
+    (dest / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    return dest
+
+
+def snakemake(workdir: Path, *args, check=True, timeout=900):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", *args], cwd=workdir,
+                          capture_output=True, text=True, env=env, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc

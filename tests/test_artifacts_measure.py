@@ -1,0 +1,96 @@
+import os
+import pickle
+
+import pytest
+import torch
+import torch.nn as nn
+
+from vitcompress.artifacts import Artifact, ArtifactError, atomic_path, read_json, write_json
+from vitcompress.measure import MB, evaluate, file_size_mb, fingerprint, speed
+from vitcompress.models import arch_for, create
+
+ARCH = arch_for({"timm": "vit_small_patch16_224",
+                 "kwargs": {"patch_size": 4, "embed_dim": 16, "depth": 1, "num_heads": 2}},
+                {"num_classes": 3, "channels": 1, "size": [8, 8]})
+
+
+def test_artifact_round_trip_gives_identical_predictions(tmp_path):
+    model = create(ARCH).eval()
+    Artifact(ARCH, model.state_dict(), meta={"note": "x"}).save(tmp_path / "m.pt")
+    loaded = Artifact.load(tmp_path / "m.pt")
+    x = torch.randn(4, 1, 8, 8)
+    assert torch.equal(loaded.build()(x), model(x))
+    assert loaded.meta == {"note": "x"}
+    assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]
+
+
+def test_atomic_write_leaves_nothing_when_the_writer_fails(tmp_path):
+    target = tmp_path / "out.json"
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("killed")
+    assert list(tmp_path.iterdir()) == []
+    write_json(target, {"a": 1})
+    assert read_json(target) == {"a": 1}
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > /tmp/vitcompress-pwned",))
+
+
+def test_a_checkpoint_that_runs_code_is_refused(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "vitcompress.artifact/1", "payload": _Evil()}, path)
+    with pytest.raises(ArtifactError, match="refused to load"):
+        Artifact.load(path)
+    assert not os.path.exists("/tmp/vitcompress-pwned")
+
+
+def test_truncated_and_foreign_checkpoints_are_clear_errors(tmp_path):
+    Artifact(ARCH, create(ARCH).state_dict()).save(tmp_path / "m.pt")
+    data = (tmp_path / "m.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ArtifactError, match="corrupt or truncated"):
+        Artifact.load(tmp_path / "cut.pt")
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
+    with pytest.raises(ArtifactError, match="not a vitcompress artifact"):
+        Artifact.load(tmp_path / "other.pt")
+    with pytest.raises(ArtifactError, match="no such artifact"):
+        Artifact.load(tmp_path / "missing.pt")
+
+
+def test_evaluate_counts_top1_and_top5():
+    # The "model" returns its input as logits, so every rank is chosen by the test.
+    logits = torch.zeros(10, 20)
+    labels = torch.arange(10)
+    logits[torch.arange(10), labels] = 5.0            # right at rank 1 ...
+    for i, rank_of_label in ((0, 3), (1, 5), (2, 6)):  # ... except three images
+        logits[i] = torch.arange(20, 0, -1).float()    # class k has rank k + 1
+        labels[i] = rank_of_label - 1
+    loader = [(logits[:6], labels[:6]), (logits[6:], labels[6:])]
+    out = evaluate(nn.Identity(), loader, lambda t: t)
+    assert out == {"top1": 70.0, "top5": 90.0, "n": 10}
+    assert evaluate(nn.Identity(), [(logits[:, :10], labels)], lambda t: t) == {"top1": 70.0, "n": 10}
+
+
+def test_speed_reports_median_spread_and_units():
+    model = create(ARCH)
+    out = speed(model, [1, 8, 8], batch_size=4, device="cpu", threads=1, warmup=1, repeats=5)
+    assert out["repeats"] == 5 and out["threads"] == 1
+    assert out["batch"]["min_s"] <= out["batch"]["median_s"] <= out["batch"]["max_s"]
+    assert out["it_per_s"] == pytest.approx(1 / out["batch"]["median_s"])
+    assert out["images_per_s"] == pytest.approx(4 * out["it_per_s"])
+    assert out["latency_ms"] == pytest.approx(1000 * out["batch1"]["median_s"])
+
+
+def test_size_is_the_file_on_disk(tmp_path):
+    (tmp_path / "f").write_bytes(b"\0" * (3 * MB))
+    assert file_size_mb(tmp_path / "f") == 3.0
+
+
+def test_fingerprint_names_the_hardware_and_software():
+    fp = fingerprint(2)
+    assert fp["cpu_threads"] == 2 and fp["torch"] == torch.__version__
+    assert {"cpu", "gpu", "timm", "cpu_count"} <= set(fp)

@@ -1,0 +1,101 @@
+import copy
+
+import pytest
+
+from vitcompress.config import ConfigError, resolve
+
+
+def test_repository_params_are_valid_for_every_profile(raw_params):
+    for name in raw_params["profiles"]:
+        prof = resolve(raw_params, {"profile": name})
+        assert prof.name == name
+        assert prof.rows and prof.datasets
+        for row in prof.rows:
+            assert row["chain"][0] in prof.steps
+
+
+def test_paper_profile_has_the_study_row_ids_and_datasets(raw_params):
+    prof = resolve(raw_params, {"profile": "paper"})
+    assert prof.datasets == ["cifar10", "cifar100"]
+    assert prof.rows[0]["id"] == "vanilla"
+    study_ids = ["vanilla", "dynamic_ptq", "fq_vit", "lsq", "diffq", "deit_base", "deit_tiny", "prune_0.1",
+                 "prune_0.2", "nystrom_24", "nystrom_32", "nystrom_64", "deit_base+dynamic_ptq"]
+    assert all(r["id"] in study_ids for r in prof.rows)
+    assert prof.raw["models"]["vit"]["timm"] == "vit_base_patch16_224"
+
+
+def test_chains_list_every_prefix_once(raw_params):
+    raw = copy.deepcopy(raw_params)
+    demo = raw["profiles"]["demo"]
+    demo["steps"]["ft"] = {"method": "train", "model": "vit"}
+    prof = resolve(raw)
+    assert prof.chains() == ["vit"]
+    assert prof.chain_id("vanilla") == "vit"
+
+
+def test_step_train_settings_merge_profile_dataset_and_step(raw_params):
+    raw = copy.deepcopy(raw_params)
+    demo = raw["profiles"]["demo"]
+    demo["train_overrides"] = {"digit_pairs": {"epochs": 7, "lr": 0.5}}
+    demo["steps"]["vit"]["train"] = {"lr": 0.25}
+    prof = resolve(raw)
+    assert prof.step_cfg("vit", "digits")["train"]["epochs"] == demo["train"]["epochs"]
+    pairs = prof.step_cfg("vit", "digit_pairs")["train"]
+    assert pairs["epochs"] == 7 and pairs["lr"] == 0.25
+
+
+def _mutate(raw, path, value):
+    node = raw
+    for key in path[:-1]:
+        node = node[key]
+    if value is KeyError:
+        del node[path[-1]]
+    else:
+        node[path[-1]] = value
+
+
+BAD = [
+    (("seeed",), 1, "unknown key 'seeed'"),
+    (("profiles", "demo", "train", "epoch"), 3, "unknown key 'profiles.demo.train.epoch'"),
+    (("profiles", "demo", "train", "epochs"), -1, "profiles.demo.train.epochs = -1"),
+    (("profiles", "demo", "train", "lr"), "fast", "profiles.demo.train.lr = 'fast'"),
+    (("profiles", "demo", "steps", "vit", "method"), "magic", "profiles.demo.steps.vit.method = 'magic'"),
+    (("profiles", "demo", "datasets"), ["digits", "mnist"], "profiles.demo.datasets[1] = 'mnist'"),
+    (("datasets", "digits", "source"), "mnist", "datasets.digits.source = 'mnist'"),
+    (("profiles", "demo", "rows", 0, "chain"), ["vit", "nope"], "profiles.demo.rows[0].chain[1] = 'nope'"),
+    (("device",), "tpu", "device = 'tpu'"),
+    (("profile",), "nosuch", "profile = 'nosuch' is not defined"),
+    (("profiles", "demo", "measure", "repeats"), 2, "profiles.demo.measure.repeats = 2"),
+]
+
+
+@pytest.mark.parametrize("path,value,message", BAD, ids=[m for _, _, m in BAD])
+def test_bad_params_name_the_key_and_value(raw_params, path, value, message):
+    raw = copy.deepcopy(raw_params)
+    _mutate(raw, list(path), value)
+    with pytest.raises(ConfigError) as info:
+        resolve(raw)
+    assert message in str(info.value)
+    assert str(info.value).startswith("params.yaml")
+
+
+def test_duplicate_row_ids_are_refused(raw_params):
+    raw = copy.deepcopy(raw_params)
+    rows = raw["profiles"]["demo"]["rows"]
+    rows.append(copy.deepcopy(rows[0]))
+    with pytest.raises(ConfigError, match=r"rows\[1\]\.id = 'vanilla' is used by two rows"):
+        resolve(raw)
+
+
+def test_unknown_step_key_for_a_method_is_refused(raw_params):
+    raw = copy.deepcopy(raw_params)
+    raw["profiles"]["demo"]["steps"]["vit"]["bits"] = 4
+    with pytest.raises(ConfigError, match=r"unknown key 'profiles.demo.steps.vit.bits' for method 'train'"):
+        resolve(raw)
+
+
+def test_train_step_needs_a_known_model(raw_params):
+    raw = copy.deepcopy(raw_params)
+    raw["profiles"]["demo"]["steps"]["vit"]["model"] = "resnet"
+    with pytest.raises(ConfigError, match=r"steps.vit.model = 'resnet' is not a model of this profile"):
+        resolve(raw)

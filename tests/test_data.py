@@ -1,0 +1,138 @@
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from vitcompress.data import DataError, PreparedData, _digits, describe, load_source, prepare
+
+
+def test_digits_split_is_seeded_disjoint_and_stratified():
+    a, classes = _digits({"split": [0.7, 0.15, 0.15]}, seed=0)
+    b, _ = _digits({"split": [0.7, 0.15, 0.15]}, seed=0)
+    c, _ = _digits({"split": [0.7, 0.15, 0.15]}, seed=1)
+    assert classes == [str(i) for i in range(10)]
+    assert sum(len(y) for _, y in a.values()) == 1797
+    for s in a:
+        assert np.array_equal(a[s][0], b[s][0])
+    assert not np.array_equal(a["test"][0], c["test"][0])
+    flat = {s: {x.tobytes() for x in a[s][0]} for s in a}
+    # a handful of digits images are exact duplicates in the source; splits share almost none
+    assert len(flat["train"] & flat["test"]) <= 3
+    counts = np.bincount(a["test"][1], minlength=10)
+    assert counts.min() >= 25 and counts.max() <= 29
+    assert a["train"][0].dtype == np.uint8 and a["train"][0].max() == 255
+
+
+def test_digit_pairs_compose_each_split_from_its_own_digits():
+    cfg = {"source": "digit_pairs", "split": [0.7, 0.15, 0.15], "samples": [500, 100, 200]}
+    splits, classes = load_source(cfg, seed=0)
+    base, _ = _digits(cfg, seed=0)
+    assert len(classes) == 100 and classes[42] == "42"
+    x, y = splits["test"]
+    assert x.shape == (200, 1, 8, 16)
+    assert np.bincount(y, minlength=100).tolist() == [2] * 100  # balanced
+    train_imgs = {im.tobytes() for im in base["train"][0]}
+    test_imgs = {im.tobytes(): lab for im, lab in zip(base["test"][0], base["test"][1])}
+    for img, label in zip(x, y):
+        left, right = img[:, :, :8].copy(), img[:, :, 8:].copy()
+        assert test_imgs[left.tobytes()] == label // 10
+        assert test_imgs[right.tobytes()] == label % 10
+    leaked = sum(img[:, :, :8].copy().tobytes() in train_imgs for img in x)
+    assert leaked <= 3  # only the source's exact duplicate images can coincide
+
+
+def test_prepare_writes_one_tensor_file_with_meta(tmp_path):
+    out = tmp_path / "digits.pt"
+    meta = prepare({"source": "digits", "split": [0.7, 0.15, 0.15]}, out, seed=0)
+    data = PreparedData(out)
+    assert meta == data.meta
+    assert data.num_classes == 10 and meta["size"] == [8, 8] and meta["channels"] == 1
+    x, y = data.splits["train"]
+    assert x.dtype == torch.uint8 and y.dtype == torch.int64 and len(x) == meta["counts"]["train"]
+    assert describe({"source": "digits"}) == {k: meta[k] for k in ("num_classes", "channels", "size")}
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_augmented_loader_shifts_but_keeps_labels(tmp_path):
+    out = tmp_path / "d.pt"
+    prepare({"source": "digits"}, out)
+    data = PreparedData(out)
+    plain = next(iter(data.loader("train", 64)))
+    torch.manual_seed(0)
+    aug = next(iter(data.loader("train", 64, train=True, augment={"shift": 1}, seed=0)))
+    assert aug[0].shape == plain[0].shape and aug[0].dtype == torch.uint8
+    first = data.loader("train", 64, train=True, augment={"shift": 1}, seed=3)
+    again = data.loader("train", 64, train=True, augment={"shift": 1}, seed=3)
+    assert torch.equal(next(iter(first))[1], next(iter(again))[1])  # seeded order
+
+
+def _write_fake_cifar10(root, n_train=20, n_test=10):
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+
+    def batch(n):
+        return {"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), "labels": rng.integers(0, 10, n).tolist()}
+
+    for i in range(1, 6):
+        with open(folder / f"data_batch_{i}", "wb") as f:
+            pickle.dump(batch(n_train // 5), f)
+    with open(folder / "test_batch", "wb") as f:
+        pickle.dump(batch(n_test), f)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": [f"c{i}" for i in range(10)]}, f)
+    return folder
+
+
+def test_cifar10_reads_files_in_cifar_format_offline(tmp_path):
+    _write_fake_cifar10(tmp_path / "cifar10")
+    cfg = {"source": "cifar10", "root": str(tmp_path / "cifar10"), "val_size": 5, "download": False,
+           "verify_checksums": False}
+    splits, classes = load_source(cfg)
+    assert classes == [f"c{i}" for i in range(10)]
+    assert splits["train"][0].shape == (15, 3, 32, 32)
+    assert len(splits["val"][1]) == 5 and len(splits["test"][1]) == 10
+    with open(tmp_path / "cifar10" / "cifar-10-batches-py" / "test_batch", "rb") as f:
+        raw = pickle.load(f)
+    assert np.array_equal(splits["test"][0][0].reshape(-1), raw["data"][0])
+
+
+def test_cifar_missing_offline_says_which_folder_and_files(tmp_path):
+    cfg = {"source": "cifar10", "root": str(tmp_path / "nothing"), "download": False}
+    with pytest.raises(DataError) as info:
+        load_source(cfg)
+    msg = str(info.value)
+    assert str(tmp_path / "nothing") in msg and "cifar-10-batches-py" in msg and "data_batch_1" in msg
+
+
+def test_fake_cifar_fails_checksum_verification(tmp_path):
+    _write_fake_cifar10(tmp_path / "c")
+    with pytest.raises(DataError, match="not found or corrupt"):
+        load_source({"source": "cifar10", "root": str(tmp_path / "c"), "download": False, "verify_checksums": True})
+
+
+def _write_imagefolder(root, classes=("cat", "dog"), n=6):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in classes:
+        (root / c).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(root / c / f"{i}.png")
+
+
+def test_imagefolder_is_resized_and_split(tmp_path):
+    _write_imagefolder(tmp_path / "imgs", n=10)
+    splits, classes = load_source({"source": "imagefolder", "root": str(tmp_path / "imgs"), "image_size": 16,
+                                   "split": [0.6, 0.2, 0.2]})
+    assert classes == ["cat", "dog"]
+    assert splits["train"][0].shape[1:] == (3, 16, 16)
+    assert sum(len(y) for _, y in splits.values()) == 20
+
+
+def test_imagefolder_with_an_empty_class_is_refused(tmp_path):
+    _write_imagefolder(tmp_path / "imgs")
+    (tmp_path / "imgs" / "bird").mkdir()
+    with pytest.raises(DataError, match="bird"):
+        load_source({"source": "imagefolder", "root": str(tmp_path / "imgs")})

@@ -1,0 +1,90 @@
+import copy
+
+import pytest
+import torch
+
+from vitcompress.data import InputAdapter, PreparedData, prepare
+from vitcompress.measure import evaluate
+from vitcompress.models import PretrainedUnavailable, arch_for, count_params, create, input_size
+from vitcompress.train import fit, warmup_cosine
+
+TINY = {"timm": "vit_small_patch16_224",
+        "kwargs": {"patch_size": 4, "embed_dim": 32, "depth": 2, "num_heads": 2, "global_pool": "avg", "class_token": False}}
+META = {"num_classes": 10, "channels": 1, "size": [8, 8]}
+TRAIN = {"epochs": 3, "batch_size": 64, "lr": 0.003, "weight_decay": 0.05, "warmup_epochs": 1,
+         "label_smoothing": 0.1, "augment": {"shift": 1}, "num_workers": 0}
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    out = tmp_path_factory.mktemp("data") / "digits.pt"
+    prepare({"source": "digits", "split": [0.7, 0.15, 0.15]}, out)
+    return PreparedData(out)
+
+
+def test_arch_follows_data_and_image_size():
+    arch = arch_for(TINY, META, "native", 2)
+    assert arch["kwargs"]["img_size"] == [16, 16] and arch["kwargs"]["num_classes"] == 10
+    assert input_size(224, META) == [224, 224]
+    model = create(arch)
+    assert model(torch.zeros(2, 1, 16, 16)).shape == (2, 10)
+    assert count_params(model) == sum(p.numel() for p in model.parameters())
+
+
+def test_pretrained_weights_from_a_local_file(tmp_path):
+    source = create(arch_for(TINY, {**META, "num_classes": 5}))
+    path = tmp_path / "weights.pth"
+    torch.save(source.state_dict(), path)
+    loaded = create(arch_for(TINY, META), pretrained=True, pretrained_file=str(path))
+    assert torch.equal(loaded.blocks[0].attn.qkv.weight, source.blocks[0].attn.qkv.weight)
+    assert loaded.head.out_features == 10  # a new head for the new classes
+
+
+def test_pretrained_offline_without_file_is_a_clear_error():
+    with pytest.raises(PretrainedUnavailable, match="pretrained_file"):
+        create(arch_for(TINY, META), pretrained=True)
+    with pytest.raises(PretrainedUnavailable, match="does not exist"):
+        create(arch_for(TINY, META), pretrained=True, pretrained_file="/nonexistent/w.pth")
+
+
+def test_warmup_then_cosine():
+    f = warmup_cosine(total_steps=100, warmup_steps=10)
+    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
+    assert f(10) == pytest.approx(1.0) and f(55) == pytest.approx(0.5) and f(100) == pytest.approx(0.0)
+    assert all(f(i) >= f(i + 1) for i in range(10, 100))
+
+
+def test_training_learns_and_keeps_the_best_epoch(digits):
+    torch.set_num_threads(1)
+    arch = arch_for(TINY, digits.meta)
+    model = create(arch)
+    adapter = InputAdapter(digits.meta, arch["kwargs"]["img_size"])
+    before = evaluate(model, digits.loader("val", 512), adapter)["top1"]
+    history = fit(model, digits, TRAIN, adapter, seed=0)
+    after = evaluate(model, digits.loader("val", 512), adapter)["top1"]
+    assert len(history["epochs"]) == 3
+    assert after > before + 20
+    assert after == pytest.approx(history["best_val_acc"])
+    assert history["best_val_acc"] == max(e["val_top1"] for e in history["epochs"])
+
+
+def test_same_seed_same_weights_on_cpu(digits):
+    torch.set_num_threads(1)
+    cfg = {**TRAIN, "epochs": 1, "max_steps": 4}
+    states = []
+    for _ in range(2):
+        arch = arch_for(TINY, digits.meta)
+        torch.manual_seed(123)
+        model = create(arch)
+        fit(model, digits, cfg, InputAdapter(digits.meta, arch["kwargs"]["img_size"]), seed=7)
+        states.append(copy.deepcopy(model.state_dict()))
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
+def test_zero_epochs_leaves_the_model_untouched(digits):
+    arch = arch_for(TINY, digits.meta)
+    model = create(arch)
+    before = copy.deepcopy(model.state_dict())
+    history = fit(model, digits, {**TRAIN, "epochs": 0}, InputAdapter(digits.meta, arch["kwargs"]["img_size"]))
+    assert history["epochs"] == [] and history["best_val_acc"] is not None
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

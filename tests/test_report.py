@@ -1,0 +1,69 @@
+"""Rendering only: the metrics files here are inputs made up to exercise the templates, not results."""
+import json
+
+import pandas as pd
+
+from vitcompress.report import CSV_COLUMNS, fmt, fmt_speed, published, render_tables, tex
+
+FP = {"cpu": "Test CPU", "cpu_threads": 2, "gpu": None, "torch": "x", "timm": "y"}
+
+
+def _cell(tmp_path, dataset, row, **over):
+    rec = {"profile": "paper", "dataset": dataset, "row": row, "model": f"M {row}", "method": "m_1 & co",
+           "chain": [row], "accuracy": 90.0, "top5": None, "size_mb": 3.0, "params": 1_000_000,
+           "gpu_speed": None, "gpu_images_per_s": None, "gpu_latency_ms": None, "cpu_speed": 12.5,
+           "cpu_images_per_s": 100.0, "cpu_latency_ms": 1.5, "cpu_iqr_s": 0.001, "batch_size": 8,
+           "notes": ["no CUDA GPU here: no GPU timing."], "fingerprint": FP}
+    rec.update(over)
+    path = tmp_path / f"{dataset}-{row}.json"
+    path.write_text(json.dumps(rec))
+    return str(path)
+
+
+def _render(tmp_path, files, profile, datasets, rows):
+    out = {k: tmp_path / f"out.{k}" for k in ("md", "tex", "csv", "json")}
+    render_tables(files, profile, datasets, rows, md=out["md"], tex=out["tex"], csv=out["csv"], json_out=out["json"])
+    return out
+
+
+def test_tables_keep_row_order_print_dashes_and_published_figures(tmp_path):
+    files = [_cell(tmp_path, "cifar10", "dynamic_ptq", accuracy=88.0, cpu_speed=None),
+             _cell(tmp_path, "cifar10", "vanilla", accuracy=91.25),
+             _cell(tmp_path, "cifar100", "vanilla", top5=99.0)]
+    out = _render(tmp_path, files, "paper", ["cifar10", "cifar100"], ["vanilla", "dynamic_ptq"])
+    md = out["md"].read_text()
+    assert md.index("## CIFAR-10") < md.index("## CIFAR-100")
+    c10 = md[md.index("## CIFAR-10"):md.index("## CIFAR-100")]
+    assert c10.index("M vanilla") < c10.index("M dynamic_ptq")
+    ref = published().set_index(["dataset", "row"])
+    assert f"| 91.25 | {ref.loc[('cifar10', 'vanilla'), 'accuracy']:.2f} |" in c10
+    dyn_line = next(line for line in c10.splitlines() if "M dynamic_ptq" in line)
+    assert "| - |" in dyn_line  # no GPU and no CPU speed
+    assert "Top-5" in md[md.index("## CIFAR-100"):]
+    assert "no CUDA GPU here" in md
+    texout = out["tex"].read_text()
+    assert r"m\_1 \& co" in texout and texout.count(r"\begin{table}") == 2
+    csv = pd.read_csv(out["csv"])
+    assert list(csv.columns) == CSV_COLUMNS and len(csv) == 3
+    assert csv.loc[csv["row"] == "dynamic_ptq", "cpu_speed"].isna().all()
+    metrics = json.loads(out["json"].read_text())
+    assert metrics["cifar10"]["vanilla"]["accuracy"] == 91.25
+    assert metrics["cifar10"]["dynamic_ptq"]["cpu_speed"] is None
+
+
+def test_demo_profile_has_no_published_column(tmp_path):
+    out = _render(tmp_path, [_cell(tmp_path, "digits", "vanilla", profile="demo")], "demo", ["digits"], ["vanilla"])
+    md = out["md"].read_text()
+    assert "Published" not in md and "digits" in md
+
+
+def test_formatting_helpers():
+    assert fmt(None) == "-" and fmt(float("nan")) == "-" and fmt(3.14159) == "3.14"
+    assert fmt_speed(0.0504) == "0.0504" and fmt_speed(1234.4) == "1234" and fmt_speed(None) == "-"
+    assert tex("a_b%") == r"a\_b\%"
+
+
+def test_published_figures_are_the_studys_tables():
+    ref = published()
+    assert len(ref) == 26 and set(ref["dataset"]) == {"cifar10", "cifar100"}
+    assert ref.set_index(["dataset", "row"]).loc[("cifar10", "vanilla"), "size_mb"] == 327

@@ -1,0 +1,100 @@
+"""The Snakemake workflow itself: validation before any job, the paper DAG offline, a tiny real run."""
+import copy
+import json
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import make_workflow, snakemake, tiny_profile
+from vitcompress.config import resolve
+from vitcompress.workflow import build_untrained
+
+
+def test_paper_profile_dry_run_lists_every_cell_offline(tmp_path, raw_params):
+    wf = make_workflow(tmp_path, raw_params)
+    proc = snakemake(wf, "-n", "--config", "profile=paper")
+    prof = resolve(raw_params, {"profile": "paper"})
+    for ds in prof.datasets:
+        assert f"data/prepared/{ds}.pt" in proc.stdout
+        for row in prof.rows:
+            chain = prof.chain_id(row["id"])
+            for f in ("model.pt", "accuracy.json", "speed.json"):
+                assert f"results/paper/{ds}/{chain}/{f}" in proc.stdout
+            assert f"results/paper/{ds}/rows/{row['id']}.json" in proc.stdout
+    assert not (wf / "results").exists() and not (wf / "data").exists()
+
+
+@pytest.mark.parametrize("edit,expected", [
+    (lambda r: r["profiles"]["demo"]["train"].update(epochs=-2), "profiles.demo.train.epochs = -2"),
+    (lambda r: r["profiles"]["demo"].update(colour="red"), "unknown key 'profiles.demo.colour'"),
+    (lambda r: r["profiles"]["demo"]["steps"]["vit"].update(method="prune_magic"),
+     "profiles.demo.steps.vit.method = 'prune_magic'"),
+])
+def test_bad_params_stop_before_any_job(tmp_path, raw_params, edit, expected):
+    raw = copy.deepcopy(raw_params)
+    edit(raw)
+    wf = make_workflow(tmp_path, raw)
+    proc = snakemake(wf, check=False)
+    assert proc.returncode != 0
+    assert expected in proc.stdout + proc.stderr
+    assert not (wf / "results").exists() and not (wf / "logs").exists()
+
+
+def test_cuda_requested_without_gpu_is_a_clear_error(tmp_path, raw_params):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    wf = make_workflow(tmp_path, raw_params)
+    proc = snakemake(wf, "-n", "--config", "device=cuda", check=False)
+    assert proc.returncode != 0 and "no CUDA GPU is visible" in proc.stdout + proc.stderr
+
+
+@pytest.mark.e2e
+def test_tiny_workflow_end_to_end(tmp_path, raw_params, monkeypatch):
+    raw = tiny_profile(raw_params, datasets=("digits", "digit_pairs"))
+    wf = make_workflow(tmp_path, raw)
+    monkeypatch.setenv("VITCOMPRESS_MACHINE", "machine-a")
+    snakemake(wf)
+
+    csv = pd.read_csv(wf / "reports/metrics.csv")
+    assert sorted(csv["dataset"]) == ["digit_pairs", "digits"] and set(csv["row"]) == {"vanilla"}
+    for col in ("accuracy", "cpu_speed", "cpu_images_per_s", "cpu_latency_ms", "size_mb", "params"):
+        assert (csv[col] > 0).all(), col
+    assert csv["gpu_speed"].isna().all()  # no GPU here, so no GPU number
+    cell = json.loads((wf / "results/tiny/digits/rows/vanilla.json").read_text())
+    model_file = wf / "results/tiny/digits/vit/model.pt"
+    assert cell["size_mb"] == pytest.approx(model_file.stat().st_size / 2**20)
+    assert cell["fingerprint"]["label"] == "machine-a"
+    md = (wf / "reports/tables.md").read_text()
+    assert md.count("| Vanilla ViT |") == 2 and (wf / "reports/tables.tex").exists()
+    assert all((wf / "logs/tiny" / d / "vit/step.log").stat().st_size > 0 for d in ("digits", "digit_pairs"))
+
+    again = snakemake(wf, "-n")
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+    # A new machine: only timings, the cells and the report re-run; checkpoints and accuracy are kept.
+    monkeypatch.setenv("VITCOMPRESS_MACHINE", "machine-b")
+    moved = snakemake(wf, "-n")
+    stats = moved.stdout[moved.stdout.index("Job stats"):]
+    assert "measure_speed" in stats and "report" in stats
+    assert "train" not in stats and "evaluate" not in stats and "prepare_data" not in stats
+
+    bench = snakemake(wf, "bench_arch")
+    table = pd.read_csv(wf / "reports/bench_arch.csv")
+    assert list(table["row"]) == ["vanilla"] and table["size_mb"].iloc[0] > 0 and table["cpu_speed"].iloc[0] > 0
+    assert bench.returncode == 0
+
+
+def test_paper_vanilla_artifact_size_matches_the_study(raw_params, tmp_path):
+    """ViT-B/16 with a CIFAR-10 head, saved as the pipeline saves it: the study's Size column says 327 MB."""
+    from vitcompress.data import describe
+    from vitcompress.measure import file_size_mb
+    from vitcompress.models import arch_for
+
+    prof = resolve(raw_params, {"profile": "paper"})
+    step = prof.step_cfg("vit")
+    arch = arch_for(step["model_cfg"], describe(prof.dataset_cfg("cifar10")), step["image_size"])
+    build_untrained([step], arch).save(tmp_path / "m.pt")
+    assert file_size_mb(tmp_path / "m.pt") == pytest.approx(327, rel=0.02)

@@ -1,0 +1,121 @@
+"""Saving and loading model artifacts: atomically, and without ever running code from a file.
+
+An artifact is a plain dictionary of tensors and JSON-like values:
+
+    format      "vitcompress.artifact/1"
+    arch        {"timm": name, "kwargs": {...}}  -> timm.create_model(name, **kwargs)
+    transforms  [{"method": name, ...spec}, ...] -> each method's ``restructure`` re-applies its change
+    state_dict  the weights of the final model (int8 packed weights included)
+    meta        where it came from (dataset, chain, normalisation, validation accuracy, ...)
+
+so it loads with ``torch.load(weights_only=True)``: a file that would need to unpickle anything else
+is refused.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pickle
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import torch
+import torch.nn as nn
+
+FORMAT = "vitcompress.artifact/1"
+
+
+class ArtifactError(RuntimeError):
+    """An artifact file is missing, corrupt, truncated or not safe to load."""
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it onto ``path`` only if the block succeeds.
+
+    A crash (or SIGKILL) inside the block leaves at most a ``.tmp`` file that no rule takes as output.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_json(path: str | Path, obj) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: str | Path) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+@dataclass
+class Artifact:
+    arch: dict
+    state_dict: dict
+    transforms: list = field(default_factory=list)
+    meta: dict = field(default_factory=dict)
+
+    def build(self) -> nn.Module:
+        """The architecture with every recorded structural change, weights loaded, in eval mode."""
+        from vitcompress.methods import get_method
+        from vitcompress.models import create
+
+        model = create(self.arch)
+        for spec in self.transforms:
+            model = get_method(spec["method"]).restructure(model, spec)
+        missing, unexpected = model.load_state_dict(self.state_dict, strict=False)
+        if missing or unexpected:
+            raise ArtifactError(
+                f"artifact weights do not fit its architecture (missing {list(missing)[:3]}, "
+                f"unexpected {list(unexpected)[:3]}); it was written by another version: re-run its step."
+            )
+        return model.eval()
+
+    def child(self, model: nn.Module, transform: dict | None = None, **meta) -> "Artifact":
+        """The artifact of a step that turned this one's model into ``model``."""
+        transforms = list(self.transforms) + ([transform] if transform else [])
+        return Artifact(self.arch, model.state_dict(), transforms, {**self.meta, **meta})
+
+    def save(self, path: str | Path) -> None:
+        payload = {
+            "format": FORMAT,
+            "arch": self.arch,
+            "transforms": self.transforms,
+            "state_dict": self.state_dict,
+            "meta": self.meta,
+        }
+        with atomic_path(path) as tmp:
+            torch.save(payload, tmp)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Artifact":
+        path = Path(path)
+        if not path.exists():
+            raise ArtifactError(f"{path}: no such artifact; run the workflow step that makes it.")
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as exc:
+            raise ArtifactError(
+                f"{path}: refused to load: the file asks to run code on load (not a plain tensor checkpoint). "
+                f"Only load artifacts this project wrote. Detail: {str(exc).splitlines()[0]}"
+            ) from None
+        except (RuntimeError, EOFError, OSError, ValueError) as exc:
+            raise ArtifactError(
+                f"{path}: corrupt or truncated checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
+                f"delete it and re-run the workflow to rebuild it."
+            ) from None
+        if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+            raise ArtifactError(f"{path}: not a vitcompress artifact (expected format {FORMAT!r}).")
+        return cls(payload["arch"], payload["state_dict"], payload["transforms"], payload["meta"])

@@ -1,0 +1,299 @@
+"""Data sets, prepared once into one tensor file per data set, and the loaders that read them.
+
+Sources (``source:`` in params.yaml):
+
+- ``digits``: scikit-learn's bundled 8x8 handwritten digits (1797 real images, 10 classes), offline.
+  A seeded, stratified train/val/test split.
+- ``digit_pairs``: 100 classes "00".."99". Each image puts two ``digits`` images side by side (8x16);
+  the class is the two-digit number. Every split is composed *only* from the same split of
+  ``digits``, so no test digit image is ever seen in training. Classes are balanced.
+- ``cifar10`` / ``cifar100``: torchvision's CIFAR classes. Downloaded into ``root`` when
+  ``download`` is on and the network allows; otherwise read from ``root`` in CIFAR's own layout.
+- ``imagefolder``: a class-per-folder data set (torchvision ImageFolder), with ``train/``, ``val/``,
+  ``test/`` sub-folders or one folder that is split with ``split``.
+
+A prepared file holds uint8 images (N, C, H, W) and int64 labels per split plus ``meta``
+(classes, channels, size, per-channel mean/std of the training split). Augmentation, resizing and
+normalisation happen when batches are drawn, so one prepared file serves every model size.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vitcompress.artifacts import atomic_path
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+
+
+class DataError(RuntimeError):
+    """A data set cannot be prepared; the message says which files to provide."""
+
+
+# ----------------------------------------------------------------------------- sources
+def _split_indices(labels: np.ndarray, fractions, seed: int) -> dict[str, np.ndarray]:
+    from sklearn.model_selection import train_test_split
+
+    train_f, val_f, test_f = fractions
+    total = train_f + val_f + test_f
+    idx = np.arange(len(labels))
+    rest, test = train_test_split(idx, test_size=test_f / total, stratify=labels, random_state=seed)
+    train, val = train_test_split(
+        rest, test_size=val_f / (train_f + val_f), stratify=labels[rest], random_state=seed + 1
+    )
+    return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
+
+
+def _digits(cfg: dict, seed: int):
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    images = np.clip(np.rint(d.images * 16.0), 0, 255).astype(np.uint8)[:, None]  # 0..16 -> 0..255
+    parts = _split_indices(d.target, cfg.get("split", [0.7, 0.15, 0.15]), seed)
+    splits = {s: (images[i], d.target[i].astype(np.int64)) for s, i in parts.items()}
+    return splits, [str(c) for c in range(10)]
+
+
+def _digit_pairs(cfg: dict, seed: int):
+    base, _ = _digits(cfg, seed)
+    counts = dict(zip(SPLITS, cfg.get("samples", [8000, 1000, 2000])))
+    splits = {}
+    for k, split in enumerate(SPLITS):
+        images, labels = base[split]
+        rng = np.random.default_rng(seed * 1000 + k)
+        by_digit = [np.flatnonzero(labels == d) for d in range(10)]
+        n = counts[split]
+        classes = np.resize(np.arange(100), n)  # balanced: every class n/100 times
+        rng.shuffle(classes)
+        left = np.array([rng.choice(by_digit[c // 10]) for c in classes])
+        right = np.array([rng.choice(by_digit[c % 10]) for c in classes])
+        splits[split] = (np.concatenate([images[left], images[right]], axis=3), classes.astype(np.int64))
+    return splits, [f"{c:02d}" for c in range(100)]
+
+
+_CIFAR_LAYOUT = {
+    "cifar10": ("cifar-10-batches-py", "data_batch_1..data_batch_5, test_batch, batches.meta"),
+    "cifar100": ("cifar-100-python", "train, test, meta"),
+}
+
+
+def _cifar(cfg: dict, seed: int, which: str):
+    import torchvision
+
+    cls = torchvision.datasets.CIFAR10 if which == "cifar10" else torchvision.datasets.CIFAR100
+    root = Path(cfg.get("root", f"data/raw/{which}"))
+    folder, files = _CIFAR_LAYOUT[which]
+    if not cfg.get("verify_checksums", True):
+        # Hand-made files (tests, re-packed copies) cannot match the published md5 sums: check presence only.
+        # torchvision skips a file's md5 check when its expected sum is None; presence is still checked.
+        cls = type(cls.__name__, (cls,), {
+            "train_list": [[name, None] for name, _ in cls.train_list],
+            "test_list": [[name, None] for name, _ in cls.test_list],
+            "meta": {**cls.meta, "md5": None},
+        })
+    loaded = {}
+    for train in (True, False):
+        try:
+            ds = cls(str(root), train=train, download=False)
+        except RuntimeError:
+            ds = None
+            if cfg.get("download", True):
+                try:
+                    ds = cls(str(root), train=train, download=True)
+                except Exception as exc:  # no network, or the mirror is gone
+                    log.warning("download of %s failed: %s", which, exc)
+            if ds is None:
+                raise DataError(
+                    f"{which}: not found or corrupt under {root}/ and it could not be downloaded. "
+                    f"Provide the Python version of the data set there: {root}/{folder}/ with {files} "
+                    f"(as in the official archive), or run once with network access."
+                ) from None
+        except Exception as exc:  # unreadable pickle, wrong shapes
+            raise DataError(f"{which}: files under {root}/{folder}/ are corrupt ({exc}); replace them.") from None
+        loaded[train] = (np.asarray(ds.data).transpose(0, 3, 1, 2).copy(), np.asarray(ds.targets, dtype=np.int64))
+        classes = list(ds.classes)
+    x, y = loaded[True]
+    val_size = int(cfg.get("val_size", 5000))
+    if not 0 < val_size < len(y):
+        raise DataError(f"{which}: val_size = {val_size} must be between 1 and the {len(y)} training images.")
+    perm = np.random.default_rng(seed).permutation(len(y))
+    val, train = np.sort(perm[:val_size]), np.sort(perm[val_size:])
+    return {"train": (x[train], y[train]), "val": (x[val], y[val]), "test": loaded[False]}, classes
+
+
+def _imagefolder(cfg: dict, seed: int):
+    import torchvision
+    from torchvision.transforms import v2
+
+    root = Path(cfg.get("root", ""))
+    if not root.is_dir():
+        raise DataError(f"imagefolder: root = {str(root)!r} is not a folder; point `root` at a class-per-folder tree.")
+    size = int(cfg.get("image_size", 32))
+    tf = v2.Compose([v2.PILToTensor(), v2.Resize((size, size), antialias=True)])
+
+    def read(folder: Path):
+        empty = [d.name for d in sorted(folder.iterdir()) if d.is_dir() and not any(f.is_file() for f in d.rglob("*"))]
+        if empty:
+            raise DataError(f"imagefolder: class folder(s) {', '.join(empty)} under {folder} hold no images; add images or remove them.")
+        try:
+            ds = torchvision.datasets.ImageFolder(str(folder), transform=tf)
+        except (FileNotFoundError, RuntimeError) as exc:
+            raise DataError(f"imagefolder: {folder}: {exc}") from None
+        xs = [ds[i][0] for i in range(len(ds))]
+        chans = max(x.shape[0] for x in xs)
+        xs = [x.expand(chans, -1, -1) if x.shape[0] != chans else x for x in xs]
+        return np.stack([x.numpy() for x in xs]), np.asarray(ds.targets, dtype=np.int64), list(ds.classes)
+
+    if all((root / s).is_dir() for s in SPLITS):
+        parts = {s: read(root / s) for s in SPLITS}
+        classes = parts["train"][2]
+        for s in SPLITS[1:]:
+            if parts[s][2] != classes:
+                raise DataError(f"imagefolder: {root / s} has classes {parts[s][2]}, train has {classes}; they must match.")
+        return {s: parts[s][:2] for s in SPLITS}, classes
+    x, y, classes = read(root)
+    idx = _split_indices(y, cfg.get("split", [0.8, 0.1, 0.1]), seed)
+    return {s: (x[i], y[i]) for s, i in idx.items()}, classes
+
+
+def load_source(cfg: dict, seed: int = 0):
+    source = cfg["source"]
+    if source == "digits":
+        splits, classes = _digits(cfg, seed)
+    elif source == "digit_pairs":
+        splits, classes = _digit_pairs(cfg, seed)
+    elif source in ("cifar10", "cifar100"):
+        splits, classes = _cifar(cfg, seed, source)
+    elif source == "imagefolder":
+        splits, classes = _imagefolder(cfg, seed)
+    else:
+        raise DataError(f"unknown data source {source!r}")
+    limit = cfg.get("limit")
+    if limit:
+        splits = {s: (x[:limit], y[:limit]) for s, (x, y) in splits.items()}
+    for s, (x, y) in splits.items():
+        if len(y) == 0:
+            raise DataError(f"{source}: the {s} split is empty; give it more images or change `split`.")
+    return splits, classes
+
+
+# ----------------------------------------------------------------------------- prepared file
+def prepare(cfg: dict, out: str | Path, seed: int = 0) -> dict:
+    """Materialise a data set into one tensor file (written atomically); return its meta."""
+    splits, classes = load_source(cfg, seed)
+    train_x = torch.from_numpy(splits["train"][0]).float() / 255.0
+    meta = {
+        "source": cfg["source"],
+        "num_classes": len(classes),
+        "classes": classes,
+        "channels": int(train_x.shape[1]),
+        "size": [int(train_x.shape[2]), int(train_x.shape[3])],
+        "mean": train_x.mean(dim=(0, 2, 3)).tolist(),
+        "std": train_x.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist(),
+        "counts": {s: int(len(y)) for s, (_, y) in splits.items()},
+    }
+    payload = {"meta": meta}
+    for s, (x, y) in splits.items():
+        payload[f"{s}_x"] = torch.from_numpy(np.ascontiguousarray(x))
+        payload[f"{s}_y"] = torch.from_numpy(np.ascontiguousarray(y))
+    with atomic_path(out) as tmp:
+        torch.save(payload, tmp)
+    log.info("prepared %s: %s", cfg["source"], meta["counts"])
+    return meta
+
+
+class PreparedData:
+    """A prepared data set in memory: splits of uint8 images and their labels."""
+
+    def __init__(self, path: str | Path):
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise DataError(f"{path}: unreadable prepared data ({exc}); delete it and re-run the workflow.") from None
+        self.meta: dict = payload["meta"]
+        self.splits = {s: (payload[f"{s}_x"], payload[f"{s}_y"]) for s in SPLITS}
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.meta["num_classes"])
+
+    def loader(self, split: str, batch_size: int, train: bool = False, augment: dict | None = None,
+               seed: int = 0, num_workers: int = 0, max_batches: int | None = None):
+        x, y = self.splits[split]
+        ds = _AugmentedTensors(x, y, augment if train else None)
+        g = torch.Generator().manual_seed(seed)
+        loader = torch.utils.data.DataLoader(
+            ds, batch_size=batch_size, shuffle=train, generator=g, num_workers=num_workers,
+            drop_last=False, persistent_workers=False,
+        )
+        if max_batches:
+            import itertools
+
+            return list(itertools.islice(loader, max_batches))
+        return loader
+
+
+class _AugmentedTensors(torch.utils.data.Dataset):
+    """uint8 images with optional random shift (zero padding) and horizontal flip, per sample."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, augment: dict | None):
+        self.x, self.y = x, y
+        self.shift = int((augment or {}).get("shift", 0))
+        self.hflip = bool((augment or {}).get("hflip", False))
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i):
+        img = self.x[i]
+        if self.shift:
+            s = self.shift
+            h, w = img.shape[1:]
+            dy, dx = torch.randint(0, 2 * s + 1, (2,)).tolist()
+            img = F.pad(img, (s, s, s, s))[:, dy:dy + h, dx:dx + w]
+        if self.hflip and torch.rand(()) < 0.5:
+            img = img.flip(-1)
+        return img, self.y[i]
+
+
+class InputAdapter:
+    """uint8 batch -> normalised float batch at the model's input size, on the model's device."""
+
+    def __init__(self, meta: dict, size: list[int], device: str | torch.device = "cpu"):
+        self.mean = torch.tensor(meta["mean"], device=device).view(1, -1, 1, 1)
+        self.std = torch.tensor(meta["std"], device=device).view(1, -1, 1, 1)
+        self.size = tuple(size)
+        self.device = device
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device, non_blocking=True).float().div_(255.0)
+        if tuple(x.shape[-2:]) != self.size:
+            x = F.interpolate(x, size=self.size, mode="bilinear", align_corners=False)
+        return (x - self.mean) / self.std
+
+
+_KNOWN_SHAPES = {  # (classes, channels, [H, W]) of the built-in sources, known without reading any file
+    "digits": (10, 1, [8, 8]),
+    "digit_pairs": (100, 1, [8, 16]),
+    "cifar10": (10, 3, [32, 32]),
+    "cifar100": (100, 3, [32, 32]),
+}
+
+
+def describe(cfg: dict) -> dict:
+    """Classes, channels and image size of a data set without preparing it (architecture benchmarks)."""
+    source = cfg["source"]
+    if source in _KNOWN_SHAPES:
+        classes, chans, size = _KNOWN_SHAPES[source]
+    else:  # imagefolder: one class per sub-folder of train/ (or of the root)
+        root = Path(cfg.get("root", ""))
+        base = root / "train" if (root / "train").is_dir() else root
+        classes = len([d for d in base.iterdir() if d.is_dir()]) if base.is_dir() else 2
+        chans, size = 3, [int(cfg.get("image_size", 32))] * 2
+    return {"num_classes": classes, "channels": chans, "size": size}

@@ -1,0 +1,125 @@
+"""Measurement, one module for every row: accuracy, CPU/GPU speed, size, hardware fingerprint.
+
+Speed protocol (CPU and GPU alike): a fixed thread count, ``warmup`` untimed forward passes, then
+``repeats`` timed ones; the median is reported with its spread (min, max, inter-quartile range).
+"iterations per second" (the study's unit) is 1 / median time of one forward pass at the profile's
+batch size; images/s multiplies it by the batch size; latency is the median at batch size 1.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+MB = 2 ** 20  # the study's "MB" matches MiB: ViT-B/16 with a 10-class head is 327 MiB
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, loader, adapter, device: str = "cpu") -> dict:
+    """Top-1 (and top-5 when there are more than 10 classes) accuracy in percent."""
+    model.eval().to(device)
+    correct1 = correct5 = total = 0
+    num_classes = None
+    for x, y in loader:
+        logits = model(adapter(x))
+        y = y.to(logits.device)
+        num_classes = logits.shape[-1]
+        correct1 += (logits.argmax(-1) == y).sum().item()
+        if num_classes > 10:
+            top5 = logits.topk(5, dim=-1).indices
+            correct5 += (top5 == y[:, None]).any(-1).sum().item()
+        total += len(y)
+    out = {"top1": 100.0 * correct1 / max(1, total), "n": total}
+    if num_classes and num_classes > 10:
+        out["top5"] = 100.0 * correct5 / max(1, total)
+    return out
+
+
+def _spread(times: list[float]) -> dict:
+    q = statistics.quantiles(times, n=4) if len(times) >= 2 else [times[0]] * 3
+    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "iqr_s": q[2] - q[0]}
+
+
+@torch.inference_mode()
+def time_forward(model: nn.Module, example: torch.Tensor, warmup: int, repeats: int) -> list[float]:
+    cuda = example.is_cuda
+    for _ in range(warmup):
+        model(example)
+    if cuda:
+        torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        model(example)
+        if cuda:
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def speed(model: nn.Module, input_shape, batch_size: int, device: str = "cpu", threads: int | None = None,
+          warmup: int = 3, repeats: int = 10, seed: int = 0) -> dict:
+    """Throughput at ``batch_size`` and batch-1 latency of ``model`` on synthetic inputs."""
+    if threads:
+        torch.set_num_threads(int(threads))
+    model.eval().to(device)
+    g = torch.Generator().manual_seed(seed)
+    out = {"device": device, "batch_size": int(batch_size), "warmup": int(warmup), "repeats": int(repeats),
+           "threads": torch.get_num_threads()}
+    example = torch.randn(batch_size, *input_shape, generator=g).to(device)
+    batch = _spread(time_forward(model, example, warmup, repeats))
+    single = _spread(time_forward(model, example[:1], warmup, repeats))
+    out.update({
+        "it_per_s": 1.0 / batch["median_s"],
+        "images_per_s": batch_size / batch["median_s"],
+        "latency_ms": 1000.0 * single["median_s"],
+        "batch": batch,
+        "batch1": single,
+    })
+    return out
+
+
+def file_size_mb(path: str | Path) -> float:
+    return Path(path).stat().st_size / MB
+
+
+def _pkg(name: str) -> str | None:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def fingerprint(cpu_threads: int, gpu: bool = True) -> dict:
+    """What speed depends on. Accuracy and checkpoints do not, so only timings re-run when it changes."""
+    gpu_name = None
+    if gpu and torch.cuda.is_available():
+        gpu_name = torch.cuda.get_device_name(0)
+    return {
+        # VITCOMPRESS_MACHINE names a machine in reports (e.g. "jetson-orin-nano"); changing it re-times.
+        "label": os.environ.get("VITCOMPRESS_MACHINE") or platform.node(),
+        "cpu": cpu_model(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "cpu_threads": int(cpu_threads),
+        "gpu": gpu_name,
+        "torch": torch.__version__,
+        "timm": _pkg("timm"),
+        "python": platform.python_version(),
+    }

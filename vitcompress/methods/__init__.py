@@ -1,0 +1,12 @@
+"""Compression methods: one module each, one :class:`~vitcompress.methods.base.Method` subclass each."""
+from vitcompress.methods.base import METHODS, Method, StepContext, register
+from vitcompress.methods import train  # noqa: F401  (registers the `train` method)
+
+__all__ = ["METHODS", "Method", "StepContext", "register", "get_method"]
+
+
+def get_method(name: str) -> type[Method]:
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise KeyError(f"unknown method {name!r}; known: {', '.join(sorted(METHODS))}") from None

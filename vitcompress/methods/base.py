@@ -1,0 +1,87 @@
+"""The one interface every step of a chain implements.
+
+A *method* turns its input (nothing, for a root method such as ``train``; the artifact of the chain's
+previous step otherwise) into a new :class:`~vitcompress.artifacts.Artifact`. Methods that change a
+model's structure (quantized layers, pruned shapes, other attention) also know how to re-apply that
+change to a freshly built architecture, so an artifact reloads from tensors alone, never from
+pickled code.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch.nn as nn
+
+
+@dataclass
+class StepContext:
+    """Everything a method may use while it runs one step on one dataset."""
+
+    step: dict                      # the step's resolved settings (Profile.step_cfg)
+    dataset: str
+    data_file: Path                 # the prepared data set (vitcompress.data.prepare output)
+    device: str                     # "cpu" or "cuda"
+    seed: int = 0
+    threads: int = 1
+    parent: Any = None              # the previous step's Artifact, or None for a root step
+    extra: dict = field(default_factory=dict)  # other artifacts the step declared (e.g. a teacher)
+
+
+class Method:
+    """Base class: subclass, set ``name``, implement :meth:`run`, and register with :func:`register`."""
+
+    name: ClassVar[str] = ""
+    is_root: ClassVar[bool] = False     # builds a model from scratch (must be first in a chain)
+    uses_gpu: ClassVar[bool] = True     # the workflow asks for the `gpu` resource when CUDA is used
+    keys: ClassVar[dict[str, type | tuple]] = {}  # method-specific step keys and their types
+
+    @classmethod
+    def check_step(cls, step: dict, where: str, profile: dict) -> None:
+        """Raise ConfigError for a step setting this method cannot work with."""
+        from vitcompress.config import ConfigError
+
+        common = {"method", "model", "train"}
+        for key, value in step.items():
+            if key in common:
+                continue
+            if key not in cls.keys:
+                allowed = ", ".join(sorted(common | set(cls.keys)))
+                raise ConfigError(f"params.yaml: unknown key '{where}.{key}' for method {cls.name!r}; allowed: {allowed}.")
+            if not isinstance(value, cls.keys[key]) or isinstance(value, bool) and cls.keys[key] is not bool:
+                raise ConfigError(f"params.yaml: {where}.{key} = {value!r} has the wrong type for method {cls.name!r}.")
+
+    @classmethod
+    def step_inputs(cls, step: dict, profile) -> dict[str, str]:
+        """Other chains this step needs besides its parent: {name: chain id}. Default: none."""
+        return {}
+
+    def run(self, ctx: StepContext):
+        raise NotImplementedError
+
+    @classmethod
+    def untrained(cls, model: nn.Module, step: dict) -> tuple[nn.Module, dict | None]:
+        """The method's structural change on a model with random weights and no data (architecture
+        benchmarks): return the changed model and the spec :meth:`restructure` re-applies, or None."""
+        return model, None
+
+    @classmethod
+    def untrained_meta(cls, step: dict) -> dict:
+        """Artifact meta the untrained version carries (e.g. ``cpu_only``)."""
+        return {}
+
+    @classmethod
+    def restructure(cls, model: nn.Module, spec: dict) -> nn.Module:
+        """Re-apply this method's structural change (recorded as ``spec``) to a fresh model."""
+        return model
+
+
+METHODS: dict[str, type[Method]] = {}
+
+
+def register(cls: type[Method]) -> type[Method]:
+    if not cls.name:
+        raise TypeError(f"{cls.__qualname__} has no name")
+    METHODS[cls.name] = cls
+    return cls

@@ -1,0 +1,68 @@
+"""Every model comes from ``timm.create_model``; this module only decides its arguments."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import timm
+import torch.nn as nn
+
+log = logging.getLogger(__name__)
+
+
+class PretrainedUnavailable(RuntimeError):
+    """Pretrained weights were asked for but can be neither downloaded nor read from a local file."""
+
+
+def input_size(image_size, data_meta: dict, scale: int = 1) -> list[int]:
+    """[H, W] the model sees: the data set's own size ("native") times ``scale``, or a square ``image_size``."""
+    if image_size in (None, "native"):
+        return [int(s) * int(scale) for s in data_meta["size"]]
+    return [int(image_size), int(image_size)]
+
+
+def arch_for(model_cfg: dict, data_meta: dict, image_size="native", image_scale: int = 1) -> dict:
+    """The full, JSON-able description of an architecture: enough to rebuild it with no other input."""
+    kwargs = dict(model_cfg.get("kwargs") or {})
+    kwargs.update(
+        num_classes=int(data_meta["num_classes"]),
+        in_chans=int(data_meta["channels"]),
+        img_size=input_size(image_size, data_meta, image_scale),
+    )
+    return {"timm": model_cfg["timm"], "kwargs": kwargs}
+
+
+def create(arch: dict, pretrained: bool = False, pretrained_file: str | None = None) -> nn.Module:
+    name, kwargs = arch["timm"], dict(arch["kwargs"])
+    if "img_size" in kwargs and isinstance(kwargs["img_size"], list):
+        kwargs["img_size"] = tuple(kwargs["img_size"])
+    if not pretrained:
+        return timm.create_model(name, pretrained=False, **kwargs)
+    if pretrained_file:
+        path = Path(pretrained_file)
+        if not path.exists():
+            raise PretrainedUnavailable(
+                f"pretrained_file = {pretrained_file!r} does not exist; point it at a weights file for {name} "
+                f"(a state dict saved with torch.save or a .safetensors file)."
+            )
+        log.info("loading pretrained %s weights from %s", name, path)
+        return timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, **kwargs)
+    try:
+        return timm.create_model(name, pretrained=True, **kwargs)
+    except Exception as exc:  # no network, no hub, no such tag: all end the same way for the user
+        raise PretrainedUnavailable(
+            f"could not download pretrained weights for {name} ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}). "
+            f"Offline? Set `pretrained_file` for this model in params.yaml to a local weights file, "
+            f"or set `pretrained: false`."
+        ) from None
+
+
+def count_params(model: nn.Module) -> int:
+    """Parameters of the model, counting the packed int8 weights of torch.ao quantized layers too."""
+    total = sum(p.numel() for p in model.parameters())
+    for m in model.modules():
+        if hasattr(m, "_packed_params") and callable(getattr(m, "weight", None)):
+            total += m.weight().numel()
+            bias = m.bias() if callable(getattr(m, "bias", None)) else None
+            total += 0 if bias is None else bias.numel()
+    return total

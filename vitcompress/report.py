@@ -1,0 +1,150 @@
+"""The study's tables from the per-cell metrics JSONs: Markdown and LaTeX through Jinja templates,
+plus metrics.csv (one line per cell) and metrics.json (for `dvc metrics show`).
+
+Missing cells print "-". Nothing here computes a number: every figure comes from a metrics file.
+"""
+from __future__ import annotations
+
+import json
+import math
+from importlib import resources
+from pathlib import Path
+
+import jinja2
+import pandas as pd
+
+from vitcompress.artifacts import atomic_path, read_json, write_json
+
+CSV_COLUMNS = [
+    "dataset", "row", "model", "method", "accuracy", "top5", "gpu_speed", "gpu_images_per_s", "gpu_latency_ms",
+    "cpu_speed", "cpu_images_per_s", "cpu_latency_ms", "size_mb", "params", "batch_size",
+    "published_accuracy", "published_size_mb",
+]
+DEFAULT_TEMPLATES = Path(__file__).resolve().parent.parent / "reports" / "templates"
+TEX_ESCAPES = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
+               "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "\\": r"\textbackslash{}"}
+DATASET_TITLES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "digits": "digits (scikit-learn)",
+                  "digit_pairs": "digit pairs (100 classes)"}
+
+
+def published() -> pd.DataFrame:
+    """The study's Tables 1-2 (figures copied from the paper) keyed by dataset and row id."""
+    text = resources.files("vitcompress").joinpath("reference/study_tables.csv").read_text()
+    from io import StringIO
+
+    return pd.read_csv(StringIO(text))
+
+
+def _missing(v) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def fmt(v, digits: int = 2) -> str:
+    return "-" if _missing(v) else f"{v:.{digits}f}"
+
+
+def fmt_speed(v) -> str:
+    """Speeds span 0.05 (ViT-B on CPU) to thousands (tiny models): keep three significant digits."""
+    if _missing(v):
+        return "-"
+    return f"{v:.3g}" if v < 100 else f"{v:.0f}"
+
+
+def tex(s) -> str:
+    return "".join(TEX_ESCAPES.get(c, c) for c in str(s))
+
+
+def collect(files: list[str]) -> pd.DataFrame:
+    return pd.DataFrame([read_json(f) for f in files])
+
+
+def _env(templates: Path) -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates)), undefined=jinja2.StrictUndefined,
+                             trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    env.filters.update(fmt=fmt, speed=fmt_speed, tex=tex)
+    return env
+
+
+def build_frame(files: list[str], profile: str, rows: list[str]) -> pd.DataFrame:
+    df = collect(files)
+    df["row"] = pd.Categorical(df["row"], categories=rows, ordered=True)
+    if profile == "paper":
+        ref = published().rename(columns={"accuracy": "published_accuracy", "size_mb": "published_size_mb"})
+        df = df.merge(ref[["dataset", "row", "published_accuracy", "published_size_mb"]].astype({"row": str}),
+                      on=["dataset", "row"], how="left") if len(df) else df
+        df["row"] = pd.Categorical(df["row"], categories=rows, ordered=True)
+    else:
+        df["published_accuracy"] = None
+        df["published_size_mb"] = None
+    return df.sort_values(["dataset", "row"], key=lambda s: s.map({d: i for i, d in enumerate(dict.fromkeys(df["dataset"]))}) if s.name == "dataset" else s)
+
+
+def render_tables(files: list[str], profile: str, datasets: list[str], rows: list[str], md: str, tex: str,
+                  csv: str, json_out: str, templates: str | Path | None = None) -> None:
+    df = build_frame(files, profile, rows)
+    tables = []
+    for ds in datasets:
+        sub = df[df["dataset"] == ds].sort_values("row")
+        records = sub.to_dict("records")
+        fp = records[0]["fingerprint"] if records else {}
+        notes = sorted({n for r in records for n in (r.get("notes") or [])})
+        tables.append({
+            "dataset": ds,
+            "title": DATASET_TITLES.get(ds, ds),
+            "rows": records,
+            "has_top5": any(not _missing(r.get("top5")) for r in records),
+            "batch_size": records[0].get("batch_size") if records else None,
+            "fingerprint": fp,
+            "notes": notes,
+        })
+    env = _env(Path(templates) if templates else DEFAULT_TEMPLATES)
+    ctx = {"profile": profile, "tables": tables, "published": profile == "paper"}
+    for out, name in ((md, "tables.md.j2"), (tex, "tables.tex.j2")):
+        with atomic_path(out) as tmp:
+            tmp.write_text(env.get_template(name).render(**ctx))
+    flat = df.assign(row=df["row"].astype(str))
+    for col in CSV_COLUMNS:
+        if col not in flat:
+            flat[col] = None
+    with atomic_path(csv) as tmp:
+        flat[CSV_COLUMNS].to_csv(tmp, index=False, float_format="%.6g")
+    nested: dict = {}
+    for r in flat.to_dict("records"):
+        nested.setdefault(r["dataset"], {})[r["row"]] = {
+            k: (None if _missing(r[k]) else r[k])
+            for k in ("accuracy", "top5", "gpu_speed", "cpu_speed", "cpu_images_per_s", "cpu_latency_ms", "size_mb", "params")
+        }
+    write_json(json_out, nested)
+
+
+def render_bench(files: list[str], rows: list[dict], profile: str, csv: str, md: str,
+                 templates: str | Path | None = None) -> None:
+    """The architecture benchmark: one line per row, random weights, no training."""
+    records = []
+    ref = published()
+    for row, f in zip(rows, files):
+        r = read_json(f)
+        pub = ref[(ref["row"] == row["id"])]["size_mb"].dropna()
+        records.append({
+            "row": row["id"], "model": row["model"], "method": row["method"],
+            "timm": r["arch"]["timm"], "input": "x".join(map(str, r["arch"]["kwargs"]["img_size"])),
+            "size_mb": r["size_mb"], "params": r["params"],
+            "published_size_mb": float(pub.iloc[0]) if profile == "paper" and len(pub) else None,
+            "cpu_speed": (r.get("cpu") or {}).get("it_per_s"),
+            "cpu_images_per_s": (r.get("cpu") or {}).get("images_per_s"),
+            "cpu_latency_ms": (r.get("cpu") or {}).get("latency_ms"),
+            "gpu_speed": (r.get("gpu") or {}).get("it_per_s"),
+            "batch_size": (r.get("cpu") or r.get("gpu") or {}).get("batch_size"),
+            "fingerprint": r["fingerprint"],
+            "notes": r.get("notes", []),
+        })
+    with atomic_path(csv) as tmp:
+        pd.DataFrame(records).drop(columns=["fingerprint", "notes"]).to_csv(tmp, index=False, float_format="%.6g")
+    env = _env(Path(templates) if templates else DEFAULT_TEMPLATES)
+    with atomic_path(md) as tmp:
+        tmp.write_text(env.get_template("bench_arch.md.j2").render(profile=profile, rows=records,
+                                                                   fingerprint=records[0]["fingerprint"] if records else {}))
+
+
+def load_metrics_json(path: str | Path) -> dict:
+    return json.loads(Path(path).read_text())

@@ -1,0 +1,139 @@
+"""The one training loop every step uses: AdamW, linear warm-up + cosine decay, label smoothing,
+seeded and deterministic on CPU, mixed precision on CUDA, tqdm progress, validation every epoch,
+best weights kept.
+
+Methods customise it through ``loss_fn(model, x, y) -> loss`` (distillation, size penalties) and
+``after_step(model)`` hooks, not by copying it.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import random
+import sys
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from vitcompress.data import InputAdapter, PreparedData
+from vitcompress.measure import evaluate
+
+log = logging.getLogger(__name__)
+
+
+def seed_everything(seed: int, device: str = "cpu") -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if device == "cpu":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def warmup_cosine(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
+    """LR multiplier: linear from ~0 to 1 over ``warmup_steps``, then cosine down to 0."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / max(1, warmup_steps)
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def _param_groups(model: nn.Module, weight_decay: float):
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim <= 1 or name.endswith(("pos_embed", "cls_token", "dist_token")) else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def fit(
+    model: nn.Module,
+    data: PreparedData,
+    cfg: dict,
+    adapter: InputAdapter,
+    device: str = "cpu",
+    seed: int = 0,
+    loss_fn: Callable | None = None,
+    after_step: Callable[[nn.Module], None] | None = None,
+    extra_params: list | None = None,
+    desc: str = "train",
+) -> dict:
+    """Train ``model`` in place on ``data`` per ``cfg`` (the params.yaml `train` block).
+
+    Leaves the best-validation weights in ``model`` and returns the history.
+    """
+    seed_everything(seed, device)
+    model.to(device)
+    epochs = int(cfg.get("epochs", 0))
+    smoothing = float(cfg.get("label_smoothing", 0.0))
+    if loss_fn is None:
+        def loss_fn(m, x, y):
+            return F.cross_entropy(m(x), y, label_smoothing=smoothing)
+
+    history: dict = {"epochs": [], "best_val_acc": None, "best_epoch": None}
+    val_loader = data.loader("val", int(cfg.get("eval_batch_size", 256)))
+    if epochs == 0:
+        history["best_val_acc"] = evaluate(model, val_loader, adapter, device)["top1"]
+        return history
+
+    max_steps = cfg.get("max_steps")
+    train_loader = data.loader(
+        "train", int(cfg["batch_size"]), train=True, augment=cfg.get("augment"), seed=seed,
+        num_workers=int(cfg.get("num_workers", 0)),
+    )
+    steps_per_epoch = min(len(train_loader), max_steps or len(train_loader))
+    total = epochs * steps_per_epoch
+    groups = _param_groups(model, float(cfg.get("weight_decay", 0.0)))
+    if extra_params:
+        groups.append({"params": extra_params, "weight_decay": 0.0})
+    opt = torch.optim.AdamW(groups, lr=float(cfg["lr"]))
+    warmup = int(round(float(cfg.get("warmup_epochs", 0)) * steps_per_epoch))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(total, warmup))
+
+    use_amp = device.startswith("cuda")
+    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+
+    best_acc, best_state = -1.0, None
+    for epoch in range(epochs):
+        model.train()
+        running, seen = 0.0, 0
+        bar = tqdm(train_loader, total=steps_per_epoch, desc=f"{desc} {epoch + 1}/{epochs}", leave=False,
+                   file=sys.stderr, mininterval=1.0, dynamic_ncols=True)
+        for i, (x, y) in enumerate(bar):
+            if i >= steps_per_epoch:
+                break
+            x, y = adapter(x), y.to(device)
+            with torch.autocast("cuda", dtype=amp_dtype, enabled=use_amp):
+                loss = loss_fn(model, x, y)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"{desc}: loss became {loss.item()} at epoch {epoch + 1}; lower `lr`.")
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            sched.step()
+            if after_step is not None:
+                after_step(model)
+            running += loss.item() * len(y)
+            seen += len(y)
+            bar.set_postfix(loss=f"{running / seen:.3f}", refresh=False)
+        bar.close()
+        val = evaluate(model, val_loader, adapter, device)["top1"]
+        history["epochs"].append({"epoch": epoch + 1, "train_loss": running / max(1, seen), "val_top1": val})
+        log.info("%s epoch %d/%d: train loss %.4f, val top-1 %.2f%%", desc, epoch + 1, epochs, running / max(1, seen), val)
+        if val > best_acc:
+            best_acc, best_state = val, copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+            history["best_val_acc"], history["best_epoch"] = val, epoch + 1
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return history

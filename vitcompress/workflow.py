@@ -1,0 +1,211 @@
+"""What each workflow rule does, as plain functions (scripts/ only forwards Snakemake's arguments).
+
+Outputs are written atomically, so a killed job leaves nothing a later run would take as complete.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from vitcompress.artifacts import Artifact, read_json, write_json
+from vitcompress.data import InputAdapter, PreparedData, prepare
+from vitcompress.measure import evaluate, file_size_mb, speed
+from vitcompress.methods import StepContext, get_method
+from vitcompress.models import count_params
+
+log = logging.getLogger("vitcompress")
+
+
+class DeviceError(RuntimeError):
+    """A device was requested that this machine does not have."""
+
+
+def use_threads(threads: int) -> int:
+    """Give PyTorch ``threads`` threads, but never more than this process may run on."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cpus = os.cpu_count() or 1
+    n = max(1, min(int(threads), cpus))
+    torch.set_num_threads(n)
+    return n
+
+
+def resolve_device(requested: str = "auto") -> str:
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise DeviceError(
+            "device = 'cuda' in params.yaml, but no CUDA GPU is visible here; "
+            "set `device: auto` (uses the GPU when there is one) or `device: cpu`."
+        )
+    if requested not in ("cpu", "cuda"):
+        raise DeviceError(f"device = {requested!r}: use auto, cpu or cuda.")
+    return requested
+
+
+@contextlib.contextmanager
+def logging_to(path: str | Path | None):
+    """Send the library's log records to ``path`` (and stderr) for the duration of a job."""
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(path, mode="w"))
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    root = logging.getLogger()
+    old_level = root.level
+    root.setLevel(logging.INFO)
+    for h in handlers:
+        h.setFormatter(fmt)
+        root.addHandler(h)
+    try:
+        yield
+    except Exception:
+        log.exception("job failed")
+        raise
+    finally:
+        for h in handlers:
+            root.removeHandler(h)
+            h.close()
+        root.setLevel(old_level)
+
+
+def prepare_dataset(dataset_cfg: dict, out: str, seed: int = 0) -> None:
+    prepare(dataset_cfg, out, seed)
+
+
+def run_step(step: dict, dataset: str, data_file: str, out: str, device: str = "auto", seed: int = 0,
+             threads: int = 1, parent: str | None = None, extra: dict | None = None) -> None:
+    """Run one step of a chain and save its artifact to ``out``."""
+    use_threads(threads)
+    ctx = StepContext(
+        step=step, dataset=dataset, data_file=Path(data_file), device=resolve_device(device), seed=seed,
+        threads=threads, parent=Artifact.load(parent) if parent else None,
+        extra={k: Artifact.load(v) for k, v in (extra or {}).items()},
+    )
+    method = get_method(step["method"])()
+    log.info("%s: step %s (method %s) on %s", dataset, step["id"], method.name, ctx.device)
+    artifact = method.run(ctx)
+    artifact.save(out)
+    log.info("wrote %s (%.2f MB)", out, file_size_mb(out))
+
+
+def evaluate_artifact(artifact: str, data_file: str, out: str, eval_batch_size: int = 256,
+                      device: str = "auto", threads: int = 1) -> None:
+    """Accuracy on the test split, size on disk and parameter count: nothing here depends on the hardware."""
+    use_threads(threads)
+    dev = resolve_device(device)
+    art = Artifact.load(artifact)
+    model = art.build()
+    if art.meta.get("cpu_only"):
+        dev = "cpu"
+    data = PreparedData(data_file)
+    adapter = InputAdapter(data.meta, art.arch["kwargs"]["img_size"], dev)
+    acc = evaluate(model, data.loader("test", eval_batch_size), adapter, dev)
+    write_json(out, {
+        "accuracy": acc["top1"],
+        "top5": acc.get("top5"),
+        "test_images": acc["n"],
+        "size_mb": file_size_mb(artifact),
+        "params": count_params(model),
+        "num_classes": data.num_classes,
+        "input_size": list(art.arch["kwargs"]["img_size"]),
+        "in_chans": art.arch["kwargs"]["in_chans"],
+        "cpu_only": bool(art.meta.get("cpu_only", False)),
+        "eval_device": dev,
+    })
+
+
+def _input_shape(arch: dict) -> list[int]:
+    return [int(arch["kwargs"]["in_chans"]), *map(int, arch["kwargs"]["img_size"])]
+
+
+def measure_model(model, artifact_meta: dict, input_shape, measure: dict, fp: dict) -> dict:
+    """CPU timings always; GPU timings only when CUDA is there and the model can run on it."""
+    common = dict(warmup=int(measure["warmup"]), repeats=int(measure["repeats"]))
+    out = {"fingerprint": fp, "notes": []}
+    out["cpu"] = speed(model, input_shape, int(measure["batch_size"]), "cpu",
+                       threads=int(measure["cpu_threads"]), **common)
+    if artifact_meta.get("no_speed"):
+        out["notes"].append(artifact_meta["no_speed"])
+        out["cpu"] = None
+    gpu_ok = measure.get("gpu", True) and torch.cuda.is_available()
+    if gpu_ok and not artifact_meta.get("cpu_only") and not artifact_meta.get("no_speed"):
+        out["gpu"] = speed(model, input_shape, int(measure["batch_size"]), "cuda", **common)
+    else:
+        out["gpu"] = None
+        if artifact_meta.get("cpu_only"):
+            out["notes"].append("CPU-only model: no GPU timing.")
+        elif not gpu_ok:
+            out["notes"].append("no CUDA GPU here: no GPU timing.")
+    return out
+
+
+def measure_speed(artifact: str, out: str, measure: dict, fp: dict) -> None:
+    """Time one artifact. ``fp`` is the workflow's hardware fingerprint: a changed one re-runs only this."""
+    art = Artifact.load(artifact)
+    model = art.build()
+    write_json(out, measure_model(model, art.meta, _input_shape(art.arch), measure, fp))
+
+
+def row_metrics(row: dict, dataset: str, accuracy: str, speed_json: str, out: str, profile: str) -> None:
+    """The metrics JSON of one (dataset, row) cell."""
+    acc, spd = read_json(accuracy), read_json(speed_json)
+    cpu, gpu = spd.get("cpu"), spd.get("gpu")
+    write_json(out, {
+        "profile": profile,
+        "dataset": dataset,
+        "row": row["id"],
+        "model": row["model"],
+        "method": row["method"],
+        "chain": row["chain"],
+        "accuracy": acc["accuracy"],
+        "top5": acc.get("top5"),
+        "size_mb": acc["size_mb"],
+        "params": acc["params"],
+        "gpu_speed": gpu["it_per_s"] if gpu else None,
+        "gpu_images_per_s": gpu["images_per_s"] if gpu else None,
+        "gpu_latency_ms": gpu["latency_ms"] if gpu else None,
+        "cpu_speed": cpu["it_per_s"] if cpu else None,
+        "cpu_images_per_s": cpu["images_per_s"] if cpu else None,
+        "cpu_latency_ms": cpu["latency_ms"] if cpu else None,
+        "cpu_iqr_s": cpu["batch"]["iqr_s"] if cpu else None,
+        "batch_size": (cpu or gpu or {}).get("batch_size"),
+        "notes": spd.get("notes", []),
+        "fingerprint": spd["fingerprint"],
+    })
+
+
+def build_untrained(chain_steps: list[dict], arch: dict) -> Artifact:
+    """A row's deployable artifact with random weights: each step's structural change, no data."""
+    from vitcompress.models import create
+
+    model = create(arch)
+    art = Artifact(arch=arch, state_dict={}, transforms=[], meta={})
+    for step in chain_steps:
+        method = get_method(step["method"])
+        model, spec = method.untrained(model, step)
+        if spec:
+            art.transforms.append(spec)
+        art.meta.update(method.untrained_meta(step))
+    art.state_dict = model.state_dict()
+    return art
+
+
+def bench_row(chain_steps: list[dict], arch: dict, measure: dict, fp: dict, out: str) -> None:
+    """Build a row's architecture (random weights, no data, no training), then size and time it."""
+    art = build_untrained(chain_steps, arch)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.pt"
+        art.save(path)
+        size = file_size_mb(path)
+        model = Artifact.load(path).build()  # what a deployment would load
+    result = measure_model(model, art.meta, _input_shape(arch), measure, fp)
+    result.update(size_mb=size, params=count_params(model), arch=arch, chain=[s["id"] for s in chain_steps])
+    write_json(out, result)
