@@ -12,3 +12,10 @@ rule prepare_data:
     threads: 1
     script:
         "../scripts/prepare_data.py"
+
+
+rule data:
+    """Every data set of the profile (the DVC `data` stage runs this target)."""
+    input:
+        expand(DATA, dataset=P.datasets),
+    localrule: True

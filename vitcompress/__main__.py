@@ -1,0 +1,5 @@
+import sys
+
+from vitcompress.cli import main
+
+sys.exit(main())

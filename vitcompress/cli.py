@@ -1,0 +1,71 @@
+"""``vitcompress``: small helpers around the workflow. The pipeline itself runs with Snakemake
+(``snakemake --cores 4 --resources gpu=1``) or DVC (``dvc repro``)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+EPILOG = """examples:
+  vitcompress validate                    check params.yaml (all profiles) and print the jobs' cells
+  vitcompress validate --profile paper    the same for one profile
+  vitcompress methods                     list the compression methods a step can use
+  vitcompress fingerprint                 what the speed measurements on this machine depend on
+
+run the pipeline:
+  make demo                                            offline demo profile, CPU is enough
+  snakemake --cores 4 --resources gpu=1 --config profile=paper
+  snakemake --cores 4 bench_arch --config profile=paper   size and time each row's architecture only
+"""
+
+
+def _validate(args) -> int:
+    from vitcompress.config import ConfigError, load_params
+
+    try:
+        prof = load_params(args.params, {"profile": args.profile} if args.profile else None)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    print(f"{args.params}: valid. Profile {prof.name!r}: "
+          f"{len(prof.datasets)} data set(s) x {len(prof.rows)} row(s) = {len(prof.datasets) * len(prof.rows)} cells")
+    for row in prof.rows:
+        print(f"  {row['id']:<24} {row['model']} [{' -> '.join(row['chain'])}]")
+    return 0
+
+
+def _methods(args) -> int:
+    from vitcompress.methods import METHODS
+
+    for name, cls in sorted(METHODS.items()):
+        doc = (sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0]
+        print(f"{name:<16} {doc}")
+    return 0
+
+
+def _fingerprint(args) -> int:
+    from vitcompress.measure import fingerprint
+
+    print(json.dumps(fingerprint(args.threads), indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="vitcompress", description=__doc__, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("validate", help="check params.yaml against its schema and list the rows")
+    p.add_argument("--params", default="params.yaml", help="path to params.yaml (default: %(default)s)")
+    p.add_argument("--profile", help="profile to show (default: the file's `profile`)")
+    p.set_defaults(func=_validate)
+    p = sub.add_parser("methods", help="list the methods a step can use")
+    p.set_defaults(func=_methods)
+    p = sub.add_parser("fingerprint", help="print this machine's hardware fingerprint")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads the timings use (default: %(default)s)")
+    p.set_defaults(func=_fingerprint)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
