@@ -21,7 +21,8 @@ PROFILE = P.name
 RESULTS = f"results/{PROFILE}"
 LOGS = f"logs/{PROFILE}"
 DATA = "data/prepared/{dataset}.pt"
-MODEL = RESULTS + "/{dataset}/{chain}/model.pt"
+CONDA_ENV = "../envs/vitcompress.yaml"  # relative to rules/: `snakemake --sdm conda`
+MODEL = f"{RESULTS}/{{dataset}}/{{chain}}/model.pt"
 
 # Jobs that can use the GPU ask for the `gpu` resource only when they will really run on one,
 # so `--resources gpu=1` serialises GPU work without serialising CPU-only runs.
@@ -71,6 +72,17 @@ def row_chain(wildcards):
 
 def row_file(dataset, row):
     return f"{RESULTS}/{dataset}/rows/{row}.json"
+
+
+def bench_params(wildcards):
+    from vitcompress.data import describe
+    from vitcompress.models import arch_for
+
+    chain = P.row(wildcards.row)["chain"]
+    steps = [P.step_cfg(s) for s in chain]
+    root = steps[0]
+    meta = describe(P.dataset_cfg(P.datasets[0]))
+    return {"chain_steps": steps, "arch": arch_for(root["model_cfg"], meta, root["image_size"], root["image_scale"])}
 
 
 ROW_FILES = [row_file(d, r["id"]) for d in P.datasets for r in P.rows]

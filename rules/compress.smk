@@ -7,15 +7,17 @@ rule compress:
     input:
         unpack(step_inputs),
     output:
-        RESULTS + "/{dataset}/{prefix}+{step}/model.pt",
+        f"{RESULTS}/{{dataset}}/{{prefix}}+{{step}}/model.pt",
     params:
         step=step_params,
         device=config.get("device", "auto"),
         seed=P.seed,
     log:
-        LOGS + "/{dataset}/{prefix}+{step}/step.log",
+        f"{LOGS}/{{dataset}}/{{prefix}}+{{step}}/step.log",
     threads: ALL_CORES
     resources:
         gpu=GPU_JOB,
+    conda:
+        CONDA_ENV
     script:
         "../scripts/run_step.py"

@@ -10,6 +10,8 @@ rule prepare_data:
     log:
         "logs/data/{dataset}.log",
     threads: 1
+    conda:
+        CONDA_ENV
     script:
         "../scripts/prepare_data.py"
 
@@ -18,4 +20,6 @@ rule data:
     """Every data set of the profile (the DVC `data` stage runs this target)."""
     input:
         expand(DATA, dataset=P.datasets),
+    conda:
+        CONDA_ENV
     localrule: True

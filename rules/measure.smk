@@ -7,15 +7,17 @@ rule evaluate:
         model=MODEL,
         data=DATA,
     output:
-        RESULTS + "/{dataset}/{chain}/accuracy.json",
+        f"{RESULTS}/{{dataset}}/{{chain}}/accuracy.json",
     params:
         eval_batch_size=P.measure["eval_batch_size"],
         device=config.get("device", "auto"),
     log:
-        LOGS + "/{dataset}/{chain}/evaluate.log",
+        f"{LOGS}/{{dataset}}/{{chain}}/evaluate.log",
     threads: ALL_CORES
     resources:
         gpu=GPU_JOB,
+    conda:
+        CONDA_ENV
     script:
         "../scripts/evaluate.py"
 
@@ -24,15 +26,17 @@ rule measure_speed:
     input:
         model=MODEL,
     output:
-        RESULTS + "/{dataset}/{chain}/speed.json",
+        f"{RESULTS}/{{dataset}}/{{chain}}/speed.json",
     params:
         measure=P.measure,
         fingerprint=FINGERPRINT,
     log:
-        LOGS + "/{dataset}/{chain}/speed.log",
+        f"{LOGS}/{{dataset}}/{{chain}}/speed.log",
     threads: ALL_CORES
     resources:
         gpu=GPU_JOB,
+    conda:
+        CONDA_ENV
     script:
         "../scripts/measure_speed.py"
 
@@ -42,26 +46,17 @@ rule row_metrics:
         accuracy=lambda wc: f"{RESULTS}/{wc.dataset}/{row_chain(wc)}/accuracy.json",
         speed=lambda wc: f"{RESULTS}/{wc.dataset}/{row_chain(wc)}/speed.json",
     output:
-        RESULTS + "/{dataset}/rows/{row}.json",
+        f"{RESULTS}/{{dataset}}/rows/{{row}}.json",
     params:
         row=lambda wc: P.row(wc.row),
         profile=PROFILE,
     log:
-        LOGS + "/{dataset}/rows/{row}.log",
+        f"{LOGS}/{{dataset}}/rows/{{row}}.log",
     localrule: True
+    conda:
+        CONDA_ENV
     script:
         "../scripts/row_metrics.py"
-
-
-def bench_params(wildcards):
-    from vitcompress.data import describe
-    from vitcompress.models import arch_for
-
-    chain = P.row(wildcards.row)["chain"]
-    steps = [P.step_cfg(s) for s in chain]
-    root = steps[0]
-    meta = describe(P.dataset_cfg(P.datasets[0]))
-    return {"chain_steps": steps, "arch": arch_for(root["model_cfg"], meta, root["image_size"], root["image_scale"])}
 
 
 rule bench_row:
@@ -76,6 +71,8 @@ rule bench_row:
     threads: ALL_CORES
     resources:
         gpu=GPU_JOB,
+    conda:
+        CONDA_ENV
     script:
         "../scripts/bench_row.py"
 
@@ -92,5 +89,7 @@ rule bench_arch:
     log:
         f"logs/bench/{PROFILE}/bench_arch.log",
     localrule: True
+    conda:
+        CONDA_ENV
     script:
         "../scripts/bench_arch.py"

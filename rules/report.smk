@@ -14,7 +14,9 @@ rule report:
         datasets=P.datasets,
         rows=[r["id"] for r in P.rows],
     log:
-        LOGS + "/report.log",
+        f"{LOGS}/report.log",
     localrule: True
+    conda:
+        CONDA_ENV
     script:
         "../scripts/report.py"

@@ -5,15 +5,17 @@ rule train:
     input:
         unpack(step_inputs),
     output:
-        RESULTS + "/{dataset}/{step}/model.pt",
+        f"{RESULTS}/{{dataset}}/{{step}}/model.pt",
     params:
         step=step_params,
         device=config.get("device", "auto"),
         seed=P.seed,
     log:
-        LOGS + "/{dataset}/{step}/step.log",
+        f"{LOGS}/{{dataset}}/{{step}}/step.log",
     threads: ALL_CORES
     resources:
         gpu=GPU_JOB,
+    conda:
+        CONDA_ENV
     script:
         "../scripts/run_step.py"

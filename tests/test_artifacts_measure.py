@@ -94,3 +94,11 @@ def test_fingerprint_names_the_hardware_and_software():
     fp = fingerprint(2)
     assert fp["cpu_threads"] == 2 and fp["torch"] == torch.__version__
     assert {"cpu", "gpu", "timm", "cpu_count"} <= set(fp)
+
+
+def test_timing_threads_never_exceed_the_cpus_available():
+    from vitcompress.measure import available_cpus, effective_threads
+
+    assert effective_threads(10_000) == available_cpus()
+    assert effective_threads(1) == 1
+    assert fingerprint(10_000)["cpu_threads"] == available_cpus()

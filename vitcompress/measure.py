@@ -20,6 +20,19 @@ import torch.nn as nn
 MB = 2 ** 20  # the study's "MB" matches MiB: ViT-B/16 with a 10-class head is 327 MiB
 
 
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, not the machine's total)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def effective_threads(requested: int) -> int:
+    """Threads a timing really uses: more than the CPUs available would only time oversubscription."""
+    return max(1, min(int(requested), available_cpus()))
+
+
 @torch.inference_mode()
 def evaluate(model: nn.Module, loader, adapter, device: str = "cpu") -> dict:
     """Top-1 (and top-5 when there are more than 10 classes) accuracy in percent."""
@@ -67,7 +80,7 @@ def speed(model: nn.Module, input_shape, batch_size: int, device: str = "cpu", t
           warmup: int = 3, repeats: int = 10, seed: int = 0) -> dict:
     """Throughput at ``batch_size`` and batch-1 latency of ``model`` on synthetic inputs."""
     if threads:
-        torch.set_num_threads(int(threads))
+        torch.set_num_threads(effective_threads(threads))
     model.eval().to(device)
     g = torch.Generator().manual_seed(seed)
     out = {"device": device, "batch_size": int(batch_size), "warmup": int(warmup), "repeats": int(repeats),
@@ -117,7 +130,7 @@ def fingerprint(cpu_threads: int, gpu: bool = True) -> dict:
         "cpu": cpu_model(),
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
-        "cpu_threads": int(cpu_threads),
+        "cpu_threads": effective_threads(cpu_threads),
         "gpu": gpu_name,
         "torch": torch.__version__,
         "timm": _pkg("timm"),

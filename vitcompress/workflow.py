@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -15,7 +14,7 @@ import torch
 
 from vitcompress.artifacts import Artifact, read_json, write_json
 from vitcompress.data import InputAdapter, PreparedData, prepare
-from vitcompress.measure import evaluate, file_size_mb, speed
+from vitcompress.measure import effective_threads, evaluate, file_size_mb, speed
 from vitcompress.methods import StepContext, get_method
 from vitcompress.models import count_params
 
@@ -28,11 +27,7 @@ class DeviceError(RuntimeError):
 
 def use_threads(threads: int) -> int:
     """Give PyTorch ``threads`` threads, but never more than this process may run on."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cpus = os.cpu_count() or 1
-    n = max(1, min(int(threads), cpus))
+    n = effective_threads(threads)
     torch.set_num_threads(n)
     return n
 
