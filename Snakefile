@@ -3,6 +3,7 @@
 #   snakemake --cores 4 --resources gpu=1                       # demo profile (offline, CPU is fine)
 #   snakemake --cores 4 --resources gpu=1 --config profile=paper # the study's setting (CIFAR, ViT-B/16)
 #   snakemake --cores 4 bench_arch --config profile=paper       # time and size each row's architecture only
+#   snakemake --cores 4 attention_scaling                       # exact vs Nystrom attention over sequence length
 #
 # params.yaml is the single source of truth; it is validated before any job starts.
 from snakemake.utils import min_version
@@ -24,4 +25,5 @@ include: "rules/report.smk"
 rule all:
     input:
         REPORT_FILES,
+        EXTRA_TARGETS,
     default_target: True

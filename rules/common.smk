@@ -87,3 +87,5 @@ def bench_params(wildcards):
 
 ROW_FILES = [row_file(d, r["id"]) for d in P.datasets for r in P.rows]
 REPORT_FILES = ["reports/tables.md", "reports/tables.tex", "reports/metrics.csv", "reports/metrics.json"]
+# Extra outputs the default target builds when the profile asks for them.
+EXTRA_TARGETS = ["reports/attention_scaling.csv"] if "scaling" in P.raw else []

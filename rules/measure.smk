@@ -93,3 +93,23 @@ rule bench_arch:
         CONDA_ENV
     script:
         "../scripts/bench_arch.py"
+
+
+rule attention_scaling:
+    """Time and peak memory of one attention layer, exact vs Nystrom, over sequence lengths."""
+    output:
+        csv="reports/attention_scaling.csv",
+        png="reports/figures/attention_scaling.png",
+    params:
+        cfg=P.raw.get("scaling", {}),
+        measure=P.measure,
+        fingerprint=FINGERPRINT,
+    log:
+        f"{LOGS}/attention_scaling.log",
+    threads: ALL_CORES
+    resources:
+        gpu=GPU_JOB,
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/attention_scaling.py"

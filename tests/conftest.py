@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-WORKFLOW_FILES = ["Snakefile", "rules", "scripts", "reports/templates", "params.yaml"]
+WORKFLOW_FILES = ["Snakefile", "rules", "scripts", "envs", "reports/templates", "params.yaml"]
 
 
 @pytest.fixture(autouse=True)
@@ -33,6 +33,11 @@ def tiny_profile(raw: dict, datasets=("digits",)) -> dict:
     prof["train"].update(epochs=1, max_steps=3)
     prof["train_overrides"] = {}
     prof["measure"].update(warmup=1, repeats=5, eval_batch_size=256)
+    for name in ("deit_base", "deit_tiny"):
+        prof["models"][name]["kwargs"].update(embed_dim=16, depth=1, num_heads=2 if name == "deit_base" else 1)
+    keep = ["vanilla", "dynamic_ptq", "deit_tiny", "nystrom_4", "deit_tiny+dynamic_ptq"]
+    prof["rows"] = [r for r in prof["rows"] if r["id"] in keep]
+    prof["scaling"] = {"seq_lens": [16, 64], "landmarks": [4], "embed_dim": 32, "num_heads": 2, "repeats": 5}
     raw["profiles"]["tiny"] = prof
     raw["profile"] = "tiny"
     raw["datasets"]["digit_pairs"]["samples"] = [300, 100, 100]

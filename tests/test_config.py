@@ -24,13 +24,18 @@ def test_paper_profile_has_the_study_row_ids_and_datasets(raw_params):
     assert prof.raw["models"]["vit"]["timm"] == "vit_base_patch16_224"
 
 
-def test_chains_list_every_prefix_once(raw_params):
+def test_chains_list_every_prefix_once_before_its_extensions(raw_params):
     raw = copy.deepcopy(raw_params)
     demo = raw["profiles"]["demo"]
-    demo["steps"]["ft"] = {"method": "train", "model": "vit"}
+    demo["rows"] = [
+        {"id": "a", "model": "A", "method": "-", "chain": ["vit"]},
+        {"id": "b", "model": "B", "method": "-", "chain": ["vit", "dynamic_ptq"]},
+        {"id": "c", "model": "C", "method": "-", "chain": ["deit_base", "dynamic_ptq"]},
+        {"id": "d", "model": "D", "method": "-", "chain": ["vit", "nystrom_4"]},
+    ]
     prof = resolve(raw)
-    assert prof.chains() == ["vit"]
-    assert prof.chain_id("vanilla") == "vit"
+    assert prof.chains() == ["vit", "vit+dynamic_ptq", "deit_base", "deit_base+dynamic_ptq", "vit+nystrom_4"]
+    assert prof.chain_id("c") == "deit_base+dynamic_ptq"
 
 
 def test_step_train_settings_merge_profile_dataset_and_step(raw_params):
@@ -83,7 +88,7 @@ def test_duplicate_row_ids_are_refused(raw_params):
     raw = copy.deepcopy(raw_params)
     rows = raw["profiles"]["demo"]["rows"]
     rows.append(copy.deepcopy(rows[0]))
-    with pytest.raises(ConfigError, match=r"rows\[1\]\.id = 'vanilla' is used by two rows"):
+    with pytest.raises(ConfigError, match=r"rows\[\d+\]\.id = 'vanilla' is used by two rows"):
         resolve(raw)
 
 

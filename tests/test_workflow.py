@@ -59,10 +59,16 @@ def test_tiny_workflow_end_to_end(tmp_path, raw_params, monkeypatch):
     snakemake(wf)
 
     csv = pd.read_csv(wf / "reports/metrics.csv")
-    assert sorted(csv["dataset"]) == ["digit_pairs", "digits"] and set(csv["row"]) == {"vanilla"}
+    rows = [r["id"] for r in raw["profiles"]["tiny"]["rows"]]
+    assert len(csv) == 2 * len(rows) and list(csv[csv["dataset"] == "digits"]["row"]) == rows  # study order
     for col in ("accuracy", "cpu_speed", "cpu_images_per_s", "cpu_latency_ms", "size_mb", "params"):
         assert (csv[col] > 0).all(), col
     assert csv["gpu_speed"].isna().all()  # no GPU here, so no GPU number
+    by_row = csv[csv["dataset"] == "digits"].set_index("row")
+    assert by_row.loc["dynamic_ptq", "size_mb"] < by_row.loc["vanilla", "size_mb"]
+    assert by_row.loc["nystrom_4", "params"] == by_row.loc["vanilla", "params"]  # same weights, new attention
+    scaling = pd.read_csv(wf / "reports/attention_scaling.csv")
+    assert set(scaling["method"]) == {"exact", "exact_sdpa", "nystrom"} and (wf / "reports/figures/attention_scaling.png").exists()
     cell = json.loads((wf / "results/tiny/digits/rows/vanilla.json").read_text())
     model_file = wf / "results/tiny/digits/vit/model.pt"
     assert cell["size_mb"] == pytest.approx(model_file.stat().st_size / 2**20)
@@ -82,9 +88,33 @@ def test_tiny_workflow_end_to_end(tmp_path, raw_params, monkeypatch):
     assert "train" not in stats and "evaluate" not in stats and "prepare_data" not in stats
 
     bench = snakemake(wf, "bench_arch")
-    table = pd.read_csv(wf / "reports/bench_arch.csv")
-    assert list(table["row"]) == ["vanilla"] and table["size_mb"].iloc[0] > 0 and table["cpu_speed"].iloc[0] > 0
-    assert bench.returncode == 0
+    table = pd.read_csv(wf / "reports/bench_arch.csv").set_index("row")
+    assert list(table.index) == rows and (table["size_mb"] > 0).all() and bench.returncode == 0
+    assert table.loc["dynamic_ptq", "size_mb"] < table.loc["vanilla", "size_mb"]
+    assert table.loc["dynamic_ptq", "gpu_speed"] != table.loc["dynamic_ptq", "gpu_speed"]  # NaN: CPU-only
+
+
+@pytest.mark.e2e
+def test_a_new_chain_reuses_its_prefix_artifact(tmp_path, raw_params):
+    raw = tiny_profile(raw_params)
+    prof = raw["profiles"]["tiny"]
+    prof["rows"] = [r for r in prof["rows"] if r["id"] == "vanilla"]
+    prof.pop("scaling")
+    wf = make_workflow(tmp_path, raw)
+    snakemake(wf)
+    trained = wf / "results/tiny/digits/vit/model.pt"
+    stamp = trained.stat().st_mtime_ns
+
+    prof["rows"].append({"id": "vit_int8", "model": "ViT int8", "method": "PTQ", "chain": ["vit", "dynamic_ptq"]})
+    (wf / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    plan = snakemake(wf, "-n")
+    stats = plan.stdout[plan.stdout.index("Job stats"):]
+    assert "compress" in stats and "train" not in stats and "prepare_data" not in stats
+    snakemake(wf)
+    assert trained.stat().st_mtime_ns == stamp  # the prefix did not run twice
+    assert (wf / "results/tiny/digits/vit+dynamic_ptq/model.pt").exists()
+    csv = pd.read_csv(wf / "reports/metrics.csv")
+    assert list(csv["row"]) == ["vanilla", "vit_int8"]
 
 
 def test_paper_vanilla_artifact_size_matches_the_study(raw_params, tmp_path):

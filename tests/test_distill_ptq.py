@@ -1,0 +1,129 @@
+import copy
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from vitcompress.artifacts import Artifact
+from vitcompress.config import ConfigError, resolve
+from vitcompress.data import InputAdapter, PreparedData, prepare
+from vitcompress.methods.distill import DistillationLoss, _DistilledTraining, make_student
+from vitcompress.methods.dynamic_ptq import int8_skeleton, quantize
+from vitcompress.models import arch_for, create
+
+META = {"num_classes": 10, "channels": 1, "size": [8, 8]}
+STUDENT = {"timm": "deit_tiny_distilled_patch16_224", "kwargs": {"patch_size": 4, "embed_dim": 16, "depth": 1, "num_heads": 1}}
+TEACHER = {"timm": "vit_small_patch16_224", "kwargs": {"patch_size": 4, "embed_dim": 16, "depth": 1, "num_heads": 2}}
+
+
+class PermutedTeacher(nn.Module):
+    """A 'teacher' that is always sure of (label + 3) mod 10: its answers differ from every label."""
+
+    def __init__(self, labels_of):
+        super().__init__()
+        self.labels_of = labels_of
+
+    def forward(self, x):
+        return 10.0 * F.one_hot((self.labels_of(x) + 3) % 10, 10).float()
+
+
+def test_hard_loss_is_half_labels_on_class_head_half_teacher_on_distillation_head():
+    torch.manual_seed(0)
+    cls_out, dist_out = torch.randn(6, 10), torch.randn(6, 10)
+    teacher_logits, y = torch.randn(6, 10), torch.randint(0, 10, (6,))
+    loss = DistillationLoss(nn.Identity(), "hard")
+    expected = 0.5 * F.cross_entropy(cls_out, y) + 0.5 * F.cross_entropy(dist_out, teacher_logits.argmax(-1))
+    assert loss.loss((cls_out, dist_out), teacher_logits, y) == pytest.approx(expected.item())
+    labels_only = F.cross_entropy(cls_out, y)
+    assert loss.loss((cls_out, dist_out), teacher_logits, y) != pytest.approx(labels_only.item())
+    # the distillation head is trained on the teacher, not the labels: it alone moves with the teacher
+    moved = loss.loss((cls_out, dist_out), teacher_logits.roll(1, 0), y)
+    assert moved != pytest.approx(expected.item())
+
+
+def test_soft_loss_is_eq4():
+    torch.manual_seed(1)
+    cls_out, dist_out, t_out = torch.randn(3, 6, 10).unbind(0)
+    y = torch.randint(0, 10, (6,))
+    loss = DistillationLoss(nn.Identity(), "soft", lam=0.3, tau=2.0)
+    kl = F.kl_div(F.log_softmax(dist_out / 2, -1), F.softmax(t_out / 2, -1), reduction="batchmean")
+    expected = 0.7 * F.cross_entropy(cls_out, y) + 0.3 * 4 * kl
+    assert loss.loss((cls_out, dist_out), t_out, y) == pytest.approx(expected.item(), rel=1e-5)
+    with pytest.raises(TypeError, match="distillation logits"):
+        loss.loss(cls_out, t_out, y)
+
+
+def test_a_few_steps_teach_the_distillation_head_the_teachers_answers(tmp_path):
+    torch.set_num_threads(1)
+    prepare({"source": "digits"}, tmp_path / "d.pt")
+    data = PreparedData(tmp_path / "d.pt")
+    # Map each (normalised, shifted) image back to its label through a lookup of the training images.
+    table = {}
+    adapter = InputAdapter(data.meta, [8, 8])
+    student = make_student(arch_for(STUDENT, data.meta))
+    x_all, y_all = data.splits["train"]
+    keys = adapter(x_all).flatten(1)
+    for key, label in zip(keys, y_all):
+        table[key.numpy().tobytes()] = int(label)
+
+    def labels_of(x):
+        return torch.tensor([table.get(row.numpy().tobytes(), 0) for row in x.flatten(1)])
+
+    teacher = PermutedTeacher(labels_of)
+    loss = DistillationLoss(teacher, "hard")
+    _DistilledTraining(student)
+    student.train()
+    opt = torch.optim.AdamW(student.parameters(), lr=0.005)
+    torch.manual_seed(0)
+    for step in range(150):
+        idx = torch.randint(0, len(y_all), (64,))
+        value = loss(student, adapter(x_all[idx]), y_all[idx])
+        opt.zero_grad()
+        value.backward()
+        opt.step()
+    student.train(False)
+    with torch.no_grad():
+        x = adapter(x_all[:400])
+        feats = student.forward_features(x)
+        cls_pred = student.head(feats[:, 0]).argmax(-1)
+        dist_pred = student.head_dist(feats[:, 1]).argmax(-1)
+    y = y_all[:400]
+    teacher_says = (y + 3) % 10
+    assert (dist_pred == teacher_says).float().mean() > 0.5   # the distillation head follows the teacher
+    assert (cls_pred == y).float().mean() > 0.5               # the class head follows the labels
+    assert (dist_pred == y).float().mean() < 0.2
+
+
+def test_student_must_have_a_distillation_token():
+    with pytest.raises(ValueError, match="no distillation token"):
+        make_student(arch_for(TEACHER, META))
+
+
+def test_distill_settings_are_checked(raw_params):
+    raw = copy.deepcopy(raw_params)
+    raw["profiles"]["demo"]["steps"]["deit_base"]["loss"] = "medium"
+    with pytest.raises(ConfigError, match=r"steps.deit_base.loss = 'medium'"):
+        resolve(raw)
+    raw = copy.deepcopy(raw_params)
+    raw["profiles"]["demo"]["steps"]["deit_base"]["teacher"] = "vit+nope"
+    with pytest.raises(ConfigError, match=r"steps.deit_base.teacher = 'vit\+nope'"):
+        resolve(raw)
+
+
+def test_dynamic_ptq_is_int8_smaller_close_and_reloads_without_requantizing(tmp_path):
+    arch = arch_for({**TEACHER, "kwargs": {**TEACHER["kwargs"], "embed_dim": 64}}, META)
+    model = create(arch).eval()
+    q = quantize(copy.deepcopy(model))
+    x = torch.randn(8, 1, 8, 8)
+    assert (q(x) - model(x)).abs().max() < 0.1
+    Artifact(arch, model.state_dict()).save(tmp_path / "f.pt")
+    Artifact(arch, q.state_dict(), [{"method": "dynamic_ptq", "dtype": "qint8"}], {"cpu_only": True}).save(tmp_path / "q.pt")
+    assert (tmp_path / "q.pt").stat().st_size < 0.45 * (tmp_path / "f.pt").stat().st_size
+    loaded = Artifact.load(tmp_path / "q.pt")
+    assert loaded.meta["cpu_only"]
+    rebuilt = loaded.build()
+    assert torch.equal(rebuilt(x), q(x))
+    assert rebuilt.blocks[0].attn.qkv.weight().dtype == torch.qint8
+    skeleton = int8_skeleton(create(arch))
+    assert not any(type(m) is nn.Linear for m in skeleton.modules())

@@ -1,0 +1,135 @@
+"""``distill``: DeiT knowledge distillation with a distillation token (study section 3.2).
+
+The student is one of timm's distilled DeiT models (a class token *and* a distillation token, each
+with its own head). The teacher is the trained model of another chain of the same data set (the
+vanilla ViT), loaded from its artifact, frozen, in eval mode; it is never retrained here.
+
+Losses (``loss:`` in the step):
+
+- ``hard`` (default, the study's Eq. 5): ½·CE(class head, labels) + ½·CE(distillation head, teacher's argmax)
+- ``soft`` (Eq. 4): (1−λ)·CE(class head, labels) + λ·τ²·KL(softmax(distillation head/τ) ‖ softmax(teacher/τ))
+
+Training uses both heads (timm's ``set_distilled_training``); inference averages them.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from vitcompress.artifacts import Artifact
+from vitcompress.data import InputAdapter, PreparedData
+from vitcompress.methods.base import Method, StepContext, register
+from vitcompress.models import arch_for, create
+from vitcompress.train import fit
+
+
+class DistillationLoss:
+    """Loss over a DeiT student's (class, distillation) outputs against labels and a frozen teacher."""
+
+    def __init__(self, teacher: nn.Module, kind: str = "hard", lam: float = 0.5, tau: float = 1.0,
+                 label_smoothing: float = 0.0, teacher_size=None):
+        if kind not in ("hard", "soft"):
+            raise ValueError(f"loss = {kind!r}: use 'hard' or 'soft'")
+        self.teacher = teacher.eval().requires_grad_(False)
+        self.kind, self.lam, self.tau, self.smoothing = kind, float(lam), float(tau), float(label_smoothing)
+        self.teacher_size = tuple(teacher_size) if teacher_size else None
+
+    def teacher_logits(self, x: torch.Tensor) -> torch.Tensor:
+        if self.teacher_size and tuple(x.shape[-2:]) != self.teacher_size:
+            x = F.interpolate(x, size=self.teacher_size, mode="bilinear", align_corners=False)
+        with torch.no_grad():
+            return self.teacher(x).float()
+
+    def loss(self, outputs, teacher_logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if not isinstance(outputs, (tuple, list)) or len(outputs) != 2:
+            raise TypeError("the student must return (class logits, distillation logits): "
+                            "a timm *_distilled_* model with set_distilled_training(True)")
+        cls_out, dist_out = outputs
+        base = F.cross_entropy(cls_out, y, label_smoothing=self.smoothing)
+        if self.kind == "hard":
+            return 0.5 * base + 0.5 * F.cross_entropy(dist_out, teacher_logits.argmax(dim=-1))
+        t = self.tau
+        kl = F.kl_div(F.log_softmax(dist_out / t, dim=-1), F.log_softmax(teacher_logits / t, dim=-1),
+                      reduction="batchmean", log_target=True)
+        return (1 - self.lam) * base + self.lam * t * t * kl
+
+    def __call__(self, student: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.loss(student(x), self.teacher_logits(x), y)
+
+
+def make_student(arch: dict, pretrained: bool = False, pretrained_file: str | None = None) -> nn.Module:
+    student = create(arch, pretrained=pretrained, pretrained_file=pretrained_file)
+    if not hasattr(student, "set_distilled_training"):
+        raise ValueError(f"{arch['timm']} has no distillation token; use a timm *_distilled_* model "
+                         f"(e.g. deit_tiny_distilled_patch16_224)")
+    return student
+
+
+class _DistilledTraining:
+    """Switches the student's distilled training on for fit() and off again for validation."""
+
+    def __init__(self, student: nn.Module):
+        self.student = student
+        self._train = student.train
+
+        def train(mode: bool = True):
+            self._train(mode)
+            student.set_distilled_training(mode)
+            return student
+
+        student.train = train
+
+
+@register
+class Distill(Method):
+    name = "distill"
+    is_root = True
+    keys = {"teacher": str, "loss": str, "lambda": (int, float), "tau": (int, float)}
+
+    @classmethod
+    def check_step(cls, step, where, profile):
+        from vitcompress.config import ConfigError
+
+        super().check_step(step, where, profile)
+        if step.get("model") not in profile["models"]:
+            raise ConfigError(f"params.yaml: {where}.model = {step.get('model')!r} is not a model of this profile; "
+                              f"define the student under `models` (known: {', '.join(profile['models'])}).")
+        teacher = step.get("teacher")
+        if teacher is None:
+            raise ConfigError(f"params.yaml: {where} needs `teacher`: the chain whose model teaches (e.g. vit).")
+        missing = [s for s in teacher.split("+") if s not in profile["steps"]]
+        if missing:
+            raise ConfigError(f"params.yaml: {where}.teacher = {teacher!r}: step {missing[0]!r} is not defined "
+                              f"under steps.")
+        if step.get("loss", "hard") not in ("hard", "soft"):
+            raise ConfigError(f"params.yaml: {where}.loss = {step['loss']!r}: use 'hard' (Eq. 5) or 'soft' (Eq. 4).")
+        if not 0 <= step.get("lambda", 0.5) <= 1:
+            raise ConfigError(f"params.yaml: {where}.lambda = {step['lambda']!r} must be between 0 and 1.")
+        if step.get("tau", 1.0) <= 0:
+            raise ConfigError(f"params.yaml: {where}.tau = {step['tau']!r} must be positive.")
+
+    @classmethod
+    def step_inputs(cls, step, profile):
+        return {"teacher": step["teacher"]}
+
+    def run(self, ctx: StepContext) -> Artifact:
+        step = ctx.step
+        data = PreparedData(ctx.data_file)
+        model_cfg = step["model_cfg"]
+        arch = arch_for(model_cfg, data.meta, step["image_size"], step.get("image_scale", 1))
+        student = make_student(arch, bool(model_cfg.get("pretrained")), model_cfg.get("pretrained_file"))
+        teacher_art: Artifact = ctx.extra["teacher"]
+        teacher = teacher_art.build().to(ctx.device)
+        loss = DistillationLoss(teacher, step.get("loss", "hard"), step.get("lambda", 0.5), step.get("tau", 1.0),
+                                step["train"].get("label_smoothing", 0.0), teacher_art.arch["kwargs"]["img_size"])
+        _DistilledTraining(student)
+        adapter = InputAdapter(data.meta, arch["kwargs"]["img_size"], ctx.device)
+        history = fit(student, data, step["train"], adapter, ctx.device, ctx.seed, loss_fn=loss,
+                      desc=f"{ctx.dataset}/{step['id']}")
+        del student.train  # drop the instance override: back to the class's train()
+        student.set_distilled_training(False)
+        return Artifact(arch=arch, state_dict=student.cpu().state_dict(), transforms=[], meta={
+            "steps": [{"id": step["id"], "method": self.name, "teacher": step["teacher"],
+                       "loss": step.get("loss", "hard"), "history": history}],
+        })

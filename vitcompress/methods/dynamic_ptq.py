@@ -1,0 +1,63 @@
+"""``dynamic_ptq``: post-training dynamic int8 quantization of every ``nn.Linear`` (torch.ao).
+
+Weights are stored as int8 with per-tensor scales; activations are quantized on the fly at run
+time. No training, no calibration data. The artifact holds the int8 packed weights themselves, and
+reloading swaps in empty ``torch.ao`` dynamic-quantized Linear layers before loading them, so the
+float model is never re-quantized. torch.ao's dynamic int8 kernels run on CPU only: the row has no
+GPU timing.
+"""
+from __future__ import annotations
+
+import torch
+import torch.ao.nn.quantized.dynamic as nnqd
+import torch.nn as nn
+from torch.ao.quantization import quantize_dynamic
+
+from vitcompress.artifacts import Artifact
+from vitcompress.methods.base import Method, StepContext, register
+
+SPEC = {"method": "dynamic_ptq", "dtype": "qint8"}
+CPU_ONLY = {"cpu_only": True}
+
+
+def _linear_children(model: nn.Module):
+    for parent in model.modules():
+        for name, child in parent.named_children():
+            if type(child) is nn.Linear:
+                yield parent, name, child
+
+
+def quantize(model: nn.Module) -> nn.Module:
+    """torch.ao dynamic int8 quantization of every nn.Linear, on CPU."""
+    return quantize_dynamic(model.cpu().eval(), {nn.Linear}, dtype=torch.qint8)
+
+
+def int8_skeleton(model: nn.Module) -> nn.Module:
+    """Replace every nn.Linear by an (unfilled) dynamic int8 Linear of the same shape, in place."""
+    for parent, name, lin in list(_linear_children(model)):
+        setattr(parent, name, nnqd.Linear(lin.in_features, lin.out_features, bias_=lin.bias is not None,
+                                          dtype=torch.qint8))
+    return model.eval()
+
+
+@register
+class DynamicPTQ(Method):
+    name = "dynamic_ptq"
+    uses_gpu = False
+
+    def run(self, ctx: StepContext) -> Artifact:
+        model = quantize(ctx.parent.build())
+        steps = ctx.parent.meta.get("steps", []) + [{"id": ctx.step["id"], "method": self.name}]
+        return ctx.parent.child(model, dict(SPEC), steps=steps, **CPU_ONLY)
+
+    @classmethod
+    def restructure(cls, model, spec):
+        return int8_skeleton(model.cpu())
+
+    @classmethod
+    def untrained(cls, model, step):
+        return quantize(model), dict(SPEC)
+
+    @classmethod
+    def untrained_meta(cls, step):
+        return dict(CPU_ONLY)

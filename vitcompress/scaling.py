@@ -1,0 +1,162 @@
+"""How attention cost grows with sequence length: exact softmax attention vs Nyström, per landmark count.
+
+This is what low-rank attention exists for, and what a table of 197-token ViTs hides. For each
+sequence length n, one attention computation of one layer (q, k, v given; ViT-B's 12 heads of 64
+by default) is timed with the project's protocol (warm-up, repeats, median) and its peak memory
+measured:
+
+- ``exact``: softmax(QKᵀ/√d)·V written out (the n×n matrix is materialised), as in the study;
+- ``exact_sdpa``: PyTorch's fused scaled_dot_product_attention (what timm runs), O(n²) time but
+  not O(n²) memory on recent kernels;
+- ``nystrom``: the Nyström approximation with m landmarks.
+
+Peak memory on CPU is the process's peak resident set above its level before the call (Linux
+``/proc/self/status`` VmHWM, reset through ``/proc/self/clear_refs``); on CUDA it is
+``torch.cuda.max_memory_allocated``. Elsewhere it is left empty.
+"""
+from __future__ import annotations
+
+import gc
+from pathlib import Path
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from vitcompress.artifacts import atomic_path
+from vitcompress.measure import MB, _spread, effective_threads
+from vitcompress.methods.nystrom import exact_attention, nystrom_attention
+
+
+def _status_kb(field: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _reset_peak() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+@torch.inference_mode()
+def peak_memory_mb(fn, device: str) -> float | None:
+    """Peak memory one call of ``fn`` adds on ``device``, in MB (None where it cannot be read)."""
+    gc.collect()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        fn()
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - base) / MB
+    if not _reset_peak():
+        return None
+    base = _status_kb("VmRSS")
+    fn()
+    peak = _status_kb("VmHWM")
+    return None if base is None or peak is None else max(0.0, (peak - base) * 1024 / MB)
+
+
+@torch.inference_mode()
+def _time(fn, device: str, warmup: int, repeats: int) -> dict:
+    import time
+
+    cuda = device.startswith("cuda")
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        if cuda:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn()
+        if cuda:
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return _spread(times)
+
+
+def attention_scaling(seq_lens, landmarks, embed_dim: int = 768, num_heads: int = 12, pinv_iterations: int = 6,
+                      device: str = "cpu", warmup: int = 1, repeats: int = 5, threads: int | None = None,
+                      seed: int = 0, progress: bool = True) -> pd.DataFrame:
+    from tqdm.auto import tqdm
+
+    if threads:
+        torch.set_num_threads(effective_threads(threads))
+    head_dim = embed_dim // num_heads
+    variants = [("exact", None), ("exact_sdpa", None)] + [("nystrom", int(m)) for m in landmarks]
+    rows = []
+    todo = [(n, v) for n in seq_lens for v in variants if v[1] is None or v[1] <= n]
+    g = torch.Generator().manual_seed(seed)
+    for n, (name, m) in tqdm(todo, desc=f"attention scaling ({device})", disable=not progress):
+        q, k, v = torch.randn(3, 1, num_heads, int(n), head_dim, generator=g).to(device).unbind(0)
+        if name == "exact":
+            def fn():
+                return exact_attention(q, k, v)
+        elif name == "exact_sdpa":
+            def fn():
+                return F.scaled_dot_product_attention(q, k, v)
+        else:
+            def fn(m=m):
+                return nystrom_attention(q, k, v, m, pinv_iterations)
+        timing = _time(fn, device, warmup, repeats)
+        rows.append({
+            "device": device, "method": name, "landmarks": m, "seq_len": int(n),
+            "median_ms": 1000 * timing["median_s"], "iqr_ms": 1000 * timing["iqr_s"],
+            "min_ms": 1000 * timing["min_s"], "peak_mem_mb": peak_memory_mb(fn, device),
+            "embed_dim": embed_dim, "num_heads": num_heads, "threads": torch.get_num_threads(),
+        })
+    return pd.DataFrame(rows)
+
+
+def plot_scaling(df: pd.DataFrame, out: str | Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for (device, name, m), sub in df.groupby(["device", "method", df["landmarks"].fillna(0)], sort=False):
+        label = f"{name} m={int(m)}" if name == "nystrom" else name
+        label += f" ({device})" if df["device"].nunique() > 1 else ""
+        axes[0].plot(sub["seq_len"], sub["median_ms"], marker="o", label=label)
+        if sub["peak_mem_mb"].notna().any():
+            axes[1].plot(sub["seq_len"], sub["peak_mem_mb"], marker="o", label=label)
+    for ax, ylabel in zip(axes, ("time per call (ms, median)", "peak memory (MB)")):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("sequence length n")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle("One attention layer: exact vs Nyström (measured)")
+    fig.tight_layout()
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+
+
+def run(cfg: dict, csv: str, png: str, measure: dict, fp: dict) -> pd.DataFrame:
+    """The workflow's `attention_scaling` target: CPU always, CUDA too when available."""
+    devices = ["cpu"] + (["cuda"] if measure.get("gpu", True) and torch.cuda.is_available() else [])
+    frames = [
+        attention_scaling(cfg["seq_lens"], cfg["landmarks"], cfg.get("embed_dim", 768), cfg.get("num_heads", 12),
+                          cfg.get("pinv_iterations", 6), device, cfg.get("warmup", 1), cfg.get("repeats", 5),
+                          threads=measure["cpu_threads"])
+        for device in devices
+    ]
+    df = pd.concat(frames, ignore_index=True)
+    df["machine"] = fp.get("label")
+    df["cpu"] = fp.get("cpu")
+    with atomic_path(csv) as tmp:
+        df.to_csv(tmp, index=False, float_format="%.6g")
+    plot_scaling(df, png)
+    return df
