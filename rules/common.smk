@@ -87,5 +87,10 @@ def bench_params(wildcards):
 
 ROW_FILES = [row_file(d, r["id"]) for d in P.datasets for r in P.rows]
 REPORT_FILES = ["reports/tables.md", "reports/tables.tex", "reports/metrics.csv", "reports/metrics.json"]
+# Figures: the study's Figure 3 (importance histogram) for every gate-training chain and data set.
+GATE_CHAINS = [c for c in P.chains() if P.steps[split_chain(c)[-1]]["method"] == "prune_gates"]
+PRUNE_FIGURES = [f"reports/figures/prune_importance_{d}_{c}.png" for d in P.datasets for c in GATE_CHAINS]
+SCALING_FIGURE = "reports/figures/attention_scaling.png"
+FIGURES = PRUNE_FIGURES + ([SCALING_FIGURE] if "scaling" in P.raw else [])
 # Extra outputs the default target builds when the profile asks for them.
 EXTRA_TARGETS = ["reports/attention_scaling.csv"] if "scaling" in P.raw else []

@@ -3,7 +3,8 @@
 
 rule report:
     input:
-        ROW_FILES,
+        rows=ROW_FILES,
+        figures=FIGURES,
     output:
         md=REPORT_FILES[0],
         tex=REPORT_FILES[1],
@@ -20,3 +21,18 @@ rule report:
         CONDA_ENV
     script:
         "../scripts/report.py"
+
+
+rule prune_figure:
+    """The study's Figure 3: parameters against importance score, from a gate-training artifact."""
+    input:
+        f"{RESULTS}/{{dataset}}/{{chain}}/model.pt",
+    output:
+        "reports/figures/prune_importance_{dataset}_{chain}.png",
+    log:
+        f"{LOGS}/{{dataset}}/{{chain}}/prune_figure.log",
+    localrule: True
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/prune_figure.py"

@@ -4,5 +4,6 @@ from vitcompress.workflow import logging_to
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with logging_to(sm.log[0]):
-    render_tables(list(sm.input), sm.params.profile, sm.params.datasets, sm.params.rows,
-                  md=sm.output.md, tex=sm.output.tex, csv=sm.output.csv, json_out=sm.output.json)
+    render_tables(list(sm.input.rows), sm.params.profile, sm.params.datasets, sm.params.rows,
+                  md=sm.output.md, tex=sm.output.tex, csv=sm.output.csv, json_out=sm.output.json,
+                  figures=list(sm.input.figures))

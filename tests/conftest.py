@@ -35,7 +35,7 @@ def tiny_profile(raw: dict, datasets=("digits",)) -> dict:
     prof["measure"].update(warmup=1, repeats=5, eval_batch_size=256)
     for name in ("deit_base", "deit_tiny"):
         prof["models"][name]["kwargs"].update(embed_dim=16, depth=1, num_heads=2 if name == "deit_base" else 1)
-    keep = ["vanilla", "dynamic_ptq", "deit_tiny", "nystrom_4", "deit_tiny+dynamic_ptq"]
+    keep = ["vanilla", "dynamic_ptq", "deit_tiny", "prune_0.2", "nystrom_4", "deit_tiny+dynamic_ptq"]
     prof["rows"] = [r for r in prof["rows"] if r["id"] in keep]
     prof["scaling"] = {"seq_lens": [16, 64], "landmarks": [4], "embed_dim": 32, "num_heads": 2, "repeats": 5}
     raw["profiles"]["tiny"] = prof

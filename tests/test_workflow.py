@@ -69,6 +69,10 @@ def test_tiny_workflow_end_to_end(tmp_path, raw_params, monkeypatch):
     assert by_row.loc["nystrom_4", "params"] == by_row.loc["vanilla", "params"]  # same weights, new attention
     scaling = pd.read_csv(wf / "reports/attention_scaling.csv")
     assert set(scaling["method"]) == {"exact", "exact_sdpa", "nystrom"} and (wf / "reports/figures/attention_scaling.png").exists()
+    assert by_row.loc["prune_0.2", "params"] < by_row.loc["vanilla", "params"]
+    for ds in ("digits", "digit_pairs"):
+        figure = f"figures/prune_importance_{ds}_vit+gates.png"
+        assert (wf / "reports" / figure).exists() and f"({figure})" in (wf / "reports/tables.md").read_text()
     cell = json.loads((wf / "results/tiny/digits/rows/vanilla.json").read_text())
     model_file = wf / "results/tiny/digits/vit/model.pt"
     assert cell["size_mb"] == pytest.approx(model_file.stat().st_size / 2**20)

@@ -80,8 +80,11 @@ def build_frame(files: list[str], profile: str, rows: list[str]) -> pd.DataFrame
 
 
 def render_tables(files: list[str], profile: str, datasets: list[str], rows: list[str], md: str, tex: str,
-                  csv: str, json_out: str, templates: str | Path | None = None) -> None:
+                  csv: str, json_out: str, templates: str | Path | None = None, figures: list[str] = ()) -> None:
     df = build_frame(files, profile, rows)
+    md_dir = Path(md).resolve().parent
+    links = [{"path": Path(f).resolve().relative_to(md_dir).as_posix() if Path(f).resolve().is_relative_to(md_dir)
+              else str(f), "name": Path(f).stem.replace("_", " ")} for f in figures]
     tables = []
     for ds in datasets:
         sub = df[df["dataset"] == ds].sort_values("row")
@@ -98,7 +101,7 @@ def render_tables(files: list[str], profile: str, datasets: list[str], rows: lis
             "notes": notes,
         })
     env = _env(Path(templates) if templates else DEFAULT_TEMPLATES)
-    ctx = {"profile": profile, "tables": tables, "published": profile == "paper"}
+    ctx = {"profile": profile, "tables": tables, "published": profile == "paper", "figures": links}
     for out, name in ((md, "tables.md.j2"), (tex, "tables.tex.j2")):
         with atomic_path(out) as tmp:
             tmp.write_text(env.get_template(name).render(**ctx))

@@ -51,7 +51,8 @@ def _param_groups(model: nn.Module, weight_decay: float):
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (no_decay if p.ndim <= 1 or name.endswith(("pos_embed", "cls_token", "dist_token")) else decay).append(p)
+        plain = p.ndim <= 1 or name.endswith(("pos_embed", "cls_token", "dist_token")) or name.startswith("vc_gates.")
+        (no_decay if plain else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 

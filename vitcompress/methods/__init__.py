@@ -1,6 +1,6 @@
 """Compression methods: one module each, one :class:`~vitcompress.methods.base.Method` subclass each."""
 from vitcompress.methods.base import METHODS, Method, StepContext, register
-from vitcompress.methods import distill, dynamic_ptq, nystrom, train  # noqa: F401  (importing registers)
+from vitcompress.methods import distill, dynamic_ptq, nystrom, prune, train  # noqa: F401  (importing registers)
 
 __all__ = ["METHODS", "Method", "StepContext", "register", "get_method"]
 

@@ -1,0 +1,8 @@
+"""Snakemake entry point: the pruning importance histogram (study Figure 3) of one data set."""
+from vitcompress.methods.prune import histogram_from_artifact
+from vitcompress.workflow import logging_to
+
+sm = snakemake  # noqa: F821 (injected by Snakemake)
+with logging_to(sm.log[0]):
+    histogram_from_artifact(sm.input[0], sm.output[0],
+                            f"Importance of prunable dimensions: {sm.wildcards.dataset} ({sm.wildcards.chain})")
