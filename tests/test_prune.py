@@ -116,6 +116,14 @@ def test_gate_training_then_pruning_steps(tmp_path, score):
     assert count_params(model) < count_params(gated.build())
 
 
+def test_histogram_of_scores_that_did_not_move(tmp_path):
+    from vitcompress.methods.prune import importance_histogram
+
+    scores = {"qk": [torch.ones(2, 4)], "v": [torch.ones(2, 4)], "mlp": [torch.ones(8)]}
+    importance_histogram(scores, {"qk": [10], "v": [10], "mlp": [10]}, tmp_path / "h.png", "flat")
+    assert (tmp_path / "h.png").stat().st_size > 1000
+
+
 def test_prune_settings_are_checked(raw_params):
     raw = copy.deepcopy(raw_params)
     raw["profiles"]["demo"]["steps"]["prune_0.1"]["ratio"] = 1.2

@@ -282,7 +282,13 @@ def importance_histogram(scores: dict, counts: dict, out, title: str) -> None:
     values = [torch.cat([s.reshape(-1) for s in scores[k]]).numpy() for k in KINDS]
     weights = [torch.cat([torch.full((s.numel(),), float(c)) for s, c in zip(scores[k], counts[k])]).numpy()
                for k in KINDS]
-    ax.hist(values, bins=40, weights=weights, stacked=True, label=[labels[k] for k in KINDS])
+    import numpy as np
+
+    lo, hi = min(float(v.min()) for v in values), max(float(v.max()) for v in values)
+    if hi - lo < 1e-6:  # scores that barely moved from their start still get a readable plot
+        pad = max(1e-3, abs(lo) * 1e-3)
+        lo, hi = lo - pad, hi + pad
+    ax.hist(values, bins=np.linspace(lo, hi, 41), weights=weights, stacked=True, label=[labels[k] for k in KINDS])
     ax.set_xlabel("importance score")
     ax.set_ylabel("parameters")
     ax.set_title(title)
