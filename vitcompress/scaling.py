@@ -38,6 +38,21 @@ def _status_kb(field: str) -> int | None:
     return None
 
 
+def fix_mmap_threshold(nbytes: int = 1 << 16) -> bool:
+    """Make glibc serve every block of ``nbytes`` or more with mmap and return it on free.
+
+    By default glibc raises its mmap threshold after large frees and then keeps freed blocks in the
+    heap, where a later allocation reuses them without growing the resident set: peak readings would
+    then miss them. A fixed threshold turns that adaptation off (Linux/glibc only; else a no-op).
+    """
+    try:
+        import ctypes
+
+        return bool(ctypes.CDLL("libc.so.6").mallopt(-3, int(nbytes)))  # -3: M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        return False
+
+
 def _reset_peak() -> bool:
     try:
         Path("/proc/self/clear_refs").write_text("5")
@@ -91,6 +106,8 @@ def attention_scaling(seq_lens, landmarks, embed_dim: int = 768, num_heads: int 
 
     if threads:
         torch.set_num_threads(effective_threads(threads))
+    if device == "cpu":
+        fix_mmap_threshold()
     head_dim = embed_dim // num_heads
     variants = [("exact", None), ("exact_sdpa", None)] + [("nystrom", int(m)) for m in landmarks]
     rows = []
