@@ -53,10 +53,12 @@ rule row_metrics:
     log:
         f"{LOGS}/{{dataset}}/rows/{{row}}.log",
     localrule: True
-    conda:
-        CONDA_ENV
-    script:
-        "../scripts/row_metrics.py"
+    run:
+        # In the scheduler's process: merging two JSON files does not need a Python of its own.
+        from vitcompress.workflow import logging_to, row_metrics
+
+        with logging_to(log[0]):
+            row_metrics(params.row, wildcards.dataset, input.accuracy, input.speed, output[0], params.profile)
 
 
 rule bench_row:
