@@ -7,14 +7,16 @@ rule compress:
     input:
         unpack(step_inputs),
     output:
-        f"{RESULTS}/{{dataset}}/{{prefix}}+{{step}}/model.pt",
+        model=f"{RESULTS}/{{dataset}}/{{prefix}}+{{step}}/model.pt",
+        accuracy=f"{RESULTS}/{{dataset}}/{{prefix}}+{{step}}/accuracy.json",
     params:
         step=step_params,
         device=config.get("device", "auto"),
         seed=P.seed,
+        eval_batch_size=P.measure["eval_batch_size"],
     log:
         f"{LOGS}/{{dataset}}/{{prefix}}+{{step}}/step.log",
-    threads: ALL_CORES
+    threads: JOB_CORES
     resources:
         gpu=GPU_JOB,
     conda:

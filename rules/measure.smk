@@ -1,25 +1,5 @@
-# Measurement: accuracy and size (hardware-independent), speed (re-runs when the fingerprint changes),
-# and the architecture-only benchmark `bench_arch`.
-
-
-rule evaluate:
-    input:
-        model=MODEL,
-        data=DATA,
-    output:
-        f"{RESULTS}/{{dataset}}/{{chain}}/accuracy.json",
-    params:
-        eval_batch_size=P.measure["eval_batch_size"],
-        device=config.get("device", "auto"),
-    log:
-        f"{LOGS}/{{dataset}}/{{chain}}/evaluate.log",
-    threads: ALL_CORES
-    resources:
-        gpu=GPU_JOB,
-    conda:
-        CONDA_ENV
-    script:
-        "../scripts/evaluate.py"
+# Measurement: speed (re-runs when the fingerprint changes), the cells' metrics, the architecture-only
+# benchmark `bench_arch`. Accuracy and size are measured by the step job itself (hardware-independent).
 
 
 rule measure_speed:

@@ -5,14 +5,16 @@ rule train:
     input:
         unpack(step_inputs),
     output:
-        f"{RESULTS}/{{dataset}}/{{step}}/model.pt",
+        model=f"{RESULTS}/{{dataset}}/{{step}}/model.pt",
+        accuracy=f"{RESULTS}/{{dataset}}/{{step}}/accuracy.json",
     params:
         step=step_params,
         device=config.get("device", "auto"),
         seed=P.seed,
+        eval_batch_size=P.measure["eval_batch_size"],
     log:
         f"{LOGS}/{{dataset}}/{{step}}/step.log",
-    threads: ALL_CORES
+    threads: JOB_CORES
     resources:
         gpu=GPU_JOB,
     conda:

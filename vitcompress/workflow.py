@@ -76,8 +76,9 @@ def prepare_dataset(dataset_cfg: dict, out: str, seed: int = 0) -> None:
 
 
 def run_step(step: dict, dataset: str, data_file: str, out: str, device: str = "auto", seed: int = 0,
-             threads: int = 1, parent: str | None = None, extra: dict | None = None) -> None:
-    """Run one step of a chain and save its artifact to ``out``."""
+             threads: int = 1, parent: str | None = None, extra: dict | None = None,
+             accuracy_out: str | None = None, eval_batch_size: int = 256) -> None:
+    """Run one step of a chain, save its artifact to ``out`` and, if asked, evaluate it."""
     use_threads(threads)
     ctx = StepContext(
         step=step, dataset=dataset, data_file=Path(data_file), device=resolve_device(device), seed=seed,
@@ -89,6 +90,8 @@ def run_step(step: dict, dataset: str, data_file: str, out: str, device: str = "
     artifact = method.run(ctx)
     artifact.save(out)
     log.info("wrote %s (%.2f MB)", out, file_size_mb(out))
+    if accuracy_out:
+        evaluate_artifact(out, data_file, accuracy_out, eval_batch_size, device=device, threads=threads)
 
 
 def evaluate_artifact(artifact: str, data_file: str, out: str, eval_batch_size: int = 256,
