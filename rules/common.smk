@@ -27,16 +27,12 @@ MODEL = f"{RESULTS}/{{dataset}}/{{chain}}/model.pt"
 # Jobs that can use the GPU ask for the `gpu` resource only when they will really run on one,
 # so `--resources gpu=1` serialises GPU work without serialising CPU-only runs.
 GPU_JOB = 1 if DEVICE == "cuda" else 0
-# Timing jobs claim all of the workflow's cores, so the scheduler runs nothing beside them (timings next
-# to another job are noise). Training/evaluation jobs run single-threaded and side by side: for models
-# this small one thread per job beats threads fighting over cores, and the per-job start-up (Python,
-# torch, timm) overlaps. Each claims ceil(cores / CPUs) cores, so no more run at once than there are CPUs.
-import math
-import os
-
+# Every torch-heavy job (train, compress + evaluate, time) claims all of the workflow's cores, so the
+# scheduler runs it alone: timings beside another job are noise, and on the 2-CPU machines this was
+# tuned on, two training jobs side by side each ran 2-4x slower (measured), losing overall.
+# Inside a job PyTorch uses at most the CPUs available. Light jobs run beside each other.
 ALL_CORES = max(1, workflow.cores)
-_CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-JOB_CORES = max(1, math.ceil(workflow.cores / _CPUS))
+JOB_CORES = ALL_CORES
 # What speed depends on. It is a param of the timing rules only: a new machine re-times, never re-trains.
 FINGERPRINT = fingerprint(P.measure["cpu_threads"], P.measure.get("gpu", True))
 
