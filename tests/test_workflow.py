@@ -61,7 +61,8 @@ def test_tiny_workflow_end_to_end(tmp_path, raw_params, monkeypatch):
     csv = pd.read_csv(wf / "reports/metrics.csv")
     rows = [r["id"] for r in raw["profiles"]["tiny"]["rows"]]
     assert len(csv) == 2 * len(rows) and list(csv[csv["dataset"] == "digits"]["row"]) == rows  # study order
-    for col in ("accuracy", "cpu_speed", "cpu_images_per_s", "cpu_latency_ms", "size_mb", "params"):
+    assert csv["accuracy"].between(0, 100).all()  # a 3-step model may well score 0% on 100 classes
+    for col in ("cpu_speed", "cpu_images_per_s", "cpu_latency_ms", "size_mb", "params"):
         assert (csv[col] > 0).all(), col
     assert csv["gpu_speed"].isna().all()  # no GPU here, so no GPU number
     by_row = csv[csv["dataset"] == "digits"].set_index("row")
