@@ -60,6 +60,19 @@ class Method:
     def run(self, ctx: StepContext):
         raise NotImplementedError
 
+    @staticmethod
+    def finetune(model: nn.Module, ctx: StepContext, epochs: int, img_size) -> dict | None:
+        """Fine-tune ``model`` in place for ``epochs`` with the step's training settings (0: no-op)."""
+        if not epochs:
+            return None
+        from vitcompress.data import InputAdapter, PreparedData
+        from vitcompress.train import fit
+
+        data = PreparedData(ctx.data_file)
+        adapter = InputAdapter(data.meta, img_size, ctx.device)
+        return fit(model, data, {**ctx.step["train"], "epochs": int(epochs)}, adapter, ctx.device, ctx.seed,
+                   desc=f"{ctx.dataset}/{ctx.step['id']}")
+
     @classmethod
     def untrained(cls, model: nn.Module, step: dict) -> tuple[nn.Module, dict | None]:
         """The method's structural change on a model with random weights and no data (architecture

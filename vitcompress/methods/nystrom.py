@@ -22,9 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from vitcompress.artifacts import Artifact
-from vitcompress.data import InputAdapter, PreparedData
 from vitcompress.methods.base import Method, StepContext, register
-from vitcompress.train import fit
 
 
 def segment_means(x: torch.Tensor, m: int) -> torch.Tensor:
@@ -133,13 +131,7 @@ class Nystrom(Method):
     def run(self, ctx: StepContext) -> Artifact:
         step, spec = ctx.step, self._spec(ctx.step)
         model = use_nystrom(ctx.parent.build(), spec["landmarks"], spec["pinv_iterations"])
-        history = None
-        epochs = int(step.get("finetune_epochs", 0))
-        if epochs:
-            data = PreparedData(ctx.data_file)
-            adapter = InputAdapter(data.meta, ctx.parent.arch["kwargs"]["img_size"], ctx.device)
-            history = fit(model, data, {**step["train"], "epochs": epochs}, adapter, ctx.device, ctx.seed,
-                          desc=f"{ctx.dataset}/{step['id']}")
+        history = self.finetune(model, ctx, int(step.get("finetune_epochs", 0)), ctx.parent.arch["kwargs"]["img_size"])
         steps = ctx.parent.meta.get("steps", []) + [{"id": step["id"], "method": self.name, "history": history}]
         return ctx.parent.child(model.cpu(), spec, steps=steps)
 

@@ -401,13 +401,7 @@ class Prune(Method):
         model = ctx.parent.build()
         keep = select(scores, float(step["ratio"]))  # raises before anything is written
         model = apply_pruning(model, keep)
-        history = None
-        epochs = int(step.get("epochs", 0))
-        if epochs:
-            data = PreparedData(ctx.data_file)
-            adapter = InputAdapter(data.meta, ctx.parent.arch["kwargs"]["img_size"], ctx.device)
-            history = fit(model, data, {**step["train"], "epochs": epochs}, adapter, ctx.device, ctx.seed,
-                          desc=f"{ctx.dataset}/{step['id']}")
+        history = self.finetune(model, ctx, int(step.get("epochs", 0)), ctx.parent.arch["kwargs"]["img_size"])
         spec = {"method": "prune", "shapes": shapes_of(model)}
         meta = {k: v for k, v in ctx.parent.meta.items() if k not in ("prune_scores", "prune_unit_params")}
         steps = meta.get("steps", []) + [{"id": step["id"], "method": self.name, "ratio": float(step["ratio"]),
