@@ -32,7 +32,6 @@ GPU_JOB = 1 if DEVICE == "cuda" else 0
 # tuned on, two training jobs side by side each ran 2-4x slower (measured), losing overall.
 # Inside a job PyTorch uses at most the CPUs available. Light jobs run beside each other.
 ALL_CORES = max(1, workflow.cores)
-JOB_CORES = ALL_CORES
 # What speed depends on. It is a param of the timing rules only: a new machine re-times, never re-trains.
 FINGERPRINT = fingerprint(P.measure["cpu_threads"], P.measure.get("gpu", True))
 
@@ -50,10 +49,8 @@ def model_path(dataset, chain):
 
 def step_inputs(wildcards):
     """Inputs of the step that ends a chain: the data, the previous step's artifact, declared extras."""
-    chain = wildcards.chain if hasattr(wildcards, "chain") else None
-    if chain is None:
-        chain = f"{wildcards.prefix}{CHAIN_SEP}{wildcards.step}" if hasattr(wildcards, "prefix") else wildcards.step
-    steps = split_chain(chain)
+    prefix = getattr(wildcards, "prefix", None)
+    steps = (split_chain(prefix) if prefix else []) + [wildcards.step]
     inputs = {"data": DATA.format(dataset=wildcards.dataset)}
     if len(steps) > 1:
         inputs["parent"] = model_path(wildcards.dataset, CHAIN_SEP.join(steps[:-1]))

@@ -16,7 +16,7 @@ rule compress:
         eval_batch_size=P.measure["eval_batch_size"],
     log:
         f"{LOGS}/{{dataset}}/{{prefix}}+{{step}}/step.log",
-    threads: JOB_CORES
+    threads: ALL_CORES
     resources:
         gpu=GPU_JOB,
     conda:

@@ -14,7 +14,7 @@ rule train:
         eval_batch_size=P.measure["eval_batch_size"],
     log:
         f"{LOGS}/{{dataset}}/{{step}}/step.log",
-    threads: JOB_CORES
+    threads: ALL_CORES
     resources:
         gpu=GPU_JOB,
     conda:

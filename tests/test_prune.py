@@ -8,7 +8,7 @@ from vitcompress.config import ConfigError, resolve
 from vitcompress.data import PreparedData, prepare
 from vitcompress.methods.base import StepContext
 from vitcompress.methods.prune import (Gates, Prune, PruneGates, SlimAttention, apply_pruning, histogram_from_artifact,
-                                       select, shapes_of)
+                                       random_scores, select, shapes_of)
 from vitcompress.models import arch_for, count_params, create
 
 ARCH = arch_for({"timm": "vit_small_patch16_224",
@@ -18,21 +18,10 @@ TRAIN = {"epochs": 1, "batch_size": 64, "lr": 0.002, "weight_decay": 0.0, "warmu
          "label_smoothing": 0.0, "augment": {}, "num_workers": 0, "max_steps": 3}
 
 
-def _scores(model, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    out = {"qk": [], "v": [], "mlp": []}
-    for b in model.blocks:
-        h, d = b.attn.num_heads, b.attn.head_dim
-        out["qk"].append(torch.rand(h, d, generator=g))
-        out["v"].append(torch.rand(h, d, generator=g))
-        out["mlp"].append(torch.rand(b.mlp.fc1.out_features, generator=g))
-    return out
-
-
 def test_ratio_zero_changes_nothing():
     model = create(ARCH).eval()
     x = torch.randn(4, 1, 8, 8)
-    same = apply_pruning(copy.deepcopy(model), select(_scores(model), 0.0))
+    same = apply_pruning(copy.deepcopy(model), select(random_scores(model), 0.0))
     assert shapes_of(same) == [{"heads": 2, "dim_qk": 16, "dim_v": 16, "hidden": 128}] * 2
     assert count_params(same) == count_params(model)
     assert torch.allclose(same(x), model(x), atol=1e-5)
@@ -40,7 +29,7 @@ def test_ratio_zero_changes_nothing():
 
 def test_pruning_removes_the_lowest_scored_fraction_globally_and_physically():
     model = create(ARCH).eval()
-    scores = _scores(model)
+    scores = random_scores(model)
     scores["mlp"][1][:40] = -1.0  # the 40 least important dimensions of the whole network
     slim = apply_pruning(copy.deepcopy(model), select(scores, 40 / (2 * (32 + 32 + 128))))
     shapes = shapes_of(slim)
@@ -54,7 +43,7 @@ def test_pruning_removes_the_lowest_scored_fraction_globally_and_physically():
 
 def test_pruned_model_saves_and_reloads_to_identical_predictions(tmp_path):
     model = create(ARCH).eval()
-    slim = apply_pruning(model, select(_scores(model, 3), 0.2))
+    slim = apply_pruning(model, select(random_scores(model, 3), 0.2))
     art = Artifact(ARCH, slim.state_dict(), [{"method": "prune", "shapes": shapes_of(slim)}])
     art.save(tmp_path / "p.pt")
     Artifact(ARCH, create(ARCH).state_dict()).save(tmp_path / "full.pt")
@@ -65,7 +54,7 @@ def test_pruned_model_saves_and_reloads_to_identical_predictions(tmp_path):
 
 def test_heads_keep_equal_widths_and_a_whole_layer_is_never_removed():
     model = create(ARCH)
-    scores = _scores(model)
+    scores = random_scores(model)
     keep = select(scores, 0.3)
     for idx in keep["qk"] + keep["v"]:
         assert idx.shape[0] == 2  # both heads, same width

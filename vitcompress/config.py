@@ -9,7 +9,6 @@ import copy
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 import jsonschema
 import yaml
@@ -204,8 +203,3 @@ def resolve(raw: dict, overrides: dict | None = None) -> Profile:
 
 def split_chain(chain: str) -> list[str]:
     return chain.split(CHAIN_SEP)
-
-
-def jsonable(obj: Any) -> Any:
-    """A plain-JSON copy (tuples to lists) so Snakemake params compare stably between runs."""
-    return yaml.safe_load(yaml.safe_dump(obj))

@@ -60,20 +60,24 @@ def _spread(times: list[float]) -> dict:
 
 
 @torch.inference_mode()
-def time_forward(model: nn.Module, example: torch.Tensor, warmup: int, repeats: int) -> list[float]:
-    cuda = example.is_cuda
+def time_calls(fn, cuda: bool, warmup: int, repeats: int) -> list[float]:
+    """Seconds of each of ``repeats`` calls of ``fn`` after ``warmup`` untimed ones (CUDA synchronised)."""
     for _ in range(warmup):
-        model(example)
+        fn()
     if cuda:
         torch.cuda.synchronize()
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        model(example)
+        fn()
         if cuda:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
     return times
+
+
+def time_forward(model: nn.Module, example: torch.Tensor, warmup: int, repeats: int) -> list[float]:
+    return time_calls(lambda: model(example), example.is_cuda, warmup, repeats)
 
 
 def speed(model: nn.Module, input_shape, batch_size: int, device: str = "cpu", threads: int | None = None,

@@ -5,7 +5,6 @@ Missing cells print "-". Nothing here computes a number: every figure comes from
 """
 from __future__ import annotations
 
-import json
 import math
 from importlib import resources
 from pathlib import Path
@@ -76,7 +75,8 @@ def build_frame(files: list[str], profile: str, rows: list[str]) -> pd.DataFrame
     else:
         df["published_accuracy"] = None
         df["published_size_mb"] = None
-    return df.sort_values(["dataset", "row"], key=lambda s: s.map({d: i for i, d in enumerate(dict.fromkeys(df["dataset"]))}) if s.name == "dataset" else s)
+    df["dataset"] = pd.Categorical(df["dataset"], categories=list(dict.fromkeys(df["dataset"])), ordered=True)
+    return df.sort_values(["dataset", "row"])
 
 
 def render_tables(files: list[str], profile: str, datasets: list[str], rows: list[str], md: str, tex: str,
@@ -105,7 +105,7 @@ def render_tables(files: list[str], profile: str, datasets: list[str], rows: lis
     for out, name in ((md, "tables.md.j2"), (tex, "tables.tex.j2")):
         with atomic_path(out) as tmp:
             tmp.write_text(env.get_template(name).render(**ctx))
-    flat = df.assign(row=df["row"].astype(str))
+    flat = df.assign(row=df["row"].astype(str), dataset=df["dataset"].astype(str))
     for col in CSV_COLUMNS:
         if col not in flat:
             flat[col] = None
@@ -147,7 +147,3 @@ def render_bench(files: list[str], rows: list[dict], profile: str, csv: str, md:
     with atomic_path(md) as tmp:
         tmp.write_text(env.get_template("bench_arch.md.j2").render(profile=profile, rows=records,
                                                                    fingerprint=records[0]["fingerprint"] if records else {}))
-
-
-def load_metrics_json(path: str | Path) -> dict:
-    return json.loads(Path(path).read_text())

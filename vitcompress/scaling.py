@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from vitcompress.artifacts import atomic_path
-from vitcompress.measure import MB, _spread, effective_threads
+from vitcompress.measure import MB, _spread, effective_threads, time_calls
 from vitcompress.methods.nystrom import exact_attention, nystrom_attention
 
 
@@ -80,25 +80,6 @@ def peak_memory_mb(fn, device: str) -> float | None:
     return None if base is None or peak is None else max(0.0, (peak - base) * 1024 / MB)
 
 
-@torch.inference_mode()
-def _time(fn, device: str, warmup: int, repeats: int) -> dict:
-    import time
-
-    cuda = device.startswith("cuda")
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        if cuda:
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        if cuda:
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return _spread(times)
-
-
 def attention_scaling(seq_lens, landmarks, embed_dim: int = 768, num_heads: int = 12, pinv_iterations: int = 6,
                       device: str = "cpu", warmup: int = 1, repeats: int = 5, threads: int | None = None,
                       seed: int = 0, progress: bool = True) -> pd.DataFrame:
@@ -124,7 +105,7 @@ def attention_scaling(seq_lens, landmarks, embed_dim: int = 768, num_heads: int 
         else:
             def fn(m=m):
                 return nystrom_attention(q, k, v, m, pinv_iterations)
-        timing = _time(fn, device, warmup, repeats)
+        timing = _spread(time_calls(fn, device.startswith("cuda"), warmup, repeats))
         rows.append({
             "device": device, "method": name, "landmarks": m, "seq_len": int(n),
             "median_ms": 1000 * timing["median_s"], "iqr_ms": 1000 * timing["iqr_s"],

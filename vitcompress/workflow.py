@@ -130,11 +130,8 @@ def measure_model(model, artifact_meta: dict, input_shape, measure: dict, fp: di
     out = {"fingerprint": fp, "notes": []}
     out["cpu"] = speed(model, input_shape, int(measure["batch_size"]), "cpu",
                        threads=int(measure["cpu_threads"]), **common)
-    if artifact_meta.get("no_speed"):
-        out["notes"].append(artifact_meta["no_speed"])
-        out["cpu"] = None
     gpu_ok = measure.get("gpu", True) and torch.cuda.is_available()
-    if gpu_ok and not artifact_meta.get("cpu_only") and not artifact_meta.get("no_speed"):
+    if gpu_ok and not artifact_meta.get("cpu_only"):
         out["gpu"] = speed(model, input_shape, int(measure["batch_size"]), "cuda", **common)
     else:
         out["gpu"] = None

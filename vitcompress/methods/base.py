@@ -34,7 +34,6 @@ class Method:
 
     name: ClassVar[str] = ""
     is_root: ClassVar[bool] = False     # builds a model from scratch (must be first in a chain)
-    uses_gpu: ClassVar[bool] = True     # the workflow asks for the `gpu` resource when CUDA is used
     keys: ClassVar[dict[str, type | tuple]] = {}  # method-specific step keys and their types
 
     @classmethod

@@ -43,7 +43,6 @@ def int8_skeleton(model: nn.Module) -> nn.Module:
 @register
 class DynamicPTQ(Method):
     name = "dynamic_ptq"
-    uses_gpu = False
 
     def run(self, ctx: StepContext) -> Artifact:
         model = quantize(ctx.parent.build())

@@ -84,6 +84,18 @@ def shapes_of(model: nn.Module) -> list[dict]:
             for b in model.blocks for h, dqk, dv in [_attn_shapes(b)]]
 
 
+def random_scores(model: nn.Module, seed: int = 0) -> dict[str, list[torch.Tensor]]:
+    """Uniform random importance for every prunable dimension (architecture benchmarks, tests)."""
+    g = torch.Generator().manual_seed(seed)
+    out = {k: [] for k in KINDS}
+    for b in model.blocks:
+        h, d = b.attn.num_heads, b.attn.head_dim
+        out["qk"].append(torch.rand(h, d, generator=g))
+        out["v"].append(torch.rand(h, d, generator=g))
+        out["mlp"].append(torch.rand(b.mlp.fc1.out_features, generator=g))
+    return out
+
+
 def restructure_slim(model: nn.Module, shapes: list[dict]) -> nn.Module:
     """Rebuild every block's attention and MLP at the stored (smaller) shapes, weights unset."""
     if len(shapes) != len(model.blocks):
@@ -417,12 +429,5 @@ class Prune(Method):
     @classmethod
     def untrained(cls, model, step):
         """Architecture benchmark: prune by random scores at the step's ratio."""
-        g = torch.Generator().manual_seed(0)
-        scores = {"qk": [], "v": [], "mlp": []}
-        for b in model.blocks:
-            h, d = b.attn.num_heads, b.attn.head_dim
-            scores["qk"].append(torch.rand(h, d, generator=g))
-            scores["v"].append(torch.rand(h, d, generator=g))
-            scores["mlp"].append(torch.rand(b.mlp.fc1.out_features, generator=g))
-        model = apply_pruning(model, select(scores, float(step["ratio"])))
+        model = apply_pruning(model, select(random_scores(model), float(step["ratio"])))
         return model, {"method": "prune", "shapes": shapes_of(model)}
