@@ -16,7 +16,7 @@ rule compress:
         eval_batch_size=P.measure["eval_batch_size"],
     log:
         f"{LOGS}/{{dataset}}/{{prefix}}+{{step}}/step.log",
-    threads: ALL_CORES
+    threads: STEP_THREADS
     resources:
         gpu=GPU_JOB,
     conda:

@@ -36,3 +36,28 @@ rule prune_figure:
         CONDA_ENV
     script:
         "../scripts/prune_figure.py"
+
+
+rule fq_vit_ablation:
+    """FQ-ViT's two tricks on and off under one calibration, and the study's Figure 1, per data set."""
+    input:
+        model=lambda wc: f"{RESULTS}/{wc.dataset}/{parent_chain(wc.chain)}/model.pt",
+        data=DATA,
+    output:
+        md="reports/fq_vit_ablation_{dataset}_{chain}.md",
+        csv="reports/fq_vit_ablation_{dataset}_{chain}.csv",
+        figure="reports/figures/fq_vit_{dataset}_{chain}.png",
+    params:
+        step=lambda wc: P.step_cfg(split_chain(wc.chain)[-1], wc.dataset),
+        device=config.get("device", "auto"),
+        seed=P.seed,
+        eval_batch_size=P.measure["eval_batch_size"],
+    log:
+        f"{LOGS}/{{dataset}}/{{chain}}/fq_vit_ablation.log",
+    threads: STEP_THREADS
+    resources:
+        gpu=GPU_JOB,
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/fq_vit_ablation.py"

@@ -14,7 +14,7 @@ rule train:
         eval_batch_size=P.measure["eval_batch_size"],
     log:
         f"{LOGS}/{{dataset}}/{{step}}/step.log",
-    threads: ALL_CORES
+    threads: STEP_THREADS
     resources:
         gpu=GPU_JOB,
     conda:

@@ -18,6 +18,36 @@ def _offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
+TINY_VIT = {"timm": "vit_small_patch16_224",
+            "kwargs": {"patch_size": 4, "embed_dim": 32, "depth": 2, "num_heads": 2, "global_pool": "avg",
+                       "class_token": False}}
+
+
+@pytest.fixture(scope="session")
+def digits_file(tmp_path_factory):
+    """The digits data set, prepared once per test session."""
+    from vitcompress.data import prepare
+
+    path = tmp_path_factory.mktemp("data") / "digits.pt"
+    prepare({"source": "digits"}, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def random_vit(digits_file):
+    """An untrained (seeded) tiny ViT for digits, as the parent artifact of a compression step."""
+    import torch
+
+    from vitcompress.artifacts import Artifact
+    from vitcompress.data import PreparedData
+    from vitcompress.models import arch_for, create
+
+    torch.set_num_threads(1)
+    arch = arch_for(TINY_VIT, PreparedData(digits_file).meta)
+    torch.manual_seed(0)
+    return Artifact(arch, create(arch).state_dict(), [], {"steps": []})
+
+
 @pytest.fixture
 def raw_params():
     return yaml.safe_load((REPO / "params.yaml").read_text())
@@ -35,7 +65,9 @@ def tiny_profile(raw: dict, datasets=("digits",)) -> dict:
     prof["measure"].update(warmup=1, repeats=5, eval_batch_size=256)
     for name in ("deit_base", "deit_tiny"):
         prof["models"][name]["kwargs"].update(embed_dim=16, depth=1, num_heads=2 if name == "deit_base" else 1)
-    keep = ["vanilla", "dynamic_ptq", "deit_tiny", "prune_0.2", "nystrom_4", "deit_tiny+dynamic_ptq"]
+    prof["steps"]["fq_vit"].update(calib_images=64)
+    prof["steps"]["lsq"].update(min_size=0.0005)  # the tiny model's tensors are below diffq's 0.01 MB default
+    keep = ["vanilla", "dynamic_ptq", "fq_vit", "lsq", "deit_tiny", "prune_0.2", "nystrom_4", "deit_tiny+dynamic_ptq"]
     prof["rows"] = [r for r in prof["rows"] if r["id"] in keep]
     prof["scaling"] = {"seq_lens": [16, 64], "landmarks": [4], "embed_dim": 32, "num_heads": 2, "repeats": 5}
     raw["profiles"]["tiny"] = prof

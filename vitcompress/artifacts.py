@@ -7,6 +7,8 @@ An artifact is a plain dictionary of tensors and JSON-like values:
     transforms  [{"method": name, ...spec}, ...] -> each method's ``restructure`` re-applies its change
     state_dict  the weights of the final model (int8 packed weights included)
     meta        where it came from (dataset, chain, normalisation, validation accuracy, ...)
+    quantized   optional: diffq's packed quantized state (QAT rows), which then holds the parameters;
+                its quantizer class is stored by name, so it too is plain tensors and values
 
 so it loads with ``torch.load(weights_only=True)``: a file that would need to unpickle anything else
 is refused.
@@ -14,10 +16,12 @@ is refused.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import pickle
 import tempfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -26,6 +30,8 @@ import torch
 import torch.nn as nn
 
 FORMAT = "vitcompress.artifact/1"
+OWN_META = ("zlib", "diffq_size_estimate_mb")  # describe one file, not what a child step makes of it
+ZLIB_MAGIC = b"VCZLIB1\n"  # a zlib-compressed artifact: this header, then zlib(torch.save(payload))
 
 
 class ArtifactError(RuntimeError):
@@ -66,6 +72,7 @@ class Artifact:
     state_dict: dict
     transforms: list = field(default_factory=list)
     meta: dict = field(default_factory=dict)
+    quantized: dict | None = None
 
     def build(self) -> nn.Module:
         """The architecture with every recorded structural change, weights loaded, in eval mode."""
@@ -75,7 +82,18 @@ class Artifact:
         model = create(self.arch)
         for spec in self.transforms:
             model = get_method(spec["method"]).restructure(model, spec)
+        restored: set[str] = set()
+        if self.quantized is not None:
+            from vitcompress.methods.qat import restore
+
+            try:
+                restore(model, self.quantized)
+            except (KeyError, ValueError, AssertionError, RuntimeError, IndexError) as exc:
+                raise ArtifactError(f"artifact's quantized state does not fit its architecture ({exc}); "
+                                    f"re-run its step.") from None
+            restored = {name for name, _ in model.named_parameters()}
         missing, unexpected = model.load_state_dict(self.state_dict, strict=False)
+        missing = [k for k in missing if k not in restored]
         if missing or unexpected:
             raise ArtifactError(
                 f"artifact weights do not fit its architecture (missing {list(missing)[:3]}, "
@@ -86,9 +104,14 @@ class Artifact:
     def child(self, model: nn.Module, transform: dict | None = None, **meta) -> "Artifact":
         """The artifact of a step that turned this one's model into ``model``."""
         transforms = list(self.transforms) + ([transform] if transform else [])
-        return Artifact(self.arch, model.state_dict(), transforms, {**self.meta, **meta})
+        inherited = {k: v for k, v in self.meta.items() if k not in OWN_META}
+        return Artifact(self.arch, model.state_dict(), transforms, {**inherited, **meta})
 
-    def save(self, path: str | Path) -> None:
+    def save(self, path: str | Path, compress: bool | None = None) -> None:
+        """Write atomically. ``compress`` (default: the artifact's ``meta["zlib"]``) stores it
+        zlib-compressed, the way DiffQ reports model sizes; :meth:`load` reads both."""
+        if compress is None:
+            compress = bool(self.meta.get("zlib", False))
         payload = {
             "format": FORMAT,
             "arch": self.arch,
@@ -96,8 +119,15 @@ class Artifact:
             "state_dict": self.state_dict,
             "meta": self.meta,
         }
+        if self.quantized is not None:
+            payload["quantized"] = self.quantized
         with atomic_path(path) as tmp:
-            torch.save(payload, tmp)
+            if compress:
+                buf = io.BytesIO()
+                torch.save(payload, buf)
+                tmp.write_bytes(ZLIB_MAGIC + zlib.compress(buf.getvalue(), 9))
+            else:
+                torch.save(payload, tmp)
 
     @classmethod
     def load(cls, path: str | Path) -> "Artifact":
@@ -105,17 +135,21 @@ class Artifact:
         if not path.exists():
             raise ArtifactError(f"{path}: no such artifact; run the workflow step that makes it.")
         try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
+            with path.open("rb") as fh:
+                compressed = fh.read(len(ZLIB_MAGIC)) == ZLIB_MAGIC
+            source = io.BytesIO(zlib.decompress(path.read_bytes()[len(ZLIB_MAGIC):])) if compressed else path
+            payload = torch.load(source, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as exc:
             raise ArtifactError(
                 f"{path}: refused to load: the file asks to run code on load (not a plain tensor checkpoint). "
                 f"Only load artifacts this project wrote. Detail: {str(exc).splitlines()[0]}"
             ) from None
-        except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        except (RuntimeError, EOFError, OSError, ValueError, zlib.error) as exc:
             raise ArtifactError(
                 f"{path}: corrupt or truncated checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
                 f"delete it and re-run the workflow to rebuild it."
             ) from None
         if not isinstance(payload, dict) or payload.get("format") != FORMAT:
             raise ArtifactError(f"{path}: not a vitcompress artifact (expected format {FORMAT!r}).")
-        return cls(payload["arch"], payload["state_dict"], payload["transforms"], payload["meta"])
+        return cls(payload["arch"], payload["state_dict"], payload["transforms"], payload["meta"],
+                   payload.get("quantized"))

@@ -2,8 +2,8 @@
 seeded and deterministic on CPU, mixed precision on CUDA, tqdm progress, validation every epoch,
 best weights kept.
 
-Methods customise it through ``loss_fn(model, x, y) -> loss`` (distillation, size penalties) and
-``after_step(model)`` hooks, not by copying it.
+Methods customise it through ``loss_fn(model, x, y) -> loss`` (distillation, size penalties),
+``after_step(model)`` and ``setup_optimizer(optimizer)`` hooks, not by copying it.
 """
 from __future__ import annotations
 
@@ -66,6 +66,7 @@ def fit(
     loss_fn: Callable | None = None,
     after_step: Callable[[nn.Module], None] | None = None,
     extra_params: list | None = None,
+    setup_optimizer: Callable[[torch.optim.Optimizer], None] | None = None,
     desc: str = "train",
 ) -> dict:
     """Train ``model`` in place on ``data`` per ``cfg`` (the params.yaml `train` block).
@@ -97,6 +98,8 @@ def fit(
     if extra_params:
         groups.append({"params": extra_params, "weight_decay": 0.0})
     opt = torch.optim.AdamW(groups, lr=float(cfg["lr"]))
+    if setup_optimizer is not None:  # e.g. a diffq quantizer adds its own parameter group
+        setup_optimizer(opt)
     warmup = int(round(float(cfg.get("warmup_epochs", 0)) * steps_per_epoch))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(total, warmup))
 

@@ -128,6 +128,10 @@ def measure_model(model, artifact_meta: dict, input_shape, measure: dict, fp: di
     """CPU timings always; GPU timings only when CUDA is there and the model can run on it."""
     common = dict(warmup=int(measure["warmup"]), repeats=int(measure["repeats"]))
     out = {"fingerprint": fp, "notes": []}
+    if artifact_meta.get("simulated"):
+        out.update(cpu=None, gpu=None)
+        out["notes"].append("simulated (fake-quantized) model: timing the simulation would not show int8 speed.")
+        return out
     out["cpu"] = speed(model, input_shape, int(measure["batch_size"]), "cpu",
                        threads=int(measure["cpu_threads"]), **common)
     gpu_ok = measure.get("gpu", True) and torch.cuda.is_available()
@@ -189,7 +193,12 @@ def build_untrained(chain_steps: list[dict], arch: dict) -> Artifact:
         if spec:
             art.transforms.append(spec)
         art.meta.update(method.untrained_meta(step))
-    art.state_dict = model.state_dict()
+        art.quantized = method.untrained_quantized(model, step)  # only the last step's counts
+    if art.quantized is not None:  # the quantized state holds the parameters; keep the buffers only
+        params = {name for name, _ in model.named_parameters()}
+        art.state_dict = {k: v for k, v in model.state_dict().items() if k not in params}
+    else:
+        art.state_dict = model.state_dict()
     return art
 
 

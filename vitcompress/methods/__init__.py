@@ -1,6 +1,8 @@
 """Compression methods: one module each, one :class:`~vitcompress.methods.base.Method` subclass each."""
 from vitcompress.methods.base import METHODS, Method, StepContext, register
-from vitcompress.methods import distill, dynamic_ptq, nystrom, prune, train  # noqa: F401  (importing registers)
+from vitcompress.methods import (  # noqa: F401  (importing registers)
+    diffq_noise, distill, dynamic_ptq, fq_vit, lsq, nystrom, prune, train,
+)
 
 __all__ = ["METHODS", "Method", "StepContext", "register", "get_method"]
 

@@ -60,8 +60,10 @@ class Method:
         raise NotImplementedError
 
     @staticmethod
-    def finetune(model: nn.Module, ctx: StepContext, epochs: int, img_size) -> dict | None:
-        """Fine-tune ``model`` in place for ``epochs`` with the step's training settings (0: no-op)."""
+    def finetune(model: nn.Module, ctx: StepContext, epochs: int, img_size, **fit_kwargs) -> dict | None:
+        """Fine-tune ``model`` in place for ``epochs`` with the step's training settings (0: no-op).
+
+        ``fit_kwargs`` go to :func:`vitcompress.train.fit` (``loss_fn``, ``setup_optimizer``, ...)."""
         if not epochs:
             return None
         from vitcompress.data import InputAdapter, PreparedData
@@ -70,13 +72,18 @@ class Method:
         data = PreparedData(ctx.data_file)
         adapter = InputAdapter(data.meta, img_size, ctx.device)
         return fit(model, data, {**ctx.step["train"], "epochs": int(epochs)}, adapter, ctx.device, ctx.seed,
-                   desc=f"{ctx.dataset}/{ctx.step['id']}")
+                   desc=f"{ctx.dataset}/{ctx.step['id']}", **fit_kwargs)
 
     @classmethod
     def untrained(cls, model: nn.Module, step: dict) -> tuple[nn.Module, dict | None]:
         """The method's structural change on a model with random weights and no data (architecture
         benchmarks): return the changed model and the spec :meth:`restructure` re-applies, or None."""
         return model, None
+
+    @classmethod
+    def untrained_quantized(cls, model: nn.Module, step: dict) -> dict | None:
+        """For methods whose artifact is a quantized state (diffq): that state for ``model``, else None."""
+        return None
 
     @classmethod
     def untrained_meta(cls, step: dict) -> dict:

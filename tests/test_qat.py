@@ -1,0 +1,120 @@
+import copy
+
+import pytest
+import torch
+
+from vitcompress.artifacts import Artifact, ArtifactError
+from vitcompress.config import ConfigError, resolve
+from conftest import TINY_VIT
+from vitcompress.data import InputAdapter, PreparedData
+from vitcompress.methods import StepContext, get_method
+from vitcompress.methods.qat import quantized_params
+from vitcompress.workflow import build_untrained
+
+TRAIN = {"epochs": 1, "batch_size": 64, "lr": 0.002, "max_steps": 8, "eval_batch_size": 512,
+         "label_smoothing": 0.1, "warmup_epochs": 0, "weight_decay": 0.05}
+
+
+def run(method: str, settings: dict, parent: Artifact, data_file, epochs: int = 1) -> Artifact:
+    step = {"method": method, "id": method, "train": TRAIN, "epochs": epochs, **settings}
+    ctx = StepContext(step=step, dataset="digits", data_file=data_file, device="cpu", parent=parent)
+    return get_method(method)().run(ctx)
+
+
+def predictions(model, data_file, arch):
+    data = PreparedData(data_file)
+    x, _ = data.splits["test"]
+    with torch.no_grad():
+        return model(InputAdapter(data.meta, arch["kwargs"]["img_size"])(x[:64]))
+
+
+def test_lsq_artifact_holds_4bit_levels_with_learned_steps_and_reloads_safely(random_vit, digits_file, tmp_path):
+    art = run("lsq", {"bits": 4, "min_size": 0.002}, random_vit, digits_file)
+    state = art.quantized
+    assert state["meta"]["klass"] == "LSQ" and state["meta"]["init_kwargs"]["bits"] == 4
+    assert art.state_dict == {}  # every parameter lives in the quantized state
+
+    art.save(tmp_path / "lsq.pt")
+    Artifact(random_vit.arch, random_vit.state_dict).save(tmp_path / "float.pt")
+    loaded = Artifact.load(tmp_path / "lsq.pt")  # weights_only=True: no pickled class inside
+    model = loaded.build()
+    assert not any(name.endswith("_lsq") for name, _ in model.named_parameters())  # quantizer detached
+    assert not model._forward_pre_hooks
+
+    float_weights = dict(random_vit.state_dict)
+    quantized = {name for name, _ in quantized_params(model, 0.002, [])}
+    assert "blocks.0.attn.qkv.weight" in quantized and "blocks.0.mlp.fc2.weight" in quantized
+    for name, w in model.named_parameters():
+        if name in quantized:
+            levels = torch.unique(w.detach())
+            assert len(levels) <= 16, name
+            step = levels.diff().min()
+            assert torch.allclose(levels / step, (levels / step).round(), atol=1e-3), name
+            # the learned step is not LSQ's initial guess from the float weights: it was trained
+            init = 2 * float_weights[name].abs().mean() / (2 ** 3) ** 0.5
+            assert abs(step.item() - init.item()) > 1e-6, name
+
+    arch = random_vit.arch
+    assert torch.equal(predictions(model, digits_file, arch), predictions(art.build(), digits_file, arch))
+    # 4-bit levels, but this tiny model has many small float tensors and per-tensor file overhead
+    assert (tmp_path / "lsq.pt").stat().st_size < 0.4 * (tmp_path / "float.pt").stat().st_size
+
+
+def test_diffq_size_penalty_buys_fewer_bits(random_vit, digits_file, tmp_path):
+    settings = {"min_size": 0.002, "group_size": 8, "bits_lr": 0.2, "init_bits": 6.0}
+    free = run("diffq", {**settings, "penalty": 0.0}, random_vit, digits_file)
+    squeezed = run("diffq", {**settings, "penalty": 1000.0}, random_vit, digits_file)
+    assert squeezed.quantized["meta"]["klass"] == "DiffQuantizer"
+    assert squeezed.meta["diffq_size_estimate_mb"] < 0.8 * free.meta["diffq_size_estimate_mb"]
+    free.save(tmp_path / "free.pt")
+    squeezed.save(tmp_path / "squeezed.pt")
+    assert (tmp_path / "squeezed.pt").stat().st_size < (tmp_path / "free.pt").stat().st_size
+    model = Artifact.load(tmp_path / "squeezed.pt").build()
+    assert predictions(model, digits_file, random_vit.arch).isfinite().all()
+
+
+def test_diffq_group_size_must_divide_every_quantized_tensor(random_vit, digits_file):
+    with pytest.raises(ValueError, match=r"group_size = 7 does not divide"):
+        run("diffq", {"min_size": 0.002, "group_size": 7}, random_vit, digits_file)
+
+
+def test_qat_needs_a_float_parent(random_vit, digits_file):
+    int8 = get_method("dynamic_ptq")().run(
+        StepContext(step={"method": "dynamic_ptq", "id": "q"}, dataset="digits", data_file=digits_file, device="cpu",
+                    parent=random_vit))
+    with pytest.raises(ValueError, match="needs a float model"):
+        run("lsq", {}, int8, digits_file)
+
+
+def test_unknown_quantizer_class_in_a_state_is_refused(random_vit, digits_file, tmp_path):
+    art = run("lsq", {"min_size": 0.002}, random_vit, digits_file, epochs=0)
+    art.quantized["meta"]["klass"] = "os.system"
+    art.save(tmp_path / "bad.pt")
+    with pytest.raises(ArtifactError, match="unknown quantizer 'os.system'"):
+        Artifact.load(tmp_path / "bad.pt").build()
+
+
+@pytest.mark.parametrize("step, message", [
+    ({"method": "lsq", "bits": 1}, r"lsq.bits = 1: LSQ needs 2 to 15 bits"),
+    ({"method": "lsq", "bits": 16}, r"lsq.bits = 16"),
+    ({"method": "diffq", "group_size": 0}, r"diffq.group_size = 0 must be >= 1"),
+    ({"method": "diffq", "min_bits": 8}, r"min_bits = 8, init_bits = 8.0"),
+    ({"method": "diffq", "penalty": -1}, r"diffq.penalty = -1"),
+    ({"method": "lsq", "epochs": -1}, r"lsq.epochs = -1"),
+])
+def test_bad_qat_settings_name_the_parameter(raw_params, step, message):
+    raw = copy.deepcopy(raw_params)
+    raw["profiles"]["demo"]["steps"][step["method"]] = step
+    with pytest.raises(ConfigError, match=message):
+        resolve(raw)
+
+
+def test_untrained_lsq_artifact_is_about_an_eighth_of_float(tmp_path):
+    arch = {"timm": TINY_VIT["timm"], "kwargs": {**TINY_VIT["kwargs"], "embed_dim": 64, "img_size": [16, 16],
+                                           "in_chans": 1, "num_classes": 10}}
+    art = build_untrained([{"method": "lsq", "bits": 4, "id": "lsq"}], arch)
+    art.save(tmp_path / "q.pt")
+    build_untrained([], arch).save(tmp_path / "f.pt")
+    ratio = (tmp_path / "q.pt").stat().st_size / (tmp_path / "f.pt").stat().st_size
+    assert ratio < 0.25
+    Artifact.load(tmp_path / "q.pt").build()

@@ -1,0 +1,74 @@
+"""``diffq``: quantization-aware training with DiffQ's pseudo-quantization noise (Défossez et al., 2021).
+
+During fine-tuning each weight gets noise the size of a quantization step for a *learned*, per-group
+number of bits, and the loss adds ``penalty`` x the quantizer's differentiable model-size estimate
+(MB), so training trades accuracy for bits. At the end the weights are truly quantized with the
+rounded bit widths. ``group_size`` weights share one bit width (it must divide every quantized
+tensor); ``min_bits``/``max_bits``/``init_bits`` bound and start the search; ``bits_lr`` is the learning rate
+of the bit widths (diffq's default 1e-3). The artifact is diffq's
+packed quantized state (see :mod:`vitcompress.methods.qat`), stored zlib-compressed by default as
+DiffQ measures sizes (``zlib: false`` turns that off): diffq's bit packing pads the levels of every
+bit width of every tensor to a block of 2048, which only compression removes on small models.
+"""
+from __future__ import annotations
+
+import torch.nn.functional as F
+from diffq import DiffQuantizer
+
+from vitcompress.methods.base import register
+from vitcompress.methods.qat import QATMethod, quantized_params
+
+DEFAULTS = {"penalty": 1.0, "group_size": 8, "min_bits": 2, "max_bits": 15, "init_bits": 8.0}
+
+
+@register
+class DiffQ(QATMethod):
+    name = "diffq"
+    zlib_default = True  # DiffQ reports zlib-compressed sizes: its packing pads every bit width's block
+    keys = {**QATMethod.keys, "penalty": (int, float), "group_size": int, "min_bits": int,
+            "max_bits": int, "init_bits": (int, float), "bits_lr": (int, float)}
+
+    @classmethod
+    def settings(cls, step: dict) -> dict:
+        return {k: step.get(k, v) for k, v in DEFAULTS.items()}
+
+    @classmethod
+    def check_step(cls, step, where, profile):
+        from vitcompress.config import ConfigError
+
+        super().check_step(step, where, profile)
+        s = cls.settings(step)
+        if s["penalty"] < 0:
+            raise ConfigError(f"params.yaml: {where}.penalty = {s['penalty']!r} must be >= 0.")
+        if s["group_size"] < 1:
+            raise ConfigError(f"params.yaml: {where}.group_size = {s['group_size']!r} must be >= 1.")
+        if not 1 <= s["min_bits"] < s["init_bits"] < s["max_bits"] <= 15:
+            raise ConfigError(
+                f"params.yaml: {where}: min_bits = {s['min_bits']}, init_bits = {s['init_bits']}, max_bits = "
+                f"{s['max_bits']} must satisfy 1 <= min_bits < init_bits < max_bits <= 15.")
+
+    @classmethod
+    def make_quantizer(cls, model, step):
+        s, kwargs = cls.settings(step), cls.quantizer_kwargs(step)
+        bad = [(n, size) for n, size in quantized_params(model, kwargs["min_size"], kwargs["exclude"])
+               if size % int(s["group_size"])]
+        if bad:
+            raise ValueError(f"step {step.get('id', cls.name)!r}: group_size = {s['group_size']} does not divide the "
+                             f"{bad[0][1]} weights of {bad[0][0]}; pick a divisor of every quantized tensor's size "
+                             f"(e.g. 4 or 8), or exclude that tensor.")
+        return DiffQuantizer(model, group_size=int(s["group_size"]), min_bits=int(s["min_bits"]),
+                             max_bits=int(s["max_bits"]), init_bits=float(s["init_bits"]), **kwargs)
+
+    @classmethod
+    def optimizer_kwargs(cls, step):
+        return {"lr": float(step["bits_lr"])} if "bits_lr" in step else {}  # diffq's default: 1e-3
+
+    def loss_fn(self, quantizer, step):
+        smoothing = float(step["train"].get("label_smoothing", 0.0))
+        penalty = float(self.settings(step)["penalty"])
+
+        def loss(m, x, y):
+            task = F.cross_entropy(m(x), y, label_smoothing=smoothing)
+            return task + penalty * quantizer["q"].model_size() if penalty else task
+
+        return loss

@@ -1,0 +1,162 @@
+"""Quantization-aware training with diffq's quantizers: what the ``lsq`` and ``diffq`` methods share.
+
+A diffq quantizer hooks the model: in training mode it replaces every large weight by its
+quantized (LSQ) or noisy (DiffQ) version before each forward; in eval mode it quantizes before the
+forward and restores the float weights after. The step fine-tunes the parent model with the
+project's training loop (the quantizer adds its own parameter group to the optimizer), then stores
+diffq's packed quantized state (``get_quantized_state(packed=True)``) as the artifact's
+``quantized`` entry. The only change to diffq's format: the quantizer class is stored by name
+(``"LSQ"``, ``"DiffQuantizer"``) instead of as a pickled class, so the file loads with
+``torch.load(weights_only=True)`` like every other artifact and never runs code.
+
+Loading re-creates the quantizer on the fresh architecture, restores the state and *detaches* it:
+the model that is evaluated and timed is a plain float model holding the dequantized weights, with
+no hooks left that would re-quantize on every forward.
+"""
+from __future__ import annotations
+
+import logging
+from fnmatch import fnmatch
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from diffq import DiffQuantizer, LSQ
+from diffq.base import BaseQuantizer
+
+from vitcompress.artifacts import Artifact
+from vitcompress.methods.base import Method, StepContext
+
+log = logging.getLogger("vitcompress")
+
+QUANTIZERS: dict[str, type[BaseQuantizer]] = {"LSQ": LSQ, "DiffQuantizer": DiffQuantizer}
+
+
+def export_state(quantizer: BaseQuantizer) -> dict:
+    """diffq's packed quantized state, on CPU, with the quantizer class stored by name."""
+    state = quantizer.get_quantized_state(packed=True)
+    name = type(quantizer).__name__
+    if QUANTIZERS.get(name) is not type(quantizer):
+        raise TypeError(f"unsupported quantizer {name}")
+    state["meta"] = {**state["meta"], "klass": name}
+    return _to_cpu(state)
+
+
+def _to_cpu(obj):
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
+
+
+def restore(model: nn.Module, state: dict) -> nn.Module:
+    """Load a state written by :func:`export_state` into ``model`` (in place) and detach the quantizer."""
+    meta = state["meta"]
+    klass = QUANTIZERS.get(meta.get("klass"))
+    if klass is None:
+        raise ValueError(f"unknown quantizer {meta.get('klass')!r} (known: {', '.join(QUANTIZERS)})")
+    quantizer = klass(model, **meta["init_kwargs"])
+    quantizer.restore_quantized_state(state)
+    quantizer.detach()
+    return model
+
+
+def quantized_params(model: nn.Module, min_size: float, exclude: list[str]) -> list[tuple[str, int]]:
+    """(name, size) of the parameters a diffq quantizer with these settings would quantize."""
+    min_params = min_size * 2 ** 20 // 4
+    out, seen = [], set()
+    for module_name, module in model.named_modules():
+        for name, param in module.named_parameters(recurse=False):
+            full = f"{module_name}.{name}"
+            if id(param) in seen:
+                continue
+            seen.add(id(param))
+            if param.numel() > min_params and not any(fnmatch(full, p) or fnmatch(name, p) for p in exclude):
+                out.append((full, param.numel()))
+    return out
+
+
+class QATMethod(Method):
+    """Fine-tune the parent model under a diffq quantizer; the artifact is the quantized state."""
+
+    keys = {"epochs": int, "min_size": (int, float), "float16": bool, "exclude": list, "zlib": bool}
+    zlib_default = False  # store the artifact zlib-compressed (step key `zlib`)
+
+    @classmethod
+    def check_step(cls, step, where, profile):
+        from vitcompress.config import ConfigError
+
+        super().check_step(step, where, profile)
+        if step.get("epochs", 1) < 0:
+            raise ConfigError(f"params.yaml: {where}.epochs = {step['epochs']!r} must be >= 0.")
+        if step.get("min_size", 0.0) < 0:
+            raise ConfigError(f"params.yaml: {where}.min_size = {step['min_size']!r} (MB) must be >= 0.")
+
+    @classmethod
+    def quantizer_kwargs(cls, step: dict) -> dict:
+        return {"min_size": float(step.get("min_size", 0.01)), "float16": bool(step.get("float16", False)),
+                "exclude": list(step.get("exclude", []))}
+
+    @classmethod
+    def make_quantizer(cls, model: nn.Module, step: dict) -> BaseQuantizer:
+        raise NotImplementedError
+
+    @classmethod
+    def optimizer_kwargs(cls, step: dict) -> dict:
+        """Overrides for the quantizer's own parameter group (diffq's ``setup_optimizer``)."""
+        return {}
+
+    def loss_fn(self, quantizer: dict, step: dict):
+        """The training loss; ``quantizer["q"]`` is the quantizer once training has set it up."""
+        smoothing = float(step["train"].get("label_smoothing", 0.0))
+
+        def loss(m, x, y):
+            return F.cross_entropy(m(x), y, label_smoothing=smoothing)
+
+        return loss
+
+    def run(self, ctx: StepContext) -> Artifact:
+        step, parent = ctx.step, ctx.parent
+        if parent.quantized is not None or parent.meta.get("cpu_only"):
+            raise ValueError(f"step {step['id']!r} ({self.name}) needs a float model, but its parent is already "
+                             f"quantized; put {step['id']!r} right after a float step in the chain.")
+        model = parent.build().to(ctx.device)
+        holder: dict = {}
+
+        def setup_optimizer(opt):  # diffq wants the optimizer made first, then the quantizer
+            holder["q"] = self.make_quantizer(model, step)
+            holder["q"].setup_optimizer(opt, **self.optimizer_kwargs(step))
+
+        history = self.finetune(model, ctx, int(step.get("epochs", 1)), parent.arch["kwargs"]["img_size"],
+                                loss_fn=self.loss_fn(holder, step), setup_optimizer=setup_optimizer)
+        if "q" not in holder:  # no fine-tuning: quantize the parent as it is
+            holder["q"] = self.make_quantizer(model, step)
+            holder["q"].no_optimizer()
+        quantizer = holder["q"]
+        model.cpu().eval()
+        estimate = float(quantizer.true_model_size())
+        state = export_state(quantizer)
+        quantizer.detach()
+        log.info("%s: diffq's own size estimate %.4f MB", step["id"], estimate)
+        params = {name for name, _ in model.named_parameters()}
+        buffers = {k: v for k, v in model.state_dict().items() if k not in params}
+        steps = parent.meta.get("steps", []) + [{"id": step["id"], "method": self.name, "history": history,
+                                                 "diffq_size_estimate_mb": estimate}]
+        meta = {**parent.meta, "steps": steps, "diffq_size_estimate_mb": estimate,
+                "zlib": bool(step.get("zlib", self.zlib_default))}
+        return Artifact(parent.arch, buffers, list(parent.transforms), meta, quantized=state)
+
+    @classmethod
+    def untrained_meta(cls, step):
+        return {"zlib": bool(step.get("zlib", cls.zlib_default))}
+
+    @classmethod
+    def untrained_quantized(cls, model, step):
+        quantizer = cls.make_quantizer(model, step)
+        quantizer.no_optimizer()
+        state = export_state(quantizer)
+        quantizer.detach()
+        return state
