@@ -14,7 +14,7 @@ try:
 except (ConfigError, DeviceError) as _err:
     raise WorkflowError(str(_err)) from None
 
-from vitcompress.measure import fingerprint
+from vitcompress.measure import available_cpus, fingerprint
 from vitcompress.methods import get_method
 
 PROFILE = P.name
@@ -28,12 +28,14 @@ MODEL = f"{RESULTS}/{{dataset}}/{{chain}}/model.pt"
 # so `--resources gpu=1` serialises GPU work without serialising CPU-only runs.
 GPU_JOB = 1 if DEVICE == "cuda" else 0
 # Timing jobs claim all of the workflow's cores, so the scheduler runs each one alone: timings beside
-# another job are noise. Training/compression jobs use the profile's `train.threads` (default: all
-# cores). The demo sets 1: its models are tiny, a second thread speeds a job up only ~1.4x, while two
-# 1-thread jobs side by side do 1.35x the work of one 2-thread job and overlap each job's ~5 s of
-# Python start-up (measured on 2 CPUs). Inside a job PyTorch uses at most the CPUs available.
+# another job are noise. Training/compression jobs run `train.threads` PyTorch threads (default: all
+# cores) and claim enough scheduler slots that no more of them run at once than the CPUs can carry
+# (--cores 4 on 2 CPUs with 1 thread each: 2 slots, so 2 jobs side by side). The demo sets 1 thread:
+# its models are tiny, and two 1-thread jobs side by side did 1.35x the work of one 2-thread job while
+# overlapping each job's ~5 s of Python start-up (measured on 2 CPUs).
 ALL_CORES = max(1, workflow.cores)
 STEP_THREADS = min(ALL_CORES, int(P.raw["train"].get("threads") or ALL_CORES))
+STEP_SLOTS = min(ALL_CORES, max(STEP_THREADS, -(-ALL_CORES * STEP_THREADS // available_cpus())))
 # What speed depends on. It is a param of the timing rules only: a new machine re-times, never re-trains.
 FINGERPRINT = fingerprint(P.measure["cpu_threads"], P.measure.get("gpu", True))
 

@@ -14,9 +14,10 @@ rule compress:
         device=config.get("device", "auto"),
         seed=P.seed,
         eval_batch_size=P.measure["eval_batch_size"],
+        threads=STEP_THREADS,
     log:
         f"{LOGS}/{{dataset}}/{{prefix}}+{{step}}/step.log",
-    threads: STEP_THREADS
+    threads: STEP_SLOTS
     resources:
         gpu=GPU_JOB,
     conda:

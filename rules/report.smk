@@ -52,9 +52,10 @@ rule fq_vit_ablation:
         device=config.get("device", "auto"),
         seed=P.seed,
         eval_batch_size=P.measure["eval_batch_size"],
+        threads=STEP_THREADS,
     log:
         f"{LOGS}/{{dataset}}/{{chain}}/fq_vit_ablation.log",
-    threads: STEP_THREADS
+    threads: STEP_SLOTS
     resources:
         gpu=GPU_JOB,
     conda:

@@ -12,9 +12,11 @@ rule train:
         device=config.get("device", "auto"),
         seed=P.seed,
         eval_batch_size=P.measure["eval_batch_size"],
+        threads=STEP_THREADS,
     log:
         f"{LOGS}/{{dataset}}/{{step}}/step.log",
-    threads: STEP_THREADS
+    threads: STEP_SLOTS
+    priority: 10  # root steps head the longest paths (vit -> deit teachers, every compression)
     resources:
         gpu=GPU_JOB,
     conda:

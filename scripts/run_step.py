@@ -6,7 +6,7 @@ with logging_to(sm.log[0]):
     run_step(
         step=sm.params.step, dataset=sm.wildcards.dataset, data_file=sm.input.data, out=sm.output.model,
         accuracy_out=sm.output.accuracy, eval_batch_size=sm.params.eval_batch_size,
-        device=sm.params.device, seed=sm.params.seed, threads=sm.threads,
+        device=sm.params.device, seed=sm.params.seed, threads=sm.params.threads,
         parent=sm.input.get("parent"),
         extra={k[len("extra_"):]: v for k, v in sm.input.items() if k.startswith("extra_")},
     )
