@@ -15,10 +15,14 @@ rule measure_speed:
     threads: ALL_CORES
     resources:
         gpu=GPU_JOB,
-    conda:
-        CONDA_ENV
-    script:
-        "../scripts/measure_speed.py"
+    run:
+        # In the scheduler's own process, which has PyTorch loaded already (rules/common.smk): timing
+        # jobs run one at a time on all cores, so a new Python's ~5 s start-up would leave the
+        # machine idle that long for every cell. On a cluster each job still gets its own process.
+        from vitcompress.workflow import logging_to, measure_speed
+
+        with logging_to(log[0]):
+            measure_speed(input.model, output[0], params.measure, params.fingerprint)
 
 
 rule row_metrics:
