@@ -7,6 +7,7 @@ from vitcompress.artifacts import Artifact
 from vitcompress.config import ConfigError, resolve
 from vitcompress.data import InputAdapter, PreparedData
 from vitcompress.measure import evaluate
+from vitcompress.models import count_params
 from vitcompress.methods import StepContext, get_method
 from vitcompress.methods.fq_vit import ActQuant, fake_quant, log2_quant, uniform_qparams
 from vitcompress.workflow import measure_model
@@ -78,6 +79,7 @@ def test_fq_vit_artifact_is_uint8_reloads_identically_and_is_never_timed(random_
     assert sd["blocks.0.attn.qkv.weight_q"].dtype == torch.uint8
     assert "blocks.0.attn.qkv.weight" not in sd and "patch_embed.proj.weight_q" in sd
     assert sd["blocks.0.norm1.input_quant.scale"].shape == (32,)  # PTF: one factor per channel
+    assert count_params(art.build()) == count_params(random_vit.build())  # same weights, stored as uint8
     art.save(tmp_path / "fq.pt")
     Artifact(random_vit.arch, random_vit.state_dict).save(tmp_path / "float.pt")
     assert (tmp_path / "fq.pt").stat().st_size < 0.6 * (tmp_path / "float.pt").stat().st_size

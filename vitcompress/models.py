@@ -58,8 +58,10 @@ def create(arch: dict, pretrained: bool = False, pretrained_file: str | None = N
 
 
 def count_params(model: nn.Module) -> int:
-    """Parameters of the model, counting the packed int8 weights of torch.ao quantized layers too."""
+    """Parameters of the model, counting the packed int8 weights of torch.ao quantized layers and the
+    stored integer weights of simulated-quantization layers (fq_vit's ``weight_q`` buffers) too."""
     total = sum(p.numel() for p in model.parameters())
+    total += sum(b.numel() for name, b in model.named_buffers() if name.endswith("weight_q"))
     for m in model.modules():
         if hasattr(m, "_packed_params") and callable(getattr(m, "weight", None)):
             total += m.weight().numel()
