@@ -17,6 +17,7 @@ from vitcompress.data import InputAdapter, PreparedData, prepare
 from vitcompress.measure import effective_threads, evaluate, file_size_mb, speed
 from vitcompress.methods import StepContext, get_method
 from vitcompress.models import count_params
+from vitcompress.train import seed_everything
 
 log = logging.getLogger("vitcompress")
 
@@ -87,6 +88,7 @@ def run_step(step: dict, dataset: str, data_file: str, out: str, device: str = "
     )
     method = get_method(step["method"])()
     log.info("%s: step %s (method %s) on %s", dataset, step["id"], method.name, ctx.device)
+    seed_everything(seed, ctx.device)  # before any model is built: weight init draws from the RNG too
     artifact = method.run(ctx)
     artifact.save(out)
     log.info("wrote %s (%.2f MB)", out, file_size_mb(out))
