@@ -16,13 +16,14 @@ rule measure_speed:
     resources:
         gpu=GPU_JOB,
     run:
-        # In the scheduler's own process, which has PyTorch loaded already (rules/common.smk): timing
-        # jobs run one at a time on all cores, so a new Python's ~5 s start-up would leave the
-        # machine idle that long for every cell. On a cluster each job still gets its own process.
-        from vitcompress.workflow import logging_to, measure_speed
+        # Timing jobs run one at a time on all cores, so a new Python's ~5 s start-up per job would
+        # idle the machine that long for every cell: one long-lived worker process (started on first
+        # use) times them all, away from the scheduler's own threads. On a cluster each job still
+        # gets its own process.
+        from vitcompress.workflow import logging_to, measure_speed_in_worker
 
         with logging_to(log[0]):
-            measure_speed(input.model, output[0], params.measure, params.fingerprint)
+            measure_speed_in_worker(input.model, output[0], params.measure, params.fingerprint)
 
 
 rule row_metrics:
