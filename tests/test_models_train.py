@@ -3,7 +3,7 @@ import copy
 import pytest
 import torch
 
-from vitcompress.data import InputAdapter, PreparedData, prepare
+from vitcompress.data import InputAdapter, PreparedData
 from vitcompress.measure import evaluate
 from vitcompress.models import PretrainedUnavailable, arch_for, count_params, create, input_size
 from vitcompress.train import fit, warmup_cosine
@@ -16,10 +16,8 @@ TRAIN = {"epochs": 3, "batch_size": 64, "lr": 0.003, "weight_decay": 0.05, "warm
 
 
 @pytest.fixture(scope="module")
-def digits(tmp_path_factory):
-    out = tmp_path_factory.mktemp("data") / "digits.pt"
-    prepare({"source": "digits", "split": [0.7, 0.15, 0.15]}, out)
-    return PreparedData(out)
+def digits(digits_file):
+    return PreparedData(digits_file)
 
 
 def test_arch_follows_data_and_image_size():
@@ -81,18 +79,17 @@ def test_same_seed_same_weights_on_cpu(digits):
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
 
 
-def test_a_workflow_step_is_reproducible_whatever_ran_before_it(tmp_path):
+def test_a_workflow_step_is_reproducible_whatever_ran_before_it(tmp_path, digits_file):
     """Same seed, same CPU: two runs of a step give the same weights, even with the global RNG moved."""
     from vitcompress.artifacts import Artifact
     from vitcompress.workflow import run_step
 
-    prepare({"source": "digits"}, tmp_path / "d.pt")
     step = {"method": "train", "id": "vit", "model": "vit", "model_cfg": TINY, "image_size": "native",
             "image_scale": 1, "train": {**TRAIN, "epochs": 1, "max_steps": 2}}
     for name, noise in (("a.pt", 1), ("b.pt", 2)):
         torch.manual_seed(noise)  # what an earlier job in the same process might have left behind
         torch.rand(noise)
-        run_step(step, "digits", str(tmp_path / "d.pt"), str(tmp_path / name), seed=5)
+        run_step(step, "digits", str(digits_file), str(tmp_path / name), seed=5)
     a, b = (Artifact.load(tmp_path / n).state_dict for n in ("a.pt", "b.pt"))
     assert all(torch.equal(a[k], b[k]) for k in a)
 

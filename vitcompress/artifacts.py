@@ -34,6 +34,12 @@ OWN_META = ("zlib", "diffq_size_estimate_mb")  # describe one file, not what a c
 ZLIB_MAGIC = b"VCZLIB1\n"  # a zlib-compressed artifact: this header, then zlib(torch.save(payload))
 
 
+def buffers_only(model: nn.Module) -> dict:
+    """The model's state dict without its parameters (for artifacts whose quantized state holds those)."""
+    params = {name for name, _ in model.named_parameters()}
+    return {k: v for k, v in model.state_dict().items() if k not in params}
+
+
 class ArtifactError(RuntimeError):
     """An artifact file is missing, corrupt, truncated or not safe to load."""
 
@@ -137,7 +143,7 @@ class Artifact:
         try:
             with path.open("rb") as fh:
                 compressed = fh.read(len(ZLIB_MAGIC)) == ZLIB_MAGIC
-            source = io.BytesIO(zlib.decompress(path.read_bytes()[len(ZLIB_MAGIC):])) if compressed else path
+                source = io.BytesIO(zlib.decompress(fh.read())) if compressed else path
             payload = torch.load(source, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as exc:
             raise ArtifactError(

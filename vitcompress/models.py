@@ -68,3 +68,36 @@ def count_params(model: nn.Module) -> int:
             bias = m.bias() if callable(getattr(m, "bias", None)) else None
             total += 0 if bias is None else bias.numel()
     return total
+
+
+class ReplacedAttention(nn.Module):
+    """Base of modules that stand in for a timm ViT block's ``Attention`` (Nyström, fake-quantized).
+
+    It adopts the original's submodules, so the state-dict keys and the trained weights stay the
+    same; subclasses write only what happens between the qkv projection and the output projection.
+    """
+
+    label = "this attention replacement"
+
+    def __init__(self, attn: nn.Module):
+        super().__init__()
+        if getattr(attn, "gate", None) is not None:
+            raise ValueError(f"gated attention is not supported by {self.label}")
+        self.num_heads, self.head_dim = attn.num_heads, attn.head_dim
+        self.attn_dim, self.scale = attn.attn_dim, attn.scale
+        self.qkv, self.q_norm, self.k_norm = attn.qkv, attn.q_norm, attn.k_norm
+        self.attn_drop, self.norm, self.proj, self.proj_drop = attn.attn_drop, attn.norm, attn.proj, attn.proj_drop
+
+    def check_mask(self, attn_mask, is_causal: bool) -> None:
+        if attn_mask is not None or is_causal:
+            raise ValueError(f"{self.label} does not support attention masks")
+
+    def split_heads(self, qkv, B: int, N: int):
+        """(B, N, 3·dim) qkv output -> q, k, v of shape (B, heads, N, head_dim), q/k-normalised."""
+        q, k, v = qkv.reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        return self.q_norm(q), self.k_norm(k), v
+
+    def merge_heads(self, x, B: int, N: int):
+        """(B, heads, N, head_dim) attention output -> the block's output projection."""
+        return self.proj_drop(self.proj(self.norm(x.transpose(1, 2).reshape(B, N, self.attn_dim))))
+

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from vitcompress.artifacts import Artifact, read_json, write_json
+from vitcompress.artifacts import Artifact, buffers_only, read_json, write_json
 from vitcompress.data import InputAdapter, PreparedData, prepare
 from vitcompress.measure import effective_threads, evaluate, file_size_mb, speed
 from vitcompress.methods import StepContext, get_method
@@ -216,11 +216,8 @@ def build_untrained(chain_steps: list[dict], arch: dict) -> Artifact:
             art.transforms.append(spec)
         art.meta.update(method.untrained_meta(step))
         art.quantized = method.untrained_quantized(model, step)  # only the last step's counts
-    if art.quantized is not None:  # the quantized state holds the parameters; keep the buffers only
-        params = {name for name, _ in model.named_parameters()}
-        art.state_dict = {k: v for k, v in model.state_dict().items() if k not in params}
-    else:
-        art.state_dict = model.state_dict()
+    # a quantized state holds the parameters itself: keep the buffers only
+    art.state_dict = model.state_dict() if art.quantized is None else buffers_only(model)
     return art
 
 

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 from vitcompress.artifacts import Artifact
 from vitcompress.methods.base import Method, StepContext, register
+from vitcompress.models import ReplacedAttention
 
 log = logging.getLogger("vitcompress")
 
@@ -232,31 +233,23 @@ class QLayerNorm(nn.Module):
         return self.norm(self.input_quant(x))
 
 
-class QAttention(nn.Module):
+class QAttention(ReplacedAttention):
     """timm's ViT attention with quantized q, k, v, scores and probabilities."""
 
+    label = "fq_vit attention"
+
     def __init__(self, attn: nn.Module, s: dict, make_act):
-        super().__init__()
-        if getattr(attn, "gate", None) is not None:
-            raise ValueError("gated attention is not supported by fq_vit")
-        self.num_heads, self.head_dim = attn.num_heads, attn.head_dim
-        self.attn_dim, self.scale = attn.attn_dim, attn.scale
-        self.qkv, self.q_norm, self.k_norm = attn.qkv, attn.q_norm, attn.k_norm
-        self.norm, self.proj = attn.norm, attn.proj
+        super().__init__(attn)
         self.qkv_quant, self.score_quant = make_act(), make_act()
         self.prob_quant = AttnProbQuant(s["attn_bits"], log2=s["lis"])
 
     def forward(self, x, attn_mask=None, is_causal: bool = False):
-        if attn_mask is not None or is_causal:
-            raise ValueError("fq_vit attention does not support attention masks")
+        self.check_mask(attn_mask, is_causal)
         B, N, _ = x.shape
-        qkv = self.qkv_quant(self.qkv(x))
-        q, k, v = qkv.reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        q, k = self.q_norm(q), self.k_norm(k)
+        q, k, v = self.split_heads(self.qkv_quant(self.qkv(x)), B, N)
         scores = self.score_quant((q * self.scale) @ k.transpose(-2, -1))
         probs = self.prob_quant(scores.softmax(dim=-1))
-        x = (probs @ v).transpose(1, 2).reshape(B, N, self.attn_dim)
-        return self.proj(self.norm(x))
+        return self.merge_heads(probs @ v, B, N)
 
 
 def settings(step: dict) -> dict:
@@ -288,13 +281,17 @@ def set_mode(model: nn.Module, mode: str) -> None:
             m.mode = mode
 
 
-def calibrate(model: nn.Module, images: torch.Tensor, batch_size: int) -> nn.Module:
-    """Observe the activations on ``images`` (already adapted to the model), then freeze every quantizer."""
+def calibrate(model: nn.Module, images: torch.Tensor, batch_size: int, before_freeze=None) -> nn.Module:
+    """Observe the activations on ``images`` (already adapted to the model), then freeze every quantizer.
+
+    ``before_freeze(model)``, if given, sees the observers' statistics before they become scales."""
     set_mode(model, "calibrate")
     model.eval()
     with torch.no_grad():
         for i in range(0, len(images), batch_size):
             model(images[i:i + batch_size])
+    if before_freeze is not None:
+        before_freeze(model)
     for m in model.modules():
         if isinstance(m, ActQuant):
             m.freeze()
@@ -324,18 +321,20 @@ VARIANTS = (  # (label, ptf, lis): the ablation of the two tricks under one cali
 
 
 def _figure_stats(model: nn.Module, images: torch.Tensor, batch_size: int) -> dict:
-    """Per-channel min/max of the last LayerNorm's inputs and first-layer attention probabilities."""
-    norms = [m for m in model.modules() if isinstance(m, QLayerNorm)]
-    probs: list[torch.Tensor] = []
+    """Calibrate ``model`` and keep, from the same pass, the per-channel min/max of the last
+    LayerNorm's inputs and the first layer's attention probabilities (the study's Figure 1)."""
+    stats: dict = {"probs": []}
     hook = model.blocks[0].attn.prob_quant.register_forward_hook(
-        lambda mod, inp, out: probs.append(inp[0].detach().flatten()[:200_000].cpu()))
-    set_mode(model, "calibrate")
-    with torch.no_grad():
-        for i in range(0, len(images), batch_size):
-            model(images[i:i + batch_size])
+        lambda mod, inp, out: stats["probs"].append(inp[0].detach().flatten()[:200_000].cpu()))
+
+    def keep(m):
+        norms = [q for q in m.modules() if isinstance(q, QLayerNorm)]
+        stats["ln_min"], stats["ln_max"] = norms[-1].input_quant.channel_range()
+
+    calibrate(model, images, batch_size, before_freeze=keep)
     hook.remove()
-    lo, hi = norms[-1].input_quant.channel_range()
-    return {"ln_min": lo, "ln_max": hi, "probs": torch.cat(probs)}
+    stats["probs"] = torch.cat(stats["probs"])
+    return stats
 
 
 def plot_figure1(stats: dict, bits: int, out: str, title: str) -> None:
@@ -386,13 +385,16 @@ def ablation(parent: str, data_file: str, step: dict, csv: str, md: str, figure:
     adapter = InputAdapter(data.meta, img_size, device)
     float_acc = evaluate(art.build(), data.loader("test", eval_batch_size), adapter, device)["top1"]
     rows = [{"variant": "float (no quantization)", "ptf": None, "lis": None, "accuracy": float_acc}]
+    stats: dict = {}
     for label, ptf, lis in VARIANTS:
         model = quantize_model(art.build(), {**s, "ptf": ptf, "lis": lis}).to(device)
-        calibrate(model, images, int(s["calib_batch_size"]))
+        if ptf and lis:  # FQ-ViT proper: its calibration pass also gives Figure 1's data
+            stats = _figure_stats(model, images, int(s["calib_batch_size"]))
+        else:
+            calibrate(model, images, int(s["calib_batch_size"]))
         acc = evaluate(model, data.loader("test", eval_batch_size), adapter, device)["top1"]
         rows.append({"variant": label, "ptf": ptf, "lis": lis, "accuracy": acc})
         log.info("%s fq_vit ablation: %s -> %.2f%%", dataset, label, acc)
-    stats = _figure_stats(quantize_model(art.build(), s).to(device), images, int(s["calib_batch_size"]))
     plot_figure1(stats, int(s["attn_bits"]), figure, f"{dataset}: FQ-ViT calibration data ({len(images)} images)")
 
     header = ("variant", "ptf", "lis", "accuracy")

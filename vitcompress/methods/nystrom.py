@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from vitcompress.artifacts import Artifact
 from vitcompress.methods.base import Method, StepContext, register
+from vitcompress.models import ReplacedAttention
 
 
 def segment_means(x: torch.Tensor, m: int) -> torch.Tensor:
@@ -65,28 +66,20 @@ def exact_attention(q, k, v, scale: float | None = None):
     return torch.softmax((q * scale) @ k.transpose(-1, -2), dim=-1) @ v
 
 
-class NystromAttention(nn.Module):
+class NystromAttention(ReplacedAttention):
     """timm's ViT attention with the Nyström approximation; same submodules, same state-dict keys."""
 
+    label = "Nyström attention"
+
     def __init__(self, attn: nn.Module, landmarks: int, iterations: int = 6):
-        super().__init__()
-        if getattr(attn, "gate", None) is not None:
-            raise ValueError("gated attention is not supported by the Nyström replacement")
-        self.num_heads, self.head_dim = attn.num_heads, attn.head_dim
-        self.attn_dim, self.scale = attn.attn_dim, attn.scale
-        self.qkv, self.q_norm, self.k_norm = attn.qkv, attn.q_norm, attn.k_norm
-        self.attn_drop, self.norm, self.proj, self.proj_drop = attn.attn_drop, attn.norm, attn.proj, attn.proj_drop
+        super().__init__(attn)
         self.landmarks, self.iterations = int(landmarks), int(iterations)
 
     def forward(self, x: torch.Tensor, attn_mask=None, is_causal: bool = False) -> torch.Tensor:
-        if attn_mask is not None or is_causal:
-            raise ValueError("Nyström attention does not support attention masks")
+        self.check_mask(attn_mask, is_causal)
         B, N, _ = x.shape
-        q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        q, k = self.q_norm(q), self.k_norm(k)
-        x = nystrom_attention(q, k, v, min(self.landmarks, N), self.iterations, self.scale)
-        x = self.norm(x.transpose(1, 2).reshape(B, N, self.attn_dim))
-        return self.proj_drop(self.proj(x))
+        q, k, v = self.split_heads(self.qkv(x), B, N)
+        return self.merge_heads(nystrom_attention(q, k, v, min(self.landmarks, N), self.iterations, self.scale), B, N)
 
     def extra_repr(self) -> str:
         return f"landmarks={self.landmarks}, iterations={self.iterations}"

@@ -20,11 +20,10 @@ from fnmatch import fnmatch
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from diffq import DiffQuantizer, LSQ
 from diffq.base import BaseQuantizer
 
-from vitcompress.artifacts import Artifact
+from vitcompress.artifacts import Artifact, buffers_only
 from vitcompress.methods.base import Method, StepContext
 
 log = logging.getLogger("vitcompress")
@@ -110,13 +109,9 @@ class QATMethod(Method):
         return {}
 
     def loss_fn(self, quantizer: dict, step: dict):
-        """The training loss; ``quantizer["q"]`` is the quantizer once training has set it up."""
-        smoothing = float(step["train"].get("label_smoothing", 0.0))
-
-        def loss(m, x, y):
-            return F.cross_entropy(m(x), y, label_smoothing=smoothing)
-
-        return loss
+        """The training loss, or None for fit()'s own; ``quantizer["q"]`` is the quantizer once
+        training has set it up."""
+        return None
 
     def run(self, ctx: StepContext) -> Artifact:
         step, parent = ctx.step, ctx.parent
@@ -141,13 +136,11 @@ class QATMethod(Method):
         state = export_state(quantizer)
         quantizer.detach()
         log.info("%s: diffq's own size estimate %.4f MB", step["id"], estimate)
-        params = {name for name, _ in model.named_parameters()}
-        buffers = {k: v for k, v in model.state_dict().items() if k not in params}
         steps = parent.meta.get("steps", []) + [{"id": step["id"], "method": self.name, "history": history,
                                                  "diffq_size_estimate_mb": estimate}]
         meta = {**parent.meta, "steps": steps, "diffq_size_estimate_mb": estimate,
                 "zlib": bool(step.get("zlib", self.zlib_default))}
-        return Artifact(parent.arch, buffers, list(parent.transforms), meta, quantized=state)
+        return Artifact(parent.arch, buffers_only(model), list(parent.transforms), meta, quantized=state)
 
     @classmethod
     def untrained_meta(cls, step):
