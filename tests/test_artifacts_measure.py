@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 
 from vitcompress.artifacts import Artifact, ArtifactError, atomic_path, read_json, write_json
-from vitcompress.measure import MB, evaluate, file_size_mb, fingerprint, speed
+from vitcompress.measure import MB, best_of_rounds, evaluate, file_size_mb, fingerprint, speed
 from vitcompress.models import arch_for, create
 
 ARCH = arch_for({"timm": "vit_small_patch16_224",
@@ -77,12 +77,23 @@ def test_evaluate_counts_top1_and_top5():
 
 def test_speed_reports_median_spread_and_units():
     model = create(ARCH)
-    out = speed(model, [1, 8, 8], batch_size=4, device="cpu", threads=1, warmup=1, repeats=5)
-    assert out["repeats"] == 5 and out["threads"] == 1
+    out = speed(model, [1, 8, 8], batch_size=4, device="cpu", threads=1, warmup=1, repeats=5, rounds=3)
+    assert out["repeats"] == 5 and out["rounds"] == 3 and out["threads"] == 1
     assert out["batch"]["min_s"] <= out["batch"]["median_s"] <= out["batch"]["max_s"]
-    assert out["it_per_s"] == pytest.approx(1 / out["batch"]["median_s"])
+    assert len(out["batch"]["round_medians_s"]) == 3
+    assert out["batch"]["best_s"] == min(out["batch"]["round_medians_s"])
+    assert out["it_per_s"] == pytest.approx(1 / out["batch"]["best_s"])
     assert out["images_per_s"] == pytest.approx(4 * out["it_per_s"])
-    assert out["latency_ms"] == pytest.approx(1000 * out["batch1"]["median_s"])
+    assert out["latency_ms"] == pytest.approx(1000 * out["batch1"]["best_s"])
+    with pytest.raises(ValueError, match="rounds = 0"):
+        speed(model, [1, 8, 8], batch_size=4, rounds=0)
+
+
+def test_best_of_rounds_ignores_a_stalled_round():
+    stalled, clean = [0.5, 0.6, 0.5], [0.1, 0.12, 0.11]
+    out = best_of_rounds([stalled, clean])
+    assert out["best_s"] == 0.11 and out["round_medians_s"] == [0.5, 0.11]
+    assert out["max_s"] == 0.6 and out["min_s"] == 0.1
 
 
 def test_size_is_the_file_on_disk(tmp_path):

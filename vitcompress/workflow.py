@@ -128,7 +128,8 @@ def _input_shape(arch: dict) -> list[int]:
 
 def measure_model(model, artifact_meta: dict, input_shape, measure: dict, fp: dict) -> dict:
     """CPU timings always; GPU timings only when CUDA is there and the model can run on it."""
-    common = dict(warmup=int(measure["warmup"]), repeats=int(measure["repeats"]))
+    common = dict(warmup=int(measure["warmup"]), repeats=int(measure["repeats"]),
+                  rounds=int(measure.get("rounds", 1)))
     out = {"fingerprint": fp, "notes": []}
     if artifact_meta.get("simulated"):
         out.update(cpu=None, gpu=None)
