@@ -4,6 +4,7 @@
 #   snakemake --cores 4 --resources gpu=1 --config profile=paper # the study's setting (CIFAR, ViT-B/16)
 #   snakemake --cores 4 bench_arch --config profile=paper       # time and size each row's architecture only
 #   snakemake --cores 4 attention_scaling                       # exact vs Nystrom attention over sequence length
+#   snakemake --report reports/report.html                      # after a run: one self-contained HTML report
 #
 # params.yaml is the single source of truth; it is validated before any job starts.
 from snakemake.utils import min_version
@@ -12,6 +13,9 @@ min_version("8.0")
 
 
 configfile: "params.yaml"
+
+
+report: "reports/captions/workflow.rst"
 
 
 include: "rules/common.smk"

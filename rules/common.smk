@@ -33,7 +33,15 @@ GPU_JOB = 1 if DEVICE == "cuda" else 0
 # (--cores 4 on 2 CPUs with 1 thread each: 2 slots, so 2 jobs side by side). The demo sets 1 thread:
 # its models are tiny, and two 1-thread jobs side by side did 1.35x the work of one 2-thread job while
 # overlapping each job's ~5 s of Python start-up (measured on 2 CPUs).
-ALL_CORES = max(1, workflow.cores)
+def _workflow_cores():
+    # Commands that run no job (--unlock, --report, --lint, --list-rules) need not give --cores.
+    try:
+        return workflow.cores
+    except WorkflowError:
+        return available_cpus()
+
+
+ALL_CORES = max(1, _workflow_cores())
 STEP_THREADS = min(ALL_CORES, int(P.raw["train"].get("threads") or ALL_CORES))
 STEP_SLOTS = min(ALL_CORES, max(STEP_THREADS, -(-ALL_CORES * STEP_THREADS // available_cpus())))
 # What speed depends on. It is a param of the timing rules only: a new machine re-times, never re-trains.
@@ -93,7 +101,10 @@ def bench_params(wildcards):
 
 
 ROW_FILES = [row_file(d, r["id"]) for d in P.datasets for r in P.rows]
-REPORT_FILES = ["reports/tables.md", "reports/tables.tex", "reports/metrics.csv", "reports/metrics.json"]
+REPORT_FILES = ["reports/tables.md", "reports/tables.tex", "reports/metrics.csv", "reports/metrics.json",
+                "reports/jobs.csv"]
+# Snakemake's benchmark of every training/compression job: wall time and peak memory (max RSS).
+STEP_BENCHMARKS = [f"{LOGS}/{d}/{c}/step.benchmark.tsv" for d in P.datasets for c in P.chains()]
 # Figures: the study's Figure 3 (importance histogram) for every gate-training chain and data set.
 GATE_CHAINS = [c for c in P.chains() if P.steps[split_chain(c)[-1]]["method"] == "prune_gates"]
 PRUNE_FIGURES = [f"reports/figures/prune_importance_{d}_{c}.png" for d in P.datasets for c in GATE_CHAINS]
@@ -102,6 +113,7 @@ FQ_CHAINS = [c for c in P.chains() if P.steps[split_chain(c)[-1]]["method"] == "
 FQ_ABLATIONS = [f"reports/fq_vit_ablation_{d}_{c}.md" for d in P.datasets for c in FQ_CHAINS]
 FQ_FIGURES = [f"reports/figures/fq_vit_{d}_{c}.png" for d in P.datasets for c in FQ_CHAINS]
 SCALING_FIGURE = "reports/figures/attention_scaling.png"
-FIGURES = PRUNE_FIGURES + FQ_FIGURES + FQ_ABLATIONS + ([SCALING_FIGURE] if "scaling" in P.raw else [])
+TRADEOFF_FIGURES = [f"reports/figures/tradeoff_{d}.png" for d in P.datasets]
+FIGURES = TRADEOFF_FIGURES + PRUNE_FIGURES + FQ_FIGURES + FQ_ABLATIONS + ([SCALING_FIGURE] if "scaling" in P.raw else [])
 # Extra outputs the default target builds when the profile asks for them.
 EXTRA_TARGETS = ["reports/attention_scaling.csv"] if "scaling" in P.raw else []

@@ -17,6 +17,8 @@ rule compress:
         threads=STEP_THREADS,
     log:
         f"{LOGS}/{{dataset}}/{{prefix}}+{{step}}/step.log",
+    benchmark:
+        f"{LOGS}/{{dataset}}/{{prefix}}+{{step}}/step.benchmark.tsv"
     threads: STEP_SLOTS
     resources:
         gpu=GPU_JOB,

@@ -86,7 +86,8 @@ rule attention_scaling:
     """Time and peak memory of one attention layer, exact vs Nystrom, over sequence lengths."""
     output:
         csv="reports/attention_scaling.csv",
-        png="reports/figures/attention_scaling.png",
+        png=report("reports/figures/attention_scaling.png", caption="../reports/captions/scaling.rst",
+                   category="Low-rank attention"),
     params:
         cfg=P.raw.get("scaling", {}),
         measure=P.measure,

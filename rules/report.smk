@@ -5,11 +5,13 @@ rule report:
     input:
         rows=ROW_FILES,
         figures=FIGURES,
+        benchmarks=STEP_BENCHMARKS,
     output:
-        md=REPORT_FILES[0],
+        md=report(REPORT_FILES[0], caption="../reports/captions/tables.rst", category="Tables"),
         tex=REPORT_FILES[1],
-        csv=REPORT_FILES[2],
+        csv=report(REPORT_FILES[2], caption="../reports/captions/metrics.rst", category="Tables"),
         json=REPORT_FILES[3],
+        jobs=report(REPORT_FILES[4], caption="../reports/captions/jobs.rst", category="Tables"),
     params:
         profile=PROFILE,
         datasets=P.datasets,
@@ -23,12 +25,31 @@ rule report:
         "../scripts/report.py"
 
 
+rule tradeoff_figure:
+    """Accuracy against CPU speed and against size, one figure per data set, Pareto front marked."""
+    input:
+        lambda wc: [row_file(wc.dataset, r["id"]) for r in P.rows],
+    output:
+        report("reports/figures/tradeoff_{dataset}.png", caption="../reports/captions/tradeoff.rst",
+               category="Trade-offs", subcategory="{dataset}"),
+    params:
+        profile=PROFILE,
+    log:
+        f"{LOGS}/{{dataset}}/tradeoff_figure.log",
+    localrule: True
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/tradeoff_figure.py"
+
+
 rule prune_figure:
     """The study's Figure 3: parameters against importance score, from a gate-training artifact."""
     input:
         f"{RESULTS}/{{dataset}}/{{chain}}/model.pt",
     output:
-        "reports/figures/prune_importance_{dataset}_{chain}.png",
+        report("reports/figures/prune_importance_{dataset}_{chain}.png", caption="../reports/captions/prune.rst",
+               category="Pruning", subcategory="{dataset}"),
     log:
         f"{LOGS}/{{dataset}}/{{chain}}/prune_figure.log",
     localrule: True
@@ -45,8 +66,10 @@ rule fq_vit_ablation:
         data=DATA,
     output:
         md="reports/fq_vit_ablation_{dataset}_{chain}.md",
-        csv="reports/fq_vit_ablation_{dataset}_{chain}.csv",
-        figure="reports/figures/fq_vit_{dataset}_{chain}.png",
+        csv=report("reports/fq_vit_ablation_{dataset}_{chain}.csv", caption="../reports/captions/fq_vit_ablation.rst",
+                   category="FQ-ViT", subcategory="{dataset}"),
+        figure=report("reports/figures/fq_vit_{dataset}_{chain}.png", caption="../reports/captions/fq_vit.rst",
+                      category="FQ-ViT", subcategory="{dataset}"),
     params:
         step=lambda wc: P.step_cfg(split_chain(wc.chain)[-1], wc.dataset),
         device=config.get("device", "auto"),

@@ -15,6 +15,8 @@ rule train:
         threads=STEP_THREADS,
     log:
         f"{LOGS}/{{dataset}}/{{step}}/step.log",
+    benchmark:
+        f"{LOGS}/{{dataset}}/{{step}}/step.benchmark.tsv"
     threads: STEP_SLOTS
     priority: 10  # root steps head the longest paths (vit -> deit teachers, every compression)
     resources:

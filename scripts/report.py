@@ -6,4 +6,4 @@ sm = snakemake  # noqa: F821 (injected by Snakemake)
 with logging_to(sm.log[0]):
     render_tables(list(sm.input.rows), sm.params.profile, sm.params.datasets, sm.params.rows,
                   md=sm.output.md, tex=sm.output.tex, csv=sm.output.csv, json_out=sm.output.json,
-                  figures=list(sm.input.figures))
+                  figures=list(sm.input.figures), benchmarks=list(sm.input.benchmarks), jobs_csv=sm.output.jobs)

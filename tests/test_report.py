@@ -3,7 +3,7 @@ import json
 
 import pandas as pd
 
-from vitcompress.report import CSV_COLUMNS, fmt, fmt_speed, published, render_tables, tex
+from vitcompress.report import CSV_COLUMNS, fmt, fmt_speed, pareto_front, published, render_tables, tex, tradeoff_figure
 
 FP = {"cpu": "Test CPU", "cpu_threads": 2, "gpu": None, "torch": "x", "timm": "y"}
 
@@ -20,9 +20,10 @@ def _cell(tmp_path, dataset, row, **over):
     return str(path)
 
 
-def _render(tmp_path, files, profile, datasets, rows):
+def _render(tmp_path, files, profile, datasets, rows, **kw):
     out = {k: tmp_path / f"out.{k}" for k in ("md", "tex", "csv", "json")}
-    render_tables(files, profile, datasets, rows, md=out["md"], tex=out["tex"], csv=out["csv"], json_out=out["json"])
+    render_tables(files, profile, datasets, rows, md=out["md"], tex=out["tex"], csv=out["csv"], json_out=out["json"],
+                  **kw)
     return out
 
 
@@ -67,3 +68,37 @@ def test_published_figures_are_the_studys_tables():
     ref = published()
     assert len(ref) == 26 and set(ref["dataset"]) == {"cifar10", "cifar100"}
     assert ref.set_index(["dataset", "row"]).loc[("cifar10", "vanilla"), "size_mb"] == 327
+
+
+def test_pareto_front_keeps_only_rows_nothing_beats_on_both_axes():
+    acc = [90.0, 85.0, 80.0, 70.0, 88.0]
+    speed = [10.0, 20.0, 15.0, 30.0, None]  # row 2 is slower and less accurate than row 1; row 4 unmeasured
+    assert pareto_front(speed, acc, x_larger_is_better=True) == [True, True, False, True, False]
+    size = [4.0, 1.0, 1.0, 0.5, 2.0]  # smaller is better: row 2 ties row 1 on size and is less accurate
+    assert pareto_front(size, acc, x_larger_is_better=False) == [True, True, False, True, True]
+    assert pareto_front([1.0, 1.0], [50.0, 50.0], True) == [True, True]  # equal points do not beat each other
+
+
+def test_tradeoff_figure_is_written_and_leaves_unmeasured_rows_out(tmp_path):
+    files = [_cell(tmp_path, "digits", "vanilla"), _cell(tmp_path, "digits", "fq_vit", cpu_speed=None),
+             _cell(tmp_path, "digits", "lsq", cpu_speed=14.0, size_mb=0.5, accuracy=89.0)]
+    out = tmp_path / "figures" / "tradeoff_digits.png"
+    tradeoff_figure(files, out, "digits")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and not list(out.parent.glob("*.tmp*"))
+
+
+def test_job_resources_from_snakemake_benchmarks(tmp_path):
+    header = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+    bench = []
+    for chain, secs, rss in (("vit", 30.5, 900.0), ("vit+lsq", 10.0, 1200.5)):
+        f = tmp_path / "logs/demo/digits" / chain / "step.benchmark.tsv"
+        f.parent.mkdir(parents=True)
+        f.write_text(header + f"{secs}\t0:00:30\t{rss}\t1\t1\t1\t0\t0\t90\t29\n")
+        bench.append(str(f))
+    out = _render(tmp_path, [_cell(tmp_path, "digits", "vanilla")], "demo", ["digits"], ["vanilla"],
+                  benchmarks=bench, jobs_csv=str(tmp_path / "jobs.csv"))
+    jobs = pd.read_csv(tmp_path / "jobs.csv")
+    assert list(jobs["chain"]) == ["vit", "vit+lsq"] and list(jobs["max_rss_mb"]) == [900.0, 1200.5]
+    md = out["md"].read_text()
+    assert "2 training/compression jobs took 40 s" in md and "1200 MB (vit+lsq on digits)" in md
+    assert "[jobs.csv](jobs.csv)" in md

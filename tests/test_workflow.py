@@ -1,6 +1,12 @@
 """The Snakemake workflow itself: validation before any job, the paper DAG offline, a tiny real run."""
 import copy
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -77,7 +83,7 @@ def test_tiny_workflow_end_to_end(tmp_path, raw_params, monkeypatch):
     assert by_row.loc["lsq", "size_mb"] < by_row.loc["vanilla", "size_mb"]  # tiny: mostly file overhead
     for ds in ("digits", "digit_pairs"):
         for figure in (f"figures/prune_importance_{ds}_vit+gates.png", f"figures/fq_vit_{ds}_vit+fq_vit.png",
-                       f"fq_vit_ablation_{ds}_vit+fq_vit.md"):
+                       f"fq_vit_ablation_{ds}_vit+fq_vit.md", f"figures/tradeoff_{ds}.png"):
             assert (wf / "reports" / figure).exists() and f"({figure})" in (wf / "reports/tables.md").read_text()
     cell = json.loads((wf / "results/tiny/digits/rows/vanilla.json").read_text())
     model_file = wf / "results/tiny/digits/vit/model.pt"
@@ -86,6 +92,14 @@ def test_tiny_workflow_end_to_end(tmp_path, raw_params, monkeypatch):
     md = (wf / "reports/tables.md").read_text()
     assert md.count("| Vanilla ViT |") == 2 and (wf / "reports/tables.tex").exists()
     assert all((wf / "logs/tiny" / d / "vit/step.log").stat().st_size > 0 for d in ("digits", "digit_pairs"))
+    jobs = pd.read_csv(wf / "reports/jobs.csv")
+    chains = resolve(raw).chains()
+    assert len(jobs) == 2 * len(chains) and set(jobs["chain"]) == set(chains)
+    assert (jobs["max_rss_mb"] > 0).all() and (jobs["wall_s"] > 0).all()
+
+    html = snakemake(wf, "--report", "reports/report.html")
+    page = (wf / "reports/report.html").read_text()
+    assert html.returncode == 0 and "tradeoff_digits.png" in page and "metrics.csv" in page
 
     again = snakemake(wf, "-n")
     assert "Nothing to be done" in again.stdout + again.stderr
@@ -138,3 +152,60 @@ def test_paper_vanilla_artifact_size_matches_the_study(raw_params, tmp_path):
     arch = arch_for(step["model_cfg"], describe(prof.dataset_cfg("cifar10")), step["image_size"])
     build_untrained([step], arch).save(tmp_path / "m.pt")
     assert file_size_mb(tmp_path / "m.pt") == pytest.approx(327, rel=0.02)
+
+
+def _start(wf, *args):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return subprocess.Popen([sys.executable, "-m", "snakemake", "--cores", "2", *args], cwd=wf, env=env,
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _wait_for_training(wf, proc, log, timeout=300):
+    """Until the vanilla step has logged its first epoch (so it is mid-training)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if log.exists() and "epoch 1/" in log.read_text():
+            return
+        assert proc.poll() is None, "snakemake ended before training started"
+        time.sleep(0.05)
+    raise AssertionError("training never started")
+
+
+@pytest.mark.e2e
+def test_a_job_killed_mid_training_leaves_nothing_complete_and_a_rerun_finishes(tmp_path, raw_params):
+    import psutil
+
+    raw = tiny_profile(raw_params)
+    prof = raw["profiles"]["tiny"]
+    prof["rows"] = [r for r in prof["rows"] if r["id"] == "vanilla"]
+    prof.pop("scaling")
+    prof["train"].update(epochs=6, max_steps=None)  # long enough to be killed in the middle
+    wf = make_workflow(tmp_path, raw)
+    step_outputs = [wf / "results/tiny/digits/vit" / f for f in ("model.pt", "accuracy.json")]
+
+    log = wf / "logs/tiny/digits/vit/step.log"
+
+    # 1. The job's own process is killed (as the OOM killer would): Snakemake sees a failed job.
+    run = _start(wf)
+    _wait_for_training(wf, run, log)
+    jobs = [p for p in psutil.Process(run.pid).children(recursive=True) if "run_step" in " ".join(p.cmdline())]
+    assert jobs, "no step process found"
+    for p in jobs:
+        p.kill()
+    assert run.wait(timeout=120) != 0
+    assert not any(f.exists() for f in step_outputs)
+
+    # 2. Snakemake itself and its jobs are killed: nothing complete is left, and its lock says what to do.
+    log.unlink()  # so the wait below sees this run's training, not the last one's log
+    run = _start(wf)
+    _wait_for_training(wf, run, log)
+    os.killpg(run.pid, signal.SIGKILL)
+    run.wait()
+    assert not any(f.exists() for f in step_outputs) and not (wf / "reports/tables.md").exists()
+    locked = snakemake(wf, check=False)
+    assert locked.returncode != 0 and "--unlock" in locked.stdout + locked.stderr
+    snakemake(wf, "--unlock")
+    snakemake(wf)
+    assert all(f.exists() for f in step_outputs)
+    assert list(pd.read_csv(wf / "reports/metrics.csv")["row"]) == ["vanilla"]

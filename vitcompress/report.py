@@ -79,9 +79,29 @@ def build_frame(files: list[str], profile: str, rows: list[str]) -> pd.DataFrame
     return df.sort_values(["dataset", "row"])
 
 
+def job_resources(benchmarks: list[str]) -> pd.DataFrame:
+    """One line per job from Snakemake benchmark files (``<logs>/<profile>/<dataset>/<chain>/step.benchmark.tsv``):
+    wall seconds and peak memory (max RSS, MB)."""
+    records = []
+    for f in benchmarks:
+        bench = pd.read_csv(f, sep="\t")
+        parts = Path(f).parts
+        records.append({"dataset": parts[-3], "chain": parts[-2], "wall_s": float(bench["s"].iloc[-1]),
+                        "max_rss_mb": pd.to_numeric(bench["max_rss"], errors="coerce").iloc[-1]})
+    return pd.DataFrame(records, columns=["dataset", "chain", "wall_s", "max_rss_mb"])
+
+
 def render_tables(files: list[str], profile: str, datasets: list[str], rows: list[str], md: str, tex: str,
-                  csv: str, json_out: str, templates: str | Path | None = None, figures: list[str] = ()) -> None:
+                  csv: str, json_out: str, templates: str | Path | None = None, figures: list[str] = (),
+                  benchmarks: list[str] = (), jobs_csv: str | None = None) -> None:
     df = build_frame(files, profile, rows)
+    jobs = job_resources(list(benchmarks))
+    if jobs_csv:
+        with atomic_path(jobs_csv) as tmp:
+            jobs.to_csv(tmp, index=False, float_format="%.6g")
+    peak = jobs.loc[jobs["max_rss_mb"].idxmax()].to_dict() if jobs["max_rss_mb"].notna().any() else None
+    resources_ctx = {"jobs": len(jobs), "total_s": float(jobs["wall_s"].sum()), "peak": peak,
+                     "csv": Path(jobs_csv).name if jobs_csv else None} if len(jobs) else None
     md_dir = Path(md).resolve().parent
     links = [{"path": Path(f).resolve().relative_to(md_dir).as_posix() if Path(f).resolve().is_relative_to(md_dir)
               else str(f), "name": Path(f).stem.replace("_", " ")} for f in figures]
@@ -101,7 +121,8 @@ def render_tables(files: list[str], profile: str, datasets: list[str], rows: lis
             "notes": notes,
         })
     env = _env(Path(templates) if templates else DEFAULT_TEMPLATES)
-    ctx = {"profile": profile, "tables": tables, "published": profile == "paper", "figures": links}
+    ctx = {"profile": profile, "tables": tables, "published": profile == "paper", "figures": links,
+           "resources": resources_ctx}
     for out, name in ((md, "tables.md.j2"), (tex, "tables.tex.j2")):
         with atomic_path(out) as tmp:
             tmp.write_text(env.get_template(name).render(**ctx))
@@ -147,3 +168,61 @@ def render_bench(files: list[str], rows: list[dict], profile: str, csv: str, md:
     with atomic_path(md) as tmp:
         tmp.write_text(env.get_template("bench_arch.md.j2").render(profile=profile, rows=records,
                                                                    fingerprint=records[0]["fingerprint"] if records else {}))
+
+
+def pareto_front(xs, ys, x_larger_is_better: bool) -> list[bool]:
+    """Which points no other point beats: accuracy (``ys``) at least as high and ``xs`` at least as good,
+    one of the two strictly better. Missing values are never on the front."""
+    pts = [(x, y) for x, y in zip(xs, ys)]
+    sign = 1.0 if x_larger_is_better else -1.0
+
+    def beats(a, b):
+        return (sign * a[0] >= sign * b[0] and a[1] >= b[1]) and (sign * a[0] > sign * b[0] or a[1] > b[1])
+
+    ok = [not (_missing(x) or _missing(y)) for x, y in pts]
+    return [ok[i] and not any(ok[j] and beats(pts[j], pts[i]) for j in range(len(pts)) if j != i)
+            for i in range(len(pts))]
+
+
+TRADEOFFS = (("cpu_speed", "CPU speed (it/s, higher is better)", True),
+             ("size_mb", "size (MB, lower is better)", False))
+
+
+def tradeoff_figure(files: list[str], out: str | Path, title: str) -> None:
+    """Accuracy against CPU speed and against size for one data set's rows, the Pareto front marked:
+    the rows worth shipping are on it; every row off it is beaten on both axes by one that is."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib import ticker
+
+    cells = [read_json(f) for f in files]
+    fig, axes = plt.subplots(1, len(TRADEOFFS), figsize=(12, 4.8))
+    for ax, (key, label, larger) in zip(axes, TRADEOFFS):
+        xs = [c.get(key) for c in cells]
+        ys = [c.get("accuracy") for c in cells]
+        front = pareto_front(xs, ys, larger)
+        shown = [i for i, x in enumerate(xs) if not _missing(x)]
+        ax.scatter([xs[i] for i in shown], [ys[i] for i in shown], c=["C3" if front[i] else "C0" for i in shown],
+                   zorder=3)
+        for i in shown:
+            ax.annotate(cells[i]["row"], (xs[i], ys[i]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        on = sorted((xs[i], ys[i]) for i in shown if front[i])
+        if on:
+            ax.plot([p[0] for p in on], [p[1] for p in on], "--", color="C3", alpha=0.6, label="Pareto front")
+            ax.legend(loc="best")
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+        ax.set_xlabel(label)
+        ax.set_ylabel("top-1 accuracy (%)")
+        left_out = [cells[i]["row"] for i, x in enumerate(xs) if _missing(x)]
+        if left_out:
+            ax.set_title(f"not plotted (not measured): {', '.join(left_out)}", fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)

@@ -1,0 +1,7 @@
+"""Snakemake entry point: accuracy vs CPU speed and vs size, Pareto front marked, for one data set."""
+from vitcompress.report import tradeoff_figure
+from vitcompress.workflow import logging_to
+
+sm = snakemake  # noqa: F821 (injected by Snakemake)
+with logging_to(sm.log[0]):
+    tradeoff_figure(list(sm.input), sm.output[0], f"Trade-offs: {sm.wildcards.dataset} ({sm.params.profile} profile)")
