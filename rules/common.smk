@@ -8,9 +8,13 @@ from snakemake.exceptions import WorkflowError
 from vitcompress.config import CHAIN_SEP, ConfigError, resolve, split_chain
 from vitcompress.workflow import DeviceError, resolve_device
 
+# With a cluster executor (profiles/slurm sets `submit_only`) this process only submits jobs: the GPU a
+# job asks for is on the node that runs it, and every job checks its device when it starts.
+SUBMIT_ONLY = bool(config.get("submit_only", False))
+
 try:
     P = resolve(config)
-    DEVICE = resolve_device(config.get("device", "auto"))
+    DEVICE = resolve_device(config.get("device", "auto"), check_visible=not SUBMIT_ONLY)
 except (ConfigError, DeviceError) as _err:
     raise WorkflowError(str(_err)) from None
 

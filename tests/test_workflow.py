@@ -2,6 +2,7 @@
 import copy
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import make_workflow, snakemake, tiny_profile
+from conftest import REPO, make_workflow, snakemake, tiny_profile
 from vitcompress.config import resolve
 from vitcompress.workflow import build_untrained
 
@@ -55,6 +56,21 @@ def test_cuda_requested_without_gpu_is_a_clear_error(tmp_path, raw_params):
     wf = make_workflow(tmp_path, raw_params)
     proc = snakemake(wf, "-n", "--config", "device=cuda", check=False)
     assert proc.returncode != 0 and "no CUDA GPU is visible" in proc.stdout + proc.stderr
+
+
+def test_slurm_profile_loads_and_gpu_jobs_ask_for_one_gpu(tmp_path, raw_params):
+    """On a login node without a GPU: the profile submits with device=cuda; each job checks its own GPU."""
+    wf = make_workflow(tmp_path, raw_params)
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "--profile", "profiles/slurm", "-n"], cwd=wf,
+                          capture_output=True, text=True, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    jobs = [block for block in out.split("rule ")[1:]]
+    train = [b for b in jobs if b.startswith("train:")]
+    data = [b for b in jobs if b.startswith("prepare_data:")]
+    assert train and all("gpu=1" in b.split("Shell command")[0] for b in train)
+    assert data and not any("gpu=" in b.split("Shell command")[0] for b in data)
+    assert not (wf / "results").exists()
 
 
 @pytest.mark.e2e
@@ -209,3 +225,76 @@ def test_a_job_killed_mid_training_leaves_nothing_complete_and_a_rerun_finishes(
     snakemake(wf)
     assert all(f.exists() for f in step_outputs)
     assert list(pd.read_csv(wf / "reports/metrics.csv")["row"]) == ["vanilla"]
+
+
+def _cli(wf, *cmd, timeout=900):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    proc = subprocess.run(list(cmd), cwd=wf, capture_output=True, text=True, env=env, timeout=timeout)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc.stdout + proc.stderr
+
+
+def _job_counts(out: str) -> dict:
+    """Snakemake's 'Job stats' table of a dry run as {rule: count}."""
+    lines = out[out.index("Job stats"):].splitlines()[3:]
+    counts = {}
+    for line in lines:
+        parts = line.split()
+        if len(parts) != 2 or not parts[1].isdigit():
+            break
+        counts[parts[0]] = int(parts[1])
+    return counts
+
+
+def _stamps(wf):
+    return {str(p.relative_to(wf)): p.stat().st_mtime_ns for p in (wf / "results").rglob("*") if p.is_file()}
+
+
+@pytest.mark.e2e
+def test_dvc_repro_reruns_only_what_a_params_change_touches(tmp_path, raw_params):
+    """dvc repro runs the workflow; a second one does nothing; one row's new parameter re-runs only that
+    row's cells, in Snakemake's plan and in DVC; a shared training parameter re-runs what trains."""
+    raw = tiny_profile(raw_params)
+    prof = raw["profiles"]["tiny"]
+    prof["rows"] = [r for r in prof["rows"] if r["id"] in ("vanilla", "dynamic_ptq", "lsq")]
+    prof.pop("scaling")
+    wf = make_workflow(tmp_path, raw)
+    shutil.copytree(REPO / "vitcompress", wf / "vitcompress", ignore=shutil.ignore_patterns("__pycache__"))  # a DVC dep
+    _cli(wf, "dvc", "init", "--no-scm", "-q")
+    _cli(wf, "dvc", "repro")
+    first = _stamps(wf)
+    assert (wf / "reports/tables.md").exists() and "results/tiny/digits/vit+lsq/model.pt" in first
+
+    again = _cli(wf, "dvc", "repro")
+    assert "didn't change" in again or "up to date" in again
+    assert _stamps(wf) == first
+
+    metrics = _cli(wf, "dvc", "metrics", "show", "--json")
+    cells = json.loads(metrics)
+    shown = next(iter(cells.values()))["data"]["reports/metrics.json"]["data"]["digits"]
+    assert set(shown) == {"vanilla", "dynamic_ptq", "lsq"}
+    assert all(shown[r]["accuracy"] is not None and shown[r]["size_mb"] > 0 and shown[r]["cpu_speed"] > 0
+               for r in shown)
+
+    _cli(wf, "dvc", "plots", "show", "-o", "dvc_plots")
+    page = (wf / "dvc_plots/index.html").read_text()
+    assert "accuracy_vs_size" in page and "accuracy_vs_cpu_speed" in page
+    assert (wf / "dvc_plots/static/workspace_reports_figures_tradeoff_digits.png").exists()
+
+    prof["steps"]["lsq"]["bits"] = 3
+    (wf / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    plan = snakemake(wf, "-n")
+    assert _job_counts(plan.stdout) == {"compress": 1, "measure_speed": 1, "report": 1, "row_metrics": 1,
+                                         "tradeoff_figure": 1, "all": 1, "total": 6}
+    assert "output: results/tiny/digits/vit+lsq/model.pt" in plan.stdout
+    assert "output: results/tiny/digits/vit+dynamic_ptq" not in plan.stdout
+    _cli(wf, "dvc", "repro")
+    changed = {f for f, t in _stamps(wf).items() if first.get(f) != t}
+    assert changed and all("/vit+lsq/" in f or "/rows/lsq" in f for f in changed), changed
+
+    shared = copy.deepcopy(raw)
+    shared["profiles"]["tiny"]["train"]["lr"] = 0.001
+    (wf / "params.yaml").write_text(yaml.safe_dump(shared, sort_keys=False))
+    plan = _job_counts(snakemake(wf, "-n").stdout)
+    assert plan["train"] == 1 and plan["compress"] == 2 and plan["measure_speed"] == 3  # all downstream of vit

@@ -33,10 +33,12 @@ def use_threads(threads: int) -> int:
     return n
 
 
-def resolve_device(requested: str = "auto") -> str:
+def resolve_device(requested: str = "auto", check_visible: bool = True) -> str:
+    """``auto`` is the GPU when one is visible. ``check_visible=False`` is for a process that only
+    submits jobs to other machines: ``cuda`` is then taken as asked and checked where the job runs."""
     if requested == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if requested == "cuda" and not torch.cuda.is_available():
+    if requested == "cuda" and check_visible and not torch.cuda.is_available():
         raise DeviceError(
             "device = 'cuda' in params.yaml, but no CUDA GPU is visible here; "
             "set `device: auto` (uses the GPU when there is one) or `device: cpu`."
