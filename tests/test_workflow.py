@@ -259,7 +259,9 @@ def test_dvc_repro_reruns_only_what_a_params_change_touches(tmp_path, raw_params
     prof.pop("scaling")
     wf = make_workflow(tmp_path, raw)
     shutil.copytree(REPO / "vitcompress", wf / "vitcompress", ignore=shutil.ignore_patterns("__pycache__"))  # a DVC dep
-    _cli(wf, "dvc", "init", "--no-scm", "-q")
+    shutil.copy(REPO / ".gitignore", wf / ".gitignore")
+    _cli(wf, "git", "init", "-q")  # as in a clone: DVC refuses to write a dvc.lock that git ignores
+    _cli(wf, "dvc", "init", "-q")
     _cli(wf, "dvc", "repro")
     first = _stamps(wf)
     assert (wf / "reports/tables.md").exists() and "results/tiny/digits/vit+lsq/model.pt" in first
@@ -267,6 +269,9 @@ def test_dvc_repro_reruns_only_what_a_params_change_touches(tmp_path, raw_params
     again = _cli(wf, "dvc", "repro")
     assert "didn't change" in again or "up to date" in again
     assert _stamps(wf) == first
+    assert (wf / "dvc.lock").exists()
+    assert subprocess.run(["git", "check-ignore", "-q", "results/tiny"], cwd=wf).returncode == 0
+    assert subprocess.run(["git", "check-ignore", "-q", "dvc.lock"], cwd=wf).returncode == 1  # to be committed
 
     metrics = _cli(wf, "dvc", "metrics", "show", "--json")
     cells = json.loads(metrics)

@@ -4,7 +4,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import timm
 import torch.nn as nn
 
 log = logging.getLogger(__name__)
@@ -33,6 +32,8 @@ def arch_for(model_cfg: dict, data_meta: dict, image_size="native", image_scale:
 
 
 def create(arch: dict, pretrained: bool = False, pretrained_file: str | None = None) -> nn.Module:
+    import timm  # here, not at the top: the workflow imports this package to plan jobs, timm costs ~3 s
+
     name, kwargs = arch["timm"], dict(arch["kwargs"])
     if "img_size" in kwargs and isinstance(kwargs["img_size"], list):
         kwargs["img_size"] = tuple(kwargs["img_size"])
