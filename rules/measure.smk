@@ -5,6 +5,7 @@
 rule measure_speed:
     input:
         model=MODEL,
+        baseline=lambda wc: model_path(wc.dataset, BASELINE_CHAIN),
     output:
         f"{RESULTS}/{{dataset}}/{{chain}}/speed.json",
     params:
@@ -23,7 +24,7 @@ rule measure_speed:
         from vitcompress.workflow import logging_to, measure_speed_in_worker
 
         with logging_to(log[0]):
-            measure_speed_in_worker(input.model, output[0], params.measure, params.fingerprint)
+            measure_speed_in_worker(input.model, output[0], params.measure, params.fingerprint, input.baseline)
 
 
 rule row_metrics:

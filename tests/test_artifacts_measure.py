@@ -1,5 +1,6 @@
 import os
 import pickle
+import statistics
 
 import pytest
 import torch
@@ -87,6 +88,18 @@ def test_speed_reports_median_spread_and_units():
     assert out["latency_ms"] == pytest.approx(1000 * out["batch1"]["best_s"])
     with pytest.raises(ValueError, match="rounds = 0"):
         speed(model, [1, 8, 8], batch_size=4, rounds=0)
+
+
+def test_speed_up_against_a_baseline_is_timed_round_by_round():
+    torch.manual_seed(0)
+    light = nn.Sequential(nn.Flatten(), nn.Linear(64, 8))
+    heavy = nn.Sequential(nn.Flatten(), nn.Linear(64, 2048), nn.ReLU(), *[m for _ in range(4) for m in
+                          (nn.Linear(2048, 2048), nn.ReLU())], nn.Linear(2048, 8))  # ~500x the work
+    out = speed(light, [1, 8, 8], batch_size=16, threads=1, warmup=1, repeats=5, rounds=3, baseline=heavy)
+    assert len(out["vs_baseline_rounds"]) == 3
+    assert out["vs_baseline"] == statistics.median(out["vs_baseline_rounds"])
+    assert out["vs_baseline"] > 5 and out["baseline_it_per_s"] < out["it_per_s"]
+    assert "vs_baseline" not in speed(light, [1, 8, 8], batch_size=16, threads=1, warmup=1, repeats=5)
 
 
 def test_best_of_rounds_ignores_a_stalled_round():

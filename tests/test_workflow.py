@@ -90,6 +90,9 @@ def test_tiny_workflow_end_to_end(tmp_path, raw_params, monkeypatch):
     simulated = csv[csv["row"] == "fq_vit"]
     assert simulated["cpu_speed"].isna().all() and (simulated["size_mb"] > 0).all()  # a simulation is not timed
     assert csv["gpu_speed"].isna().all()  # no GPU here, so no GPU number
+    speedup = csv.set_index(["dataset", "row"])["cpu_speedup"]
+    assert (speedup.xs("vanilla", level="row") == 1.0).all()  # the baseline row, timed once
+    assert (timed.set_index(["dataset", "row"])["cpu_speedup"] > 0).all() and simulated["cpu_speedup"].isna().all()
     by_row = csv[csv["dataset"] == "digits"].set_index("row")
     assert by_row.loc["dynamic_ptq", "size_mb"] < by_row.loc["vanilla", "size_mb"]
     assert by_row.loc["nystrom_4", "params"] == by_row.loc["vanilla", "params"]  # same weights, new attention

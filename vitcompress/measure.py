@@ -92,8 +92,14 @@ def best_of_rounds(rounds_times: list[list[float]]) -> dict:
 
 
 def speed(model: nn.Module, input_shape, batch_size: int, device: str = "cpu", threads: int | None = None,
-          warmup: int = 3, repeats: int = 10, rounds: int = 1, seed: int = 0) -> dict:
-    """Throughput at ``batch_size`` and batch-1 latency of ``model`` on synthetic inputs."""
+          warmup: int = 3, repeats: int = 10, rounds: int = 1, seed: int = 0,
+          baseline: nn.Module | None = None) -> dict:
+    """Throughput at ``batch_size`` and batch-1 latency of ``model`` on synthetic inputs.
+
+    With a ``baseline`` model (same input), each round also times the baseline at ``batch_size``
+    right after the model, and ``vs_baseline`` is the median over rounds of baseline time / model
+    time: a speed-up measured side by side, which a machine whose speed drifts between jobs cannot
+    skew the way it skews two it/s figures taken minutes apart."""
     if threads:
         torch.set_num_threads(effective_threads(threads))
     if rounds < 1:
@@ -103,11 +109,20 @@ def speed(model: nn.Module, input_shape, batch_size: int, device: str = "cpu", t
     out = {"device": device, "batch_size": int(batch_size), "warmup": int(warmup), "repeats": int(repeats),
            "rounds": int(rounds), "threads": torch.get_num_threads()}
     example = torch.randn(batch_size, *input_shape, generator=g).to(device)
-    batch_rounds, single_rounds = [], []
+    if baseline is not None:
+        baseline.eval().to(device)
+    batch_rounds, single_rounds, base_rounds = [], [], []
     for _ in range(rounds):  # batch and batch-1 alternate, so a stall cannot hit only one of them
         batch_rounds.append(time_forward(model, example, warmup, repeats))
         single_rounds.append(time_forward(model, example[:1], warmup, repeats))
+        if baseline is not None:
+            base_rounds.append(time_forward(baseline, example, warmup, repeats))
     batch, single = best_of_rounds(batch_rounds), best_of_rounds(single_rounds)
+    if baseline is not None:
+        base = best_of_rounds(base_rounds)
+        ratios = [b / m for b, m in zip(base["round_medians_s"], batch["round_medians_s"])]
+        out.update(vs_baseline=statistics.median(ratios), vs_baseline_rounds=ratios,
+                   baseline_it_per_s=1.0 / base["best_s"])
     out.update({
         "it_per_s": 1.0 / batch["best_s"],
         "images_per_s": batch_size / batch["best_s"],

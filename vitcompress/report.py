@@ -16,7 +16,7 @@ from vitcompress.artifacts import atomic_path, read_json, write_json
 
 CSV_COLUMNS = [
     "dataset", "row", "model", "method", "accuracy", "top5", "gpu_speed", "gpu_images_per_s", "gpu_latency_ms",
-    "cpu_speed", "cpu_images_per_s", "cpu_latency_ms", "size_mb", "params", "batch_size",
+    "cpu_speed", "cpu_images_per_s", "cpu_latency_ms", "cpu_speedup", "gpu_speedup", "size_mb", "params", "batch_size",
     "published_accuracy", "published_size_mb",
 ]
 DEFAULT_TEMPLATES = Path(__file__).resolve().parent.parent / "reports" / "templates"
@@ -42,6 +42,10 @@ def fmt(v, digits: int = 2) -> str:
     return "-" if _missing(v) else f"{v:.{digits}f}"
 
 
+def fmt_ratio(v) -> str:
+    return "-" if _missing(v) else f"{v:.2f}×"
+
+
 def fmt_speed(v) -> str:
     """Speeds span 0.05 (ViT-B on CPU) to thousands (tiny models): keep three significant digits."""
     if _missing(v):
@@ -60,7 +64,7 @@ def collect(files: list[str]) -> pd.DataFrame:
 def _env(templates: Path) -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates)), undefined=jinja2.StrictUndefined,
                              trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
-    env.filters.update(fmt=fmt, speed=fmt_speed, tex=tex)
+    env.filters.update(fmt=fmt, speed=fmt_speed, ratio=fmt_ratio, tex=tex)
     return env
 
 
@@ -116,6 +120,7 @@ def render_tables(files: list[str], profile: str, datasets: list[str], rows: lis
             "title": DATASET_TITLES.get(ds, ds),
             "rows": records,
             "has_top5": any(not _missing(r.get("top5")) for r in records),
+            "baseline": records[0]["model"] if records else None,
             "batch_size": records[0].get("batch_size") if records else None,
             "fingerprint": fp,
             "notes": notes,
@@ -136,7 +141,8 @@ def render_tables(files: list[str], profile: str, datasets: list[str], rows: lis
     for r in flat.to_dict("records"):
         nested.setdefault(r["dataset"], {})[r["row"]] = {
             k: (None if _missing(r[k]) else r[k])
-            for k in ("accuracy", "top5", "gpu_speed", "cpu_speed", "cpu_images_per_s", "cpu_latency_ms", "size_mb", "params")
+            for k in ("accuracy", "top5", "gpu_speed", "cpu_speed", "cpu_images_per_s", "cpu_latency_ms", "cpu_speedup",
+                      "size_mb", "params")
         }
     write_json(json_out, nested)
 

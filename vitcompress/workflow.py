@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+import torch.nn as nn
 
 from vitcompress.artifacts import Artifact, buffers_only, read_json, write_json
 from vitcompress.data import InputAdapter, PreparedData, prepare
@@ -128,8 +129,10 @@ def _input_shape(arch: dict) -> list[int]:
     return [int(arch["kwargs"]["in_chans"]), *map(int, arch["kwargs"]["img_size"])]
 
 
-def measure_model(model, artifact_meta: dict, input_shape, measure: dict, fp: dict) -> dict:
-    """CPU timings always; GPU timings only when CUDA is there and the model can run on it."""
+def measure_model(model, artifact_meta: dict, input_shape, measure: dict, fp: dict,
+                  baseline: nn.Module | None = None) -> dict:
+    """CPU timings always; GPU timings only when CUDA is there and the model can run on it.
+    With a ``baseline`` model, each timing also gives the speed-up over it, timed side by side."""
     common = dict(warmup=int(measure["warmup"]), repeats=int(measure["repeats"]),
                   rounds=int(measure.get("rounds", 1)))
     out = {"fingerprint": fp, "notes": []}
@@ -138,10 +141,10 @@ def measure_model(model, artifact_meta: dict, input_shape, measure: dict, fp: di
         out["notes"].append("simulated (fake-quantized) model: timing the simulation would not show int8 speed.")
         return out
     out["cpu"] = speed(model, input_shape, int(measure["batch_size"]), "cpu",
-                       threads=int(measure["cpu_threads"]), **common)
+                       threads=int(measure["cpu_threads"]), baseline=baseline, **common)
     gpu_ok = measure.get("gpu", True) and torch.cuda.is_available()
     if gpu_ok and not artifact_meta.get("cpu_only"):
-        out["gpu"] = speed(model, input_shape, int(measure["batch_size"]), "cuda", **common)
+        out["gpu"] = speed(model, input_shape, int(measure["batch_size"]), "cuda", baseline=baseline, **common)
     else:
         out["gpu"] = None
         if artifact_meta.get("cpu_only"):
@@ -154,7 +157,7 @@ def measure_model(model, artifact_meta: dict, input_shape, measure: dict, fp: di
 _TIMING_WORKER = None
 
 
-def measure_speed_in_worker(artifact: str, out: str, measure: dict, fp: dict) -> None:
+def measure_speed_in_worker(artifact: str, out: str, measure: dict, fp: dict, baseline: str | None = None) -> None:
     """:func:`measure_speed` in one long-lived worker process, started on first use.
 
     For callers inside a busy Python process (Snakemake's scheduler runs the timing jobs in its
@@ -168,14 +171,23 @@ def measure_speed_in_worker(artifact: str, out: str, measure: dict, fp: dict) ->
         from concurrent.futures import ProcessPoolExecutor
 
         _TIMING_WORKER = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
-    _TIMING_WORKER.submit(measure_speed, artifact, out, measure, fp).result()
+    _TIMING_WORKER.submit(measure_speed, artifact, out, measure, fp, baseline).result()
 
 
-def measure_speed(artifact: str, out: str, measure: dict, fp: dict) -> None:
-    """Time one artifact. ``fp`` is the workflow's hardware fingerprint: a changed one re-runs only this."""
+def measure_speed(artifact: str, out: str, measure: dict, fp: dict, baseline: str | None = None) -> None:
+    """Time one artifact. ``fp`` is the workflow's hardware fingerprint: a changed one re-runs only this.
+
+    ``baseline``: the artifact of the profile's baseline row (its first), timed alongside in every
+    round for a side-by-side speed-up (skipped when it is this artifact: its speed-up is 1)."""
     art = Artifact.load(artifact)
     model = art.build()
-    write_json(out, measure_model(model, art.meta, _input_shape(art.arch), measure, fp))
+    same = baseline is None or Path(baseline).resolve() == Path(artifact).resolve()
+    ref = None if same else Artifact.load(baseline).build()
+    result = measure_model(model, art.meta, _input_shape(art.arch), measure, fp, baseline=ref)
+    for dev in ("cpu", "gpu"):
+        if result.get(dev) and baseline is not None and same:
+            result[dev]["vs_baseline"] = 1.0
+    write_json(out, result)
 
 
 def row_metrics(row: dict, dataset: str, accuracy: str, speed_json: str, out: str, profile: str) -> None:
@@ -200,6 +212,8 @@ def row_metrics(row: dict, dataset: str, accuracy: str, speed_json: str, out: st
         "cpu_images_per_s": cpu["images_per_s"] if cpu else None,
         "cpu_latency_ms": cpu["latency_ms"] if cpu else None,
         "cpu_iqr_s": cpu["batch"]["iqr_s"] if cpu else None,
+        "cpu_speedup": cpu.get("vs_baseline") if cpu else None,
+        "gpu_speedup": gpu.get("vs_baseline") if gpu else None,
         "batch_size": (cpu or gpu or {}).get("batch_size"),
         "notes": spd.get("notes", []),
         "fingerprint": spd["fingerprint"],
