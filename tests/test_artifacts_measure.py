@@ -1,6 +1,5 @@
 import os
 import pickle
-import statistics
 
 import pytest
 import torch
@@ -96,8 +95,7 @@ def test_speed_up_against_a_baseline_is_timed_round_by_round():
     heavy = nn.Sequential(nn.Flatten(), nn.Linear(64, 2048), nn.ReLU(), *[m for _ in range(4) for m in
                           (nn.Linear(2048, 2048), nn.ReLU())], nn.Linear(2048, 8))  # ~500x the work
     out = speed(light, [1, 8, 8], batch_size=16, threads=1, warmup=1, repeats=5, rounds=3, baseline=heavy)
-    assert len(out["vs_baseline_rounds"]) == 3
-    assert out["vs_baseline"] == statistics.median(out["vs_baseline_rounds"])
+    assert len(out["batch"]["round_medians_s"]) == 3 and out["vs_baseline_iqr"] >= 0
     assert out["vs_baseline"] > 5 and out["baseline_it_per_s"] < out["it_per_s"]
     assert "vs_baseline" not in speed(light, [1, 8, 8], batch_size=16, threads=1, warmup=1, repeats=5)
 

@@ -83,6 +83,26 @@ def time_forward(model: nn.Module, example: torch.Tensor, warmup: int, repeats: 
     return time_calls(lambda: model(example), example.is_cuda, warmup, repeats)
 
 
+@torch.inference_mode()
+def time_alternating(fns, cuda: bool, warmup: int, repeats: int) -> list[list[float]]:
+    """Like :func:`time_calls` for several functions called in turn (a, b, a, b, ...): call i of each
+    is milliseconds from call i of the others, so their ratios see the same machine."""
+    for _ in range(warmup):
+        for fn in fns:
+            fn()
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, out in zip(fns, times):
+            if cuda:
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            fn()
+            if cuda:
+                torch.cuda.synchronize()
+            out.append(time.perf_counter() - t0)
+    return times
+
+
 def best_of_rounds(rounds_times: list[list[float]]) -> dict:
     """Spread over all calls, each round's median, and ``best_s``: the fastest round's median."""
     medians = [statistics.median(t) for t in rounds_times]
@@ -96,10 +116,10 @@ def speed(model: nn.Module, input_shape, batch_size: int, device: str = "cpu", t
           baseline: nn.Module | None = None) -> dict:
     """Throughput at ``batch_size`` and batch-1 latency of ``model`` on synthetic inputs.
 
-    With a ``baseline`` model (same input), each round also times the baseline at ``batch_size``
-    right after the model, and ``vs_baseline`` is the median over rounds of baseline time / model
-    time: a speed-up measured side by side, which a machine whose speed drifts between jobs cannot
-    skew the way it skews two it/s figures taken minutes apart."""
+    With a ``baseline`` model (same input), the batch timings alternate model and baseline call by
+    call, and ``vs_baseline`` is the median over all pairs of baseline time / model time: a speed-up
+    measured side by side, which a machine whose speed drifts (between jobs, or within a second on a
+    shared VM) cannot skew the way it skews two it/s figures taken apart."""
     if threads:
         torch.set_num_threads(effective_threads(threads))
     if rounds < 1:
@@ -112,17 +132,22 @@ def speed(model: nn.Module, input_shape, batch_size: int, device: str = "cpu", t
     if baseline is not None:
         baseline.eval().to(device)
     batch_rounds, single_rounds, base_rounds = [], [], []
+    cuda = example.is_cuda
     for _ in range(rounds):  # batch and batch-1 alternate, so a stall cannot hit only one of them
-        batch_rounds.append(time_forward(model, example, warmup, repeats))
+        if baseline is None:
+            batch_rounds.append(time_forward(model, example, warmup, repeats))
+        else:
+            mine, base_times = time_alternating([lambda: model(example), lambda: baseline(example)], cuda,
+                                                warmup, repeats)
+            batch_rounds.append(mine)
+            base_rounds.append(base_times)
         single_rounds.append(time_forward(model, example[:1], warmup, repeats))
-        if baseline is not None:
-            base_rounds.append(time_forward(baseline, example, warmup, repeats))
     batch, single = best_of_rounds(batch_rounds), best_of_rounds(single_rounds)
     if baseline is not None:
-        base = best_of_rounds(base_rounds)
-        ratios = [b / m for b, m in zip(base["round_medians_s"], batch["round_medians_s"])]
-        out.update(vs_baseline=statistics.median(ratios), vs_baseline_rounds=ratios,
-                   baseline_it_per_s=1.0 / base["best_s"])
+        ratios = [b / m for mine, base_times in zip(batch_rounds, base_rounds) for m, b in zip(mine, base_times)]
+        out.update(vs_baseline=statistics.median(ratios),
+                   vs_baseline_iqr=statistics.quantiles(ratios, n=4)[2] - statistics.quantiles(ratios, n=4)[0],
+                   baseline_it_per_s=1.0 / best_of_rounds(base_rounds)["best_s"])
     out.update({
         "it_per_s": 1.0 / batch["best_s"],
         "images_per_s": batch_size / batch["best_s"],
