@@ -89,11 +89,16 @@ def make_workflow(dest: Path, raw: dict) -> Path:
     return dest
 
 
-def snakemake(workdir: Path, *args, check=True, timeout=900):
+def tool_env() -> dict:
+    """The environment for the workflow's tools (snakemake, dvc): this interpreter's bin first."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def snakemake(workdir: Path, *args, check=True, timeout=900):
     proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", *args], cwd=workdir,
-                          capture_output=True, text=True, env=env, timeout=timeout)
+                          capture_output=True, text=True, env=tool_env(), timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
     return proc

@@ -7,13 +7,12 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO, make_workflow, snakemake, tiny_profile
+from conftest import REPO, make_workflow, snakemake, tiny_profile, tool_env
 from vitcompress.config import resolve
 from vitcompress.workflow import build_untrained
 
@@ -172,9 +171,7 @@ def test_paper_vanilla_artifact_size_matches_the_study(raw_params, tmp_path):
 
 
 def _start(wf, *args):
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    return subprocess.Popen([sys.executable, "-m", "snakemake", "--cores", "2", *args], cwd=wf, env=env,
+    return subprocess.Popen([sys.executable, "-m", "snakemake", "--cores", "2", *args], cwd=wf, env=tool_env(),
                             start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -229,9 +226,7 @@ def test_a_job_killed_mid_training_leaves_nothing_complete_and_a_rerun_finishes(
 
 
 def _cli(wf, *cmd, timeout=900):
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    proc = subprocess.run(list(cmd), cwd=wf, capture_output=True, text=True, env=env, timeout=timeout)
+    proc = subprocess.run(list(cmd), cwd=wf, capture_output=True, text=True, env=tool_env(), timeout=timeout)
     assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc.stdout + proc.stderr
 
