@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from conftest import REPO, make_workflow, snakemake, tiny_profile, tool_env
+from vitcompress.artifacts import read_json
 from vitcompress.config import resolve
 from vitcompress.workflow import build_untrained
 
@@ -223,6 +224,25 @@ def test_a_job_killed_mid_training_leaves_nothing_complete_and_a_rerun_finishes(
     snakemake(wf)
     assert all(f.exists() for f in step_outputs)
     assert list(pd.read_csv(wf / "reports/metrics.csv")["row"]) == ["vanilla"]
+
+    # 3. Killed while timing (new timing settings re-run only the timing): the old timing is gone,
+    # no new one is written, and a re-run times again.
+    prof["measure"].update(repeats=400)
+    (wf / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    speed_json, speed_log = wf / "results/tiny/digits/vit/speed.json", wf / "logs/tiny/digits/vit/speed.log"
+    speed_log.unlink()
+    run = _start(wf)
+    deadline = time.monotonic() + 300
+    while not speed_log.exists() and time.monotonic() < deadline and run.poll() is None:
+        time.sleep(0.05)
+    assert speed_log.exists() and run.poll() is None, "the timing job never started"
+    time.sleep(1.0)
+    os.killpg(run.pid, signal.SIGKILL)
+    run.wait()
+    assert not speed_json.exists() and all(f.exists() for f in step_outputs)
+    snakemake(wf, "--unlock")
+    snakemake(wf)
+    assert read_json(speed_json)["cpu"]["repeats"] == 400
 
 
 def _cli(wf, *cmd, timeout=900):
