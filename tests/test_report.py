@@ -80,8 +80,9 @@ def test_pareto_front_keeps_only_rows_nothing_beats_on_both_axes():
 
 
 def test_tradeoff_figure_is_written_and_leaves_unmeasured_rows_out(tmp_path):
-    files = [_cell(tmp_path, "digits", "vanilla"), _cell(tmp_path, "digits", "fq_vit", cpu_speed=None),
-             _cell(tmp_path, "digits", "lsq", cpu_speed=14.0, size_mb=0.5, accuracy=89.0)]
+    files = [_cell(tmp_path, "digits", "vanilla", cpu_speedup=1.0),
+             _cell(tmp_path, "digits", "fq_vit", cpu_speed=None, cpu_speedup=None),
+             _cell(tmp_path, "digits", "lsq", cpu_speed=14.0, cpu_speedup=1.1, size_mb=0.5, accuracy=89.0)]
     out = tmp_path / "figures" / "tradeoff_digits.png"
     tradeoff_figure(files, out, "digits")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and not list(out.parent.glob("*.tmp*"))

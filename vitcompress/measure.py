@@ -5,6 +5,8 @@ Speed protocol (CPU and GPU alike): a fixed thread count, ``warmup`` untimed for
 ("best of rounds", as ``timeit`` does): a shared or virtual machine's stalls slow whole stretches of
 calls, and a later round that missed them measures the model rather than the neighbours. The spread
 (min, max, inter-quartile range) is over every timed call, and each round's median is kept.
+Given a baseline model, the model's and the baseline's batch calls alternate, and the speed-up over
+the baseline is the median ratio of neighbouring calls (see :func:`speed`).
 "iterations per second" (the study's unit) is 1 / that time for one forward pass at the profile's
 batch size; images/s multiplies it by the batch size; latency is the same at batch size 1.
 """
@@ -145,8 +147,8 @@ def speed(model: nn.Module, input_shape, batch_size: int, device: str = "cpu", t
     batch, single = best_of_rounds(batch_rounds), best_of_rounds(single_rounds)
     if baseline is not None:
         ratios = [b / m for mine, base_times in zip(batch_rounds, base_rounds) for m, b in zip(mine, base_times)]
-        out.update(vs_baseline=statistics.median(ratios),
-                   vs_baseline_iqr=statistics.quantiles(ratios, n=4)[2] - statistics.quantiles(ratios, n=4)[0],
+        q = statistics.quantiles(ratios, n=4) if len(ratios) >= 2 else [ratios[0]] * 3
+        out.update(vs_baseline=statistics.median(ratios), vs_baseline_iqr=q[2] - q[0],
                    baseline_it_per_s=1.0 / best_of_rounds(base_rounds)["best_s"])
     out.update({
         "it_per_s": 1.0 / batch["best_s"],

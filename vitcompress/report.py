@@ -190,12 +190,12 @@ def pareto_front(xs, ys, x_larger_is_better: bool) -> list[bool]:
             for i in range(len(pts))]
 
 
-TRADEOFFS = (("cpu_speed", "CPU speed (it/s, higher is better)", True),
+TRADEOFFS = (("cpu_speedup", "CPU speed-up vs the first row, timed side by side (x, higher is better)", True),
              ("size_mb", "size (MB, lower is better)", False))
 
 
 def tradeoff_figure(files: list[str], out: str | Path, title: str) -> None:
-    """Accuracy against CPU speed and against size for one data set's rows, the Pareto front marked:
+    """Accuracy against CPU speed-up and against size for one data set's rows, the Pareto front marked:
     the rows worth shipping are on it; every row off it is beaten on both axes by one that is."""
     import matplotlib
 
