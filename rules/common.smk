@@ -104,8 +104,8 @@ def bench_params(wildcards):
     return {"chain_steps": steps, "arch": arch_for(root["model_cfg"], meta, root["image_size"], root["image_scale"])}
 
 
-# The first row is the baseline (the study's vanilla ViT): every timing job times it alongside its
-# own model, round by round, for a side-by-side speed-up.
+# The first row is the baseline (the study's vanilla ViT): every timing job times it call by call
+# beside its own model, for a side-by-side speed-up.
 BASELINE_CHAIN = CHAIN_SEP.join(P.rows[0]["chain"])
 ROW_FILES = [row_file(d, r["id"]) for d in P.datasets for r in P.rows]
 REPORT_FILES = ["reports/tables.md", "reports/tables.tex", "reports/metrics.csv", "reports/metrics.json",

@@ -26,7 +26,7 @@ rule report:
 
 
 rule tradeoff_figure:
-    """Accuracy against CPU speed and against size, one figure per data set, Pareto front marked."""
+    """Accuracy against CPU speed-up and against size, one figure per data set, Pareto front marked."""
     input:
         lambda wc: [row_file(wc.dataset, r["id"]) for r in P.rows],
     output:

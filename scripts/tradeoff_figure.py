@@ -1,4 +1,4 @@
-"""Snakemake entry point: accuracy vs CPU speed and vs size, Pareto front marked, for one data set."""
+"""Snakemake entry point: accuracy vs CPU speed-up and vs size, Pareto front marked, for one data set."""
 from vitcompress.report import tradeoff_figure
 from vitcompress.workflow import logging_to
 

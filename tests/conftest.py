@@ -53,8 +53,9 @@ def raw_params():
     return yaml.safe_load((REPO / "params.yaml").read_text())
 
 
-def tiny_profile(raw: dict, datasets=("digits",)) -> dict:
-    """A profile small enough to run the whole workflow in seconds."""
+def tiny_profile(raw: dict, datasets=("digits",), rows=None) -> dict:
+    """A profile small enough to run the whole workflow in seconds; ``rows``: only these row ids, and no
+    attention scaling benchmark."""
     raw = copy.deepcopy(raw)
     prof = copy.deepcopy(raw["profiles"]["demo"])
     prof["datasets"] = list(datasets)
@@ -70,6 +71,9 @@ def tiny_profile(raw: dict, datasets=("digits",)) -> dict:
     keep = ["vanilla", "dynamic_ptq", "fq_vit", "lsq", "deit_tiny", "prune_0.2", "nystrom_4", "deit_tiny+dynamic_ptq"]
     prof["rows"] = [r for r in prof["rows"] if r["id"] in keep]
     prof["scaling"] = {"seq_lens": [16, 64], "landmarks": [4], "embed_dim": 32, "num_heads": 2, "repeats": 5}
+    if rows is not None:
+        prof["rows"] = [r for r in prof["rows"] if r["id"] in rows]
+        prof.pop("scaling")
     raw["profiles"]["tiny"] = prof
     raw["profile"] = "tiny"
     raw["datasets"]["digit_pairs"]["samples"] = [300, 100, 100]

@@ -65,30 +65,10 @@ def _spread(times: list[float]) -> dict:
 
 
 @torch.inference_mode()
-def time_calls(fn, cuda: bool, warmup: int, repeats: int) -> list[float]:
-    """Seconds of each of ``repeats`` calls of ``fn`` after ``warmup`` untimed ones (CUDA synchronised)."""
-    for _ in range(warmup):
-        fn()
-    if cuda:
-        torch.cuda.synchronize()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        if cuda:
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return times
-
-
-def time_forward(model: nn.Module, example: torch.Tensor, warmup: int, repeats: int) -> list[float]:
-    return time_calls(lambda: model(example), example.is_cuda, warmup, repeats)
-
-
-@torch.inference_mode()
 def time_alternating(fns, cuda: bool, warmup: int, repeats: int) -> list[list[float]]:
-    """Like :func:`time_calls` for several functions called in turn (a, b, a, b, ...): call i of each
-    is milliseconds from call i of the others, so their ratios see the same machine."""
+    """Seconds of each of ``repeats`` calls of every function in ``fns``, called in turn (a, b, a, b,
+    ...) after ``warmup`` untimed rounds, CUDA synchronised: call i of each is milliseconds from call i
+    of the others, so their ratios see the same machine."""
     for _ in range(warmup):
         for fn in fns:
             fn()
@@ -103,6 +83,15 @@ def time_alternating(fns, cuda: bool, warmup: int, repeats: int) -> list[list[fl
                 torch.cuda.synchronize()
             out.append(time.perf_counter() - t0)
     return times
+
+
+def time_calls(fn, cuda: bool, warmup: int, repeats: int) -> list[float]:
+    """Seconds of each of ``repeats`` calls of ``fn`` after ``warmup`` untimed ones."""
+    return time_alternating([fn], cuda, warmup, repeats)[0]
+
+
+def time_forward(model: nn.Module, example: torch.Tensor, warmup: int, repeats: int) -> list[float]:
+    return time_calls(lambda: model(example), example.is_cuda, warmup, repeats)
 
 
 def best_of_rounds(rounds_times: list[list[float]]) -> dict:
@@ -147,8 +136,8 @@ def speed(model: nn.Module, input_shape, batch_size: int, device: str = "cpu", t
     batch, single = best_of_rounds(batch_rounds), best_of_rounds(single_rounds)
     if baseline is not None:
         ratios = [b / m for mine, base_times in zip(batch_rounds, base_rounds) for m, b in zip(mine, base_times)]
-        q = statistics.quantiles(ratios, n=4) if len(ratios) >= 2 else [ratios[0]] * 3
-        out.update(vs_baseline=statistics.median(ratios), vs_baseline_iqr=q[2] - q[0],
+        spread = _spread(ratios)
+        out.update(vs_baseline=spread["median_s"], vs_baseline_iqr=spread["iqr_s"],
                    baseline_it_per_s=1.0 / best_of_rounds(base_rounds)["best_s"])
     out.update({
         "it_per_s": 1.0 / batch["best_s"],

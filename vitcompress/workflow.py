@@ -177,15 +177,15 @@ def measure_speed_in_worker(artifact: str, out: str, measure: dict, fp: dict, ba
 def measure_speed(artifact: str, out: str, measure: dict, fp: dict, baseline: str | None = None) -> None:
     """Time one artifact. ``fp`` is the workflow's hardware fingerprint: a changed one re-runs only this.
 
-    ``baseline``: the artifact of the profile's baseline row (its first), timed alongside in every
-    round for a side-by-side speed-up (skipped when it is this artifact: its speed-up is 1)."""
+    ``baseline``: the artifact of the profile's baseline row (its first), timed call by call beside
+    this one for a side-by-side speed-up (not timed when it is this artifact: its speed-up is 1)."""
     art = Artifact.load(artifact)
     model = art.build()
-    same = baseline is None or Path(baseline).resolve() == Path(artifact).resolve()
-    ref = None if same else Artifact.load(baseline).build()
+    is_baseline = baseline is not None and Path(baseline).resolve() == Path(artifact).resolve()
+    ref = Artifact.load(baseline).build() if baseline is not None and not is_baseline else None
     result = measure_model(model, art.meta, _input_shape(art.arch), measure, fp, baseline=ref)
     for dev in ("cpu", "gpu"):
-        if result.get(dev) and baseline is not None and same:
+        if is_baseline and result.get(dev):
             result[dev]["vs_baseline"] = 1.0
     write_json(out, result)
 
