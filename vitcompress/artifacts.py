@@ -107,6 +107,11 @@ class Artifact:
             )
         return model.eval()
 
+    def settings(self) -> dict:
+        """The scalar settings its structural changes recorded, as resolved (e.g. a Nyström landmark count)."""
+        return {k: v for spec in self.transforms for k, v in spec.items()
+                if k != "method" and isinstance(v, (bool, int, float, str))}
+
     def child(self, model: nn.Module, transform: dict | None = None, **meta) -> "Artifact":
         """The artifact of a step that turned this one's model into ``model``."""
         transforms = list(self.transforms) + ([transform] if transform else [])
@@ -127,13 +132,13 @@ class Artifact:
         }
         if self.quantized is not None:
             payload["quantized"] = self.quantized
+        # Through a buffer: saved to a path, torch names the archive's folder after the (temporary,
+        # random) file name, so the same weights gave different bytes, and a different size, every run.
+        buf = io.BytesIO()
+        torch.save(payload, buf)
+        data = buf.getvalue()
         with atomic_path(path) as tmp:
-            if compress:
-                buf = io.BytesIO()
-                torch.save(payload, buf)
-                tmp.write_bytes(ZLIB_MAGIC + zlib.compress(buf.getvalue(), 9))
-            else:
-                torch.save(payload, tmp)
+            tmp.write_bytes(ZLIB_MAGIC + zlib.compress(data, 9) if compress else data)
 
     @classmethod
     def load(cls, path: str | Path) -> "Artifact":

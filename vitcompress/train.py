@@ -141,3 +141,13 @@ def fit(
     if best_state is not None:
         model.load_state_dict(best_state)
     return history
+
+
+def summary(history: dict | None) -> dict | None:
+    """What an artifact keeps of a training history: the per-epoch record is in the step's log and
+    would otherwise add kilobytes to every checkpoint whose size the tables compare."""
+    if not history:
+        return None
+    epochs = history["epochs"]
+    return {"epochs": len(epochs), "best_val_acc": history["best_val_acc"], "best_epoch": history["best_epoch"],
+            "final_train_loss": epochs[-1]["train_loss"] if epochs else None}

@@ -21,7 +21,7 @@ from vitcompress.artifacts import Artifact
 from vitcompress.data import InputAdapter, PreparedData
 from vitcompress.methods.base import Method, StepContext, register
 from vitcompress.models import arch_for, create
-from vitcompress.train import fit
+from vitcompress.train import fit, summary
 
 
 class DistillationLoss:
@@ -131,5 +131,5 @@ class Distill(Method):
         student.set_distilled_training(False)
         return Artifact(arch=arch, state_dict=student.cpu().state_dict(), transforms=[], meta={
             "steps": [{"id": step["id"], "method": self.name, "teacher": step["teacher"],
-                       "loss": step.get("loss", "hard"), "history": history}],
+                       "loss": step.get("loss", "hard"), "training": summary(history)}],
         })

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from vitcompress.artifacts import Artifact
 from vitcompress.data import InputAdapter, PreparedData
 from vitcompress.methods.base import Method, StepContext, register
-from vitcompress.train import fit
+from vitcompress.train import fit, summary
 
 KINDS = ("qk", "v", "mlp")
 
@@ -377,7 +377,7 @@ class PruneGates(Method):
             model.eval()
         meta_scores = {k: [s.tolist() for s in v] for k, v in scores.items()}
         steps = ctx.parent.meta.get("steps", []) + [{"id": step["id"], "method": self.name, "score": kind,
-                                                     "sparsity": sparsity, "history": history}]
+                                                     "sparsity": sparsity, "training": summary(history)}]
         return ctx.parent.child(model, None, steps=steps, prune_scores=meta_scores,
                                 prune_unit_params=params_per_unit(model))
 
@@ -417,7 +417,7 @@ class Prune(Method):
         spec = {"method": "prune", "shapes": shapes_of(model)}
         meta = {k: v for k, v in ctx.parent.meta.items() if k not in ("prune_scores", "prune_unit_params")}
         steps = meta.get("steps", []) + [{"id": step["id"], "method": self.name, "ratio": float(step["ratio"]),
-                                          "history": history}]
+                                          "training": summary(history)}]
         art = Artifact(ctx.parent.arch, model.cpu().state_dict(), list(ctx.parent.transforms) + [spec],
                        {**meta, "steps": steps})
         return art

@@ -25,6 +25,7 @@ from diffq.base import BaseQuantizer
 
 from vitcompress.artifacts import Artifact, buffers_only
 from vitcompress.methods.base import Method, StepContext
+from vitcompress.train import summary
 
 log = logging.getLogger("vitcompress")
 
@@ -136,7 +137,7 @@ class QATMethod(Method):
         state = export_state(quantizer)
         quantizer.detach()
         log.info("%s: diffq's own size estimate %.4f MB", step["id"], estimate)
-        steps = parent.meta.get("steps", []) + [{"id": step["id"], "method": self.name, "history": history,
+        steps = parent.meta.get("steps", []) + [{"id": step["id"], "method": self.name, "training": summary(history),
                                                  "diffq_size_estimate_mb": estimate}]
         meta = {**parent.meta, "steps": steps, "diffq_size_estimate_mb": estimate,
                 "zlib": bool(step.get("zlib", self.zlib_default))}

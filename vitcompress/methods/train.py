@@ -8,7 +8,7 @@ from vitcompress.artifacts import Artifact
 from vitcompress.data import InputAdapter, PreparedData
 from vitcompress.methods.base import Method, StepContext, register
 from vitcompress.models import arch_for, create
-from vitcompress.train import fit
+from vitcompress.train import fit, summary
 
 
 @register
@@ -38,4 +38,4 @@ class Train(Method):
         adapter = InputAdapter(data.meta, arch["kwargs"]["img_size"], ctx.device)
         history = fit(model, data, step["train"], adapter, ctx.device, ctx.seed, desc=f"{ctx.dataset}/{step['id']}")
         return Artifact(arch=arch, state_dict=model.cpu().state_dict(), transforms=[],
-                        meta={"steps": [{"id": step["id"], "method": self.name, "history": history}]})
+                        meta={"steps": [{"id": step["id"], "method": self.name, "training": summary(history)}]})
