@@ -35,6 +35,7 @@ rule row_metrics:
         f"{RESULTS}/{{dataset}}/rows/{{row}}.json",
     params:
         row=lambda wc: P.row(wc.row),
+        settings=lambda wc: P.row_settings(wc.row),
         profile=PROFILE,
     log:
         f"{LOGS}/{{dataset}}/rows/{{row}}.log",
@@ -44,7 +45,8 @@ rule row_metrics:
         from vitcompress.workflow import logging_to, row_metrics
 
         with logging_to(log[0]):
-            row_metrics(params.row, wildcards.dataset, input.accuracy, input.speed, output[0], params.profile)
+            row_metrics(params.row, wildcards.dataset, input.accuracy, input.speed, output[0], params.profile,
+                        params.settings)
 
 
 rule bench_row:
@@ -73,6 +75,7 @@ rule bench_arch:
         md="reports/bench_arch.md",
     params:
         rows=P.rows,
+        settings=[P.row_settings(r["id"]) for r in P.rows],
         profile=PROFILE,
     log:
         f"logs/bench/{PROFILE}/bench_arch.log",

@@ -31,10 +31,10 @@ def test_chains_list_every_prefix_once_before_its_extensions(raw_params):
         {"id": "a", "model": "A", "method": "-", "chain": ["vit"]},
         {"id": "b", "model": "B", "method": "-", "chain": ["vit", "dynamic_ptq"]},
         {"id": "c", "model": "C", "method": "-", "chain": ["deit_base", "dynamic_ptq"]},
-        {"id": "d", "model": "D", "method": "-", "chain": ["vit", "nystrom_4"]},
+        {"id": "d", "model": "D", "method": "-", "chain": ["vit", "nystrom_0.25"]},
     ]
     prof = resolve(raw)
-    assert prof.chains() == ["vit", "vit+dynamic_ptq", "deit_base", "deit_base+dynamic_ptq", "vit+nystrom_4"]
+    assert prof.chains() == ["vit", "vit+dynamic_ptq", "deit_base", "deit_base+dynamic_ptq", "vit+nystrom_0.25"]
     assert prof.chain_id("c") == "deit_base+dynamic_ptq"
 
 

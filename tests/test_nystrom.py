@@ -4,9 +4,10 @@ import pytest
 import torch
 
 from vitcompress.artifacts import Artifact
-from vitcompress.config import ConfigError, resolve
-from vitcompress.methods.nystrom import (NystromAttention, exact_attention, iterative_pinv, nystrom_attention,
-                                         segment_means, tokens_of, use_nystrom)
+from vitcompress.config import ConfigError, fill_label, resolve
+from vitcompress.methods.nystrom import (Nystrom, NystromAttention, exact_attention, iterative_pinv,
+                                         nystrom_attention, resolve_landmarks, segment_means, tokens_of,
+                                         use_nystrom)
 from vitcompress.models import arch_for, create
 from vitcompress.scaling import attention_scaling
 
@@ -73,12 +74,33 @@ def test_nystrom_vit_reuses_weights_and_round_trips(tmp_path):
 
 def test_bad_nystrom_settings_name_the_parameter(raw_params):
     raw = copy.deepcopy(raw_params)
-    raw["profiles"]["demo"]["steps"]["nystrom_4"]["landmarks"] = 0
-    with pytest.raises(ConfigError, match=r"steps.nystrom_4.landmarks = 0 must be at least 1"):
+    steps = raw["profiles"]["demo"]["steps"]
+    steps["nystrom_0.25"]["landmarks"] = 0
+    with pytest.raises(ConfigError, match=r"steps.nystrom_0.25.landmarks = 0 must be at least 1"):
         resolve(raw)
-    del raw["profiles"]["demo"]["steps"]["nystrom_4"]["landmarks"]
+    steps["nystrom_0.25"]["landmarks"] = 1.5
+    with pytest.raises(ConfigError, match=r"steps.nystrom_0.25.landmarks = 1.5: give a count .* or a fraction"):
+        resolve(raw)
+    steps["nystrom_0.25"]["landmarks"] = 0.25
+    raw["profiles"]["demo"]["rows"][-1]["model"] = "ViT-Nystromformer(m={landmark})"
+    with pytest.raises(ConfigError, match=r"rows\[\d+\].model = .*\{landmark\} is not a setting of a step of its chain"):
+        resolve(raw)
+    del steps["nystrom_0.25"]["landmarks"]
     with pytest.raises(ConfigError, match="needs `landmarks`"):
         resolve(raw)
+
+
+def test_landmarks_as_a_fraction_of_the_tokens_resolve_per_model_and_show_in_labels(tmp_path):
+    assert [resolve_landmarks(f, 16) for f in (0.25, 0.5, 0.75)] == [4, 8, 12]
+    assert [resolve_landmarks(f, 197) for f in (0.12, 0.001)] == [24, 1] and resolve_landmarks(24, 197) == 24
+    arch = arch_for(TINY, {"num_classes": 5, "channels": 1, "size": [16, 16]})  # 17 tokens
+    model, spec = Nystrom.untrained(create(arch), {"method": "nystrom", "landmarks": 0.5})
+    assert spec["landmarks"] == 9 and model.blocks[0].attn.landmarks == 9  # round(8.5) = 9, half up
+    art = Artifact(arch, model.state_dict(), [spec])
+    assert art.settings() == {"landmarks": 9, "pinv_iterations": 6}
+    assert fill_label("ViT-Nystromformer(m={landmarks})", {"landmarks": 0.5, **art.settings()}) == \
+        "ViT-Nystromformer(m=9)"
+    assert fill_label("x={ratio}, {unknown}", {"ratio": 0.1}) == "x=0.1, {unknown}"
 
 
 def test_scaling_benchmark_reports_every_variant():

@@ -95,7 +95,10 @@ def test_tiny_workflow_end_to_end(tmp_path, raw_params, monkeypatch):
     assert (timed.set_index(["dataset", "row"])["cpu_speedup"] > 0).all() and simulated["cpu_speedup"].isna().all()
     by_row = csv[csv["dataset"] == "digits"].set_index("row")
     assert by_row.loc["dynamic_ptq", "size_mb"] < by_row.loc["vanilla", "size_mb"]
-    assert by_row.loc["nystrom_4", "params"] == by_row.loc["vanilla", "params"]  # same weights, new attention
+    assert by_row.loc["nystrom_0.25", "params"] == by_row.loc["vanilla", "params"]  # same weights, new attention
+    # m = a quarter of the tokens: 16 on digits, 32 on digit_pairs; the label shows each data set's m
+    labels = csv[csv["row"] == "nystrom_0.25"].set_index("dataset")["model"]
+    assert labels["digits"] == "ViT-Nystromformer(m=4)" and labels["digit_pairs"] == "ViT-Nystromformer(m=8)"
     scaling = pd.read_csv(wf / "reports/attention_scaling.csv")
     assert set(scaling["method"]) == {"exact", "exact_sdpa", "nystrom"} and (wf / "reports/figures/attention_scaling.png").exists()
     assert by_row.loc["prune_0.2", "params"] < by_row.loc["vanilla", "params"]

@@ -6,6 +6,7 @@ params.yaml), the bad value, and what to do, so a typo stops the workflow before
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -19,6 +20,24 @@ class ConfigError(ValueError):
 
 
 CHAIN_SEP = "+"
+LABEL_FIELD = re.compile(r"\{(\w+)\}")  # "ViT-Nystromformer(m={landmarks})": a setting of the row's chain
+
+
+def _scalar_settings(step: dict) -> dict:
+    return {k: v for k, v in step.items()
+            if k not in ("method", "model", "train") and isinstance(v, (bool, int, float, str))}
+
+
+def fill_label(label: str, settings: dict) -> str:
+    """A row label with each ``{name}`` replaced by the chain's setting ``name`` (an artifact's resolved
+    value, e.g. the landmark count a fraction came to on this data set). Unknown names stay as written."""
+    def value(match: re.Match) -> str:
+        v = settings.get(match.group(1))
+        if v is None:
+            return match.group(0)
+        return f"{v:g}" if isinstance(v, float) else str(v)
+
+    return LABEL_FIELD.sub(value, label)
 
 
 def load_schema() -> dict:
@@ -97,6 +116,14 @@ def _check_profile(raw: dict, name: str) -> None:
         if row["id"] in seen:
             raise ConfigError(f"params.yaml: {where}.id = {row['id']!r} is used by two rows; row ids must be unique.")
         seen.add(row["id"])
+        settings = {k for sid in row["chain"] if sid in prof["steps"] for k in _scalar_settings(prof["steps"][sid])}
+        for key in ("model", "method"):
+            for name in LABEL_FIELD.findall(row[key]):
+                if name not in settings:
+                    raise ConfigError(
+                        f"params.yaml: {where}.{key} = {row[key]!r}: {{{name}}} is not a setting of a step of "
+                        f"its chain; use one of {', '.join(sorted(settings)) or '(none: the chain has no settings)'}."
+                    )
         for j, sid in enumerate(row["chain"]):
             if sid not in prof["steps"]:
                 raise ConfigError(
@@ -149,6 +176,13 @@ class Profile:
             if row["id"] == row_id:
                 return row
         raise KeyError(row_id)
+
+    def row_settings(self, row_id: str) -> dict:
+        """The scalar settings of a row's steps, in chain order (a later step's win): what its labels show."""
+        out: dict = {}
+        for sid in self.row(row_id)["chain"]:
+            out.update(_scalar_settings(self.raw["steps"][sid]))
+        return out
 
     def chain_id(self, row_id: str) -> str:
         return CHAIN_SEP.join(self.row(row_id)["chain"])

@@ -13,6 +13,7 @@ import jinja2
 import pandas as pd
 
 from vitcompress.artifacts import atomic_path, read_json, write_json
+from vitcompress.config import fill_label
 
 CSV_COLUMNS = [
     "dataset", "row", "model", "method", "accuracy", "top5", "gpu_speed", "gpu_images_per_s", "gpu_latency_ms",
@@ -148,15 +149,17 @@ def render_tables(files: list[str], profile: str, datasets: list[str], rows: lis
 
 
 def render_bench(files: list[str], rows: list[dict], profile: str, csv: str, md: str,
-                 templates: str | Path | None = None) -> None:
-    """The architecture benchmark: one line per row, random weights, no training."""
+                 templates: str | Path | None = None, settings: list[dict] | None = None) -> None:
+    """The architecture benchmark: one line per row, random weights, no training. ``settings``: each
+    row's step settings (for ``{name}`` fields in its labels; what the artifact resolved wins)."""
     records = []
     ref = published()
-    for row, f in zip(rows, files):
+    for i, (row, f) in enumerate(zip(rows, files)):
         r = read_json(f)
         pub = ref[(ref["row"] == row["id"])]["size_mb"].dropna()
+        values = {**(settings[i] if settings else {}), **r.get("settings", {})}
         records.append({
-            "row": row["id"], "model": row["model"], "method": row["method"],
+            "row": row["id"], "model": fill_label(row["model"], values), "method": fill_label(row["method"], values),
             "timm": r["arch"]["timm"], "input": "x".join(map(str, r["arch"]["kwargs"]["img_size"])),
             "size_mb": r["size_mb"], "params": r["params"],
             "published_size_mb": float(pub.iloc[0]) if profile == "paper" and len(pub) else None,

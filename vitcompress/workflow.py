@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 
 from vitcompress.artifacts import Artifact, buffers_only, read_json, write_json
+from vitcompress.config import fill_label
 from vitcompress.data import InputAdapter, PreparedData, prepare
 from vitcompress.measure import effective_threads, evaluate, file_size_mb, speed
 from vitcompress.methods import StepContext, get_method
@@ -122,6 +123,7 @@ def evaluate_artifact(artifact: str, data_file: str, out: str, eval_batch_size: 
         "in_chans": art.arch["kwargs"]["in_chans"],
         "cpu_only": bool(art.meta.get("cpu_only", False)),
         "eval_device": dev,
+        "settings": art.settings(),
     })
 
 
@@ -190,16 +192,19 @@ def measure_speed(artifact: str, out: str, measure: dict, fp: dict, baseline: st
     write_json(out, result)
 
 
-def row_metrics(row: dict, dataset: str, accuracy: str, speed_json: str, out: str, profile: str) -> None:
-    """The metrics JSON of one (dataset, row) cell."""
+def row_metrics(row: dict, dataset: str, accuracy: str, speed_json: str, out: str, profile: str,
+                settings: dict | None = None) -> None:
+    """The metrics JSON of one (dataset, row) cell. ``settings``: the row's step settings from params.yaml,
+    for its labels' ``{name}`` fields; the values the artifact resolved (on this data set) win."""
     acc, spd = read_json(accuracy), read_json(speed_json)
     cpu, gpu = spd.get("cpu"), spd.get("gpu")
+    label_values = {**(settings or {}), **acc.get("settings", {})}
     write_json(out, {
         "profile": profile,
         "dataset": dataset,
         "row": row["id"],
-        "model": row["model"],
-        "method": row["method"],
+        "model": fill_label(row["model"], label_values),
+        "method": fill_label(row["method"], label_values),
         "chain": row["chain"],
         "accuracy": acc["accuracy"],
         "top5": acc.get("top5"),
@@ -247,5 +252,6 @@ def bench_row(chain_steps: list[dict], arch: dict, measure: dict, fp: dict, out:
         size = file_size_mb(path)
         model = Artifact.load(path).build()  # what a deployment would load
     result = measure_model(model, art.meta, _input_shape(arch), measure, fp)
-    result.update(size_mb=size, params=count_params(model), arch=arch, chain=[s["id"] for s in chain_steps])
+    result.update(size_mb=size, params=count_params(model), arch=arch, chain=[s["id"] for s in chain_steps],
+                  settings=art.settings())
     write_json(out, result)

@@ -11,11 +11,17 @@ and memory grow linearly in the sequence length n instead of quadratically. The 
 proj weights are reused unchanged (the study evaluates without retraining); an optional short
 fine-tune is its own step setting, so it shows up as its own, separately labelled row.
 
+``landmarks`` is a count m, or a fraction of the model's tokens (0.75: m = round(0.75·n)), so one
+row means the same on data sets whose images give different token counts; the artifact records the m
+it resolved to, and a row label can show it (``model: "ViT-Nystromformer(m={landmarks})"``).
+
 Sequence lengths that m does not divide (ViT-B/16 at 224 has 197 tokens) use uneven segments
 (boundaries ⌊i·n/m⌋), computed from a cumulative sum: no padding, nothing to mask. With m = n every
 segment is one token and the result is exact attention up to the pseudo-inverse's convergence.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn as nn
@@ -23,6 +29,7 @@ import torch.nn.functional as F
 
 from vitcompress.artifacts import Artifact
 from vitcompress.methods.base import Method, StepContext, register
+from vitcompress.train import summary
 from vitcompress.models import ReplacedAttention
 
 
@@ -90,6 +97,16 @@ def tokens_of(model: nn.Module) -> int:
     return int(model.patch_embed.num_patches) + int(getattr(model, "num_prefix_tokens", 0))
 
 
+def resolve_landmarks(landmarks: int | float, tokens: int) -> int:
+    """The landmark count m: an int is m itself; a float in (0, 1) is that fraction of ``tokens``
+    (rounded half up, at least 1)."""
+    if isinstance(landmarks, float):
+        if not 0 < landmarks < 1:
+            raise ValueError(f"landmarks = {landmarks}: a fraction of the tokens must be between 0 and 1")
+        return max(1, math.floor(landmarks * tokens + 0.5))
+    return int(landmarks)
+
+
 def use_nystrom(model: nn.Module, landmarks: int, iterations: int = 6) -> nn.Module:
     """Replace the attention of every block, in place; returns the model."""
     n = tokens_of(model)
@@ -103,7 +120,7 @@ def use_nystrom(model: nn.Module, landmarks: int, iterations: int = 6) -> nn.Mod
 @register
 class Nystrom(Method):
     name = "nystrom"
-    keys = {"landmarks": int, "pinv_iterations": int, "finetune_epochs": int}
+    keys = {"landmarks": (int, float), "pinv_iterations": int, "finetune_epochs": int}
 
     @classmethod
     def check_step(cls, step, where, profile):
@@ -111,21 +128,28 @@ class Nystrom(Method):
 
         super().check_step(step, where, profile)
         if "landmarks" not in step:
-            raise ConfigError(f"params.yaml: {where} needs `landmarks` (the number m of Nyström landmarks).")
+            raise ConfigError(f"params.yaml: {where} needs `landmarks` (the number m of Nyström landmarks, or "
+                              f"a fraction of the tokens such as 0.75).")
+        m = step["landmarks"]
+        if isinstance(m, float) and not 0 < m < 1:
+            raise ConfigError(f"params.yaml: {where}.landmarks = {m}: give a count (an integer such as 24) or a "
+                              f"fraction of the tokens between 0 and 1 (such as 0.75).")
         for key, low in (("landmarks", 1), ("pinv_iterations", 1), ("finetune_epochs", 0)):
-            if key in step and step[key] < low:
+            if key in step and step[key] < low and not (key == "landmarks" and isinstance(m, float)):
                 raise ConfigError(f"params.yaml: {where}.{key} = {step[key]} must be at least {low}.")
 
     @staticmethod
-    def _spec(step: dict) -> dict:
-        return {"method": "nystrom", "landmarks": int(step["landmarks"]),
+    def _spec(step: dict, model: nn.Module) -> dict:
+        return {"method": "nystrom", "landmarks": resolve_landmarks(step["landmarks"], tokens_of(model)),
                 "pinv_iterations": int(step.get("pinv_iterations", 6))}
 
     def run(self, ctx: StepContext) -> Artifact:
-        step, spec = ctx.step, self._spec(ctx.step)
-        model = use_nystrom(ctx.parent.build(), spec["landmarks"], spec["pinv_iterations"])
+        step, model = ctx.step, ctx.parent.build()
+        spec = self._spec(step, model)
+        model = use_nystrom(model, spec["landmarks"], spec["pinv_iterations"])
         history = self.finetune(model, ctx, int(step.get("finetune_epochs", 0)), ctx.parent.arch["kwargs"]["img_size"])
-        steps = ctx.parent.meta.get("steps", []) + [{"id": step["id"], "method": self.name, "history": history}]
+        steps = ctx.parent.meta.get("steps", []) + [{"id": step["id"], "method": self.name,
+                                                     "training": summary(history)}]
         return ctx.parent.child(model.cpu(), spec, steps=steps)
 
     @classmethod
@@ -134,5 +158,5 @@ class Nystrom(Method):
 
     @classmethod
     def untrained(cls, model, step):
-        spec = cls._spec(step)
+        spec = cls._spec(step, model)
         return cls.restructure(model, spec), spec
