@@ -63,6 +63,9 @@ def tiny_profile(raw: dict, datasets=("digits",), rows=None) -> dict:
                                        "global_pool": "avg", "class_token": False}
     prof["train"].update(epochs=1, max_steps=3)
     prof["train_overrides"] = {}
+    for step in prof["steps"].values():  # a step's own epochs would outlast the tiny budget
+        step.get("train", {}).pop("epochs", None)
+        step.pop("train_overrides", None)
     prof["measure"].update(warmup=1, repeats=5, eval_batch_size=256)
     for name in ("deit_base", "deit_tiny"):
         prof["models"][name]["kwargs"].update(embed_dim=16, depth=1, num_heads=2 if name == "deit_base" else 1)

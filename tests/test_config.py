@@ -47,6 +47,15 @@ def test_step_train_settings_merge_profile_dataset_and_step(raw_params):
     assert prof.step_cfg("vit", "digits")["train"]["epochs"] == demo["train"]["epochs"]
     pairs = prof.step_cfg("vit", "digit_pairs")["train"]
     assert pairs["epochs"] == 7 and pairs["lr"] == 0.25
+    # the step's own per-dataset override wins over everything, for that data set only
+    demo["steps"]["vit"]["train_overrides"] = {"digit_pairs": {"lr": 0.125, "epochs": 3}}
+    prof = resolve(raw)
+    pairs, digits = (prof.step_cfg("vit", d) for d in ("digit_pairs", "digits"))
+    assert (pairs["train"]["lr"], pairs["train"]["epochs"]) == (0.125, 3) and "train_overrides" not in pairs
+    assert (digits["train"]["lr"], digits["train"]["epochs"]) == (0.25, demo["train"]["epochs"])
+    demo["steps"]["vit"]["train_overrides"] = {"mnist": {"lr": 0.1}}
+    with pytest.raises(ConfigError, match=r"steps.vit.train_overrides.mnist: 'mnist' is not a known dataset"):
+        resolve(raw)
 
 
 def _mutate(raw, path, value):

@@ -103,6 +103,12 @@ def _check_profile(raw: dict, name: str) -> None:
                 f"(known: {', '.join(raw['datasets'])})."
             )
     for sid, step in prof["steps"].items():
+        for ds in step.get("train_overrides", {}):
+            if ds not in raw["datasets"]:
+                raise ConfigError(
+                    f"params.yaml: {base}.steps.{sid}.train_overrides.{ds}: {ds!r} is not a known dataset "
+                    f"(known: {', '.join(raw['datasets'])})."
+                )
         method = step["method"]
         if method not in METHODS:
             raise ConfigError(
@@ -198,12 +204,16 @@ class Profile:
         return out
 
     def step_cfg(self, step_id: str, dataset: str | None = None) -> dict:
-        """A step's settings, with `train` = profile train < per-dataset override < the step's own."""
+        """A step's settings, with `train` = profile train < per-dataset override < the step's own
+        < the step's own per-dataset override."""
         step = copy.deepcopy(self.raw["steps"][step_id])
         train = copy.deepcopy(self.raw["train"])
         if dataset is not None:
             train.update(self.raw.get("train_overrides", {}).get(dataset, {}))
         train.update(step.get("train", {}))
+        own_overrides = step.pop("train_overrides", {})
+        if dataset is not None:
+            train.update(own_overrides.get(dataset, {}))
         step["train"] = train
         if "model" in step:
             step["model_cfg"] = copy.deepcopy(self.raw["models"][step["model"]])

@@ -41,7 +41,7 @@ class Method:
         """Raise ConfigError for a step setting this method cannot work with."""
         from vitcompress.config import ConfigError
 
-        common = {"method", "model", "train"}
+        common = {"method", "model", "train", "train_overrides"}
         for key, value in step.items():
             if key in common:
                 continue
