@@ -102,6 +102,12 @@ def test_tiny_workflow_end_to_end(tmp_path, raw_params, monkeypatch):
     scaling = pd.read_csv(wf / "reports/attention_scaling.csv")
     assert set(scaling["method"]) == {"exact", "exact_sdpa", "nystrom"} and (wf / "reports/figures/attention_scaling.png").exists()
     assert by_row.loc["prune_0.2", "params"] < by_row.loc["vanilla", "params"]
+    # epochs over the chain: the pruned row adds gate training and its fine-tune to the vanilla training
+    steps = raw["profiles"]["tiny"]["steps"]
+    assert by_row.loc["vanilla", "train_epochs"] == raw["profiles"]["tiny"]["train"]["epochs"]
+    assert by_row.loc["prune_0.2", "train_epochs"] == (by_row.loc["vanilla", "train_epochs"]
+                                                       + steps["gates"]["epochs"] + steps["prune_0.2"]["epochs"])
+    assert by_row.loc["dynamic_ptq", "train_epochs"] == by_row.loc["vanilla", "train_epochs"]  # no training
     assert by_row.loc["lsq", "size_mb"] < by_row.loc["vanilla", "size_mb"]  # tiny: mostly file overhead
     for ds in ("digits", "digit_pairs"):
         for figure in (f"figures/prune_importance_{ds}_vit+gates.png", f"figures/fq_vit_{ds}_vit+fq_vit.png",

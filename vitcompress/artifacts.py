@@ -112,6 +112,11 @@ class Artifact:
         return {k: v for spec in self.transforms for k, v in spec.items()
                 if k != "method" and isinstance(v, (bool, int, float, str))}
 
+    def train_epochs(self) -> int:
+        """Epochs of training behind the weights, over every step of the chain (training, distillation,
+        gate training, fine-tunes)."""
+        return sum((s.get("training") or {}).get("epochs", 0) for s in self.meta.get("steps", []))
+
     def child(self, model: nn.Module, transform: dict | None = None, **meta) -> "Artifact":
         """The artifact of a step that turned this one's model into ``model``."""
         transforms = list(self.transforms) + ([transform] if transform else [])

@@ -17,7 +17,8 @@ from vitcompress.config import fill_label
 
 CSV_COLUMNS = [
     "dataset", "row", "model", "method", "accuracy", "top5", "gpu_speed", "gpu_images_per_s", "gpu_latency_ms",
-    "cpu_speed", "cpu_images_per_s", "cpu_latency_ms", "cpu_speedup", "gpu_speedup", "size_mb", "params", "batch_size",
+    "cpu_speed", "cpu_images_per_s", "cpu_latency_ms", "cpu_speedup", "gpu_speedup", "size_mb", "params",
+    "train_epochs", "batch_size",
     "published_accuracy", "published_size_mb",
 ]
 DEFAULT_TEMPLATES = Path(__file__).resolve().parent.parent / "reports" / "templates"

@@ -124,6 +124,7 @@ def evaluate_artifact(artifact: str, data_file: str, out: str, eval_batch_size: 
         "cpu_only": bool(art.meta.get("cpu_only", False)),
         "eval_device": dev,
         "settings": art.settings(),
+        "train_epochs": art.train_epochs(),
     })
 
 
@@ -210,6 +211,7 @@ def row_metrics(row: dict, dataset: str, accuracy: str, speed_json: str, out: st
         "top5": acc.get("top5"),
         "size_mb": acc["size_mb"],
         "params": acc["params"],
+        "train_epochs": acc.get("train_epochs"),
         "gpu_speed": gpu["it_per_s"] if gpu else None,
         "gpu_images_per_s": gpu["images_per_s"] if gpu else None,
         "gpu_latency_ms": gpu["latency_ms"] if gpu else None,
