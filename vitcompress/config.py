@@ -23,8 +23,9 @@ CHAIN_SEP = "+"
 LABEL_FIELD = re.compile(r"\{(\w+)\}")  # "ViT-Nystromformer(m={landmarks})": a setting of the row's chain
 
 
-def _scalar_settings(step: dict) -> dict:
-    return {k: v for k, v in step.items()
+def chain_settings(steps: dict, chain: list[str]) -> dict:
+    """The scalar settings of a chain's steps, in chain order (a later step's win): what labels show."""
+    return {k: v for sid in chain for k, v in steps[sid].items()
             if k not in ("method", "model", "train") and isinstance(v, (bool, int, float, str))}
 
 
@@ -38,6 +39,13 @@ def fill_label(label: str, settings: dict) -> str:
         return f"{v:g}" if isinstance(v, float) else str(v)
 
     return LABEL_FIELD.sub(value, label)
+
+
+def row_labels(row: dict, settings: dict, resolved: dict | None = None) -> dict:
+    """A row's Model and Method labels, filled from its chain's settings (``settings``, from params.yaml)
+    and what its artifact resolved them to on one data set (``resolved``, which wins)."""
+    values = {**settings, **(resolved or {})}
+    return {key: fill_label(row[key], values) for key in ("model", "method")}
 
 
 def load_schema() -> dict:
@@ -122,14 +130,6 @@ def _check_profile(raw: dict, name: str) -> None:
         if row["id"] in seen:
             raise ConfigError(f"params.yaml: {where}.id = {row['id']!r} is used by two rows; row ids must be unique.")
         seen.add(row["id"])
-        settings = {k for sid in row["chain"] if sid in prof["steps"] for k in _scalar_settings(prof["steps"][sid])}
-        for key in ("model", "method"):
-            for name in LABEL_FIELD.findall(row[key]):
-                if name not in settings:
-                    raise ConfigError(
-                        f"params.yaml: {where}.{key} = {row[key]!r}: {{{name}}} is not a setting of a step of "
-                        f"its chain; use one of {', '.join(sorted(settings)) or '(none: the chain has no settings)'}."
-                    )
         for j, sid in enumerate(row["chain"]):
             if sid not in prof["steps"]:
                 raise ConfigError(
@@ -147,6 +147,14 @@ def _check_profile(raw: dict, name: str) -> None:
                     f"params.yaml: {where}.chain[{j}] = {sid!r} uses method {method.name!r}, which builds a model "
                     f"from scratch; it can only be the first step of a chain."
                 )
+        settings = chain_settings(prof["steps"], row["chain"])
+        for key in ("model", "method"):
+            for field in LABEL_FIELD.findall(row[key]):
+                if field not in settings:
+                    raise ConfigError(
+                        f"params.yaml: {where}.{key} = {row[key]!r}: {{{field}}} is not a setting of a step of "
+                        f"its chain; use one of {', '.join(sorted(settings)) or '(none: the chain has no settings)'}."
+                    )
 
 
 @dataclass(frozen=True)
@@ -184,11 +192,7 @@ class Profile:
         raise KeyError(row_id)
 
     def row_settings(self, row_id: str) -> dict:
-        """The scalar settings of a row's steps, in chain order (a later step's win): what its labels show."""
-        out: dict = {}
-        for sid in self.row(row_id)["chain"]:
-            out.update(_scalar_settings(self.raw["steps"][sid]))
-        return out
+        return chain_settings(self.raw["steps"], self.row(row_id)["chain"])
 
     def chain_id(self, row_id: str) -> str:
         return CHAIN_SEP.join(self.row(row_id)["chain"])

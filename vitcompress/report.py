@@ -13,7 +13,7 @@ import jinja2
 import pandas as pd
 
 from vitcompress.artifacts import atomic_path, read_json, write_json
-from vitcompress.config import fill_label
+from vitcompress.config import row_labels
 
 CSV_COLUMNS = [
     "dataset", "row", "model", "method", "accuracy", "top5", "gpu_speed", "gpu_images_per_s", "gpu_latency_ms",
@@ -158,9 +158,8 @@ def render_bench(files: list[str], rows: list[dict], profile: str, csv: str, md:
     for i, (row, f) in enumerate(zip(rows, files)):
         r = read_json(f)
         pub = ref[(ref["row"] == row["id"])]["size_mb"].dropna()
-        values = {**(settings[i] if settings else {}), **r.get("settings", {})}
         records.append({
-            "row": row["id"], "model": fill_label(row["model"], values), "method": fill_label(row["method"], values),
+            "row": row["id"], **row_labels(row, settings[i] if settings else {}, r.get("settings")),
             "timm": r["arch"]["timm"], "input": "x".join(map(str, r["arch"]["kwargs"]["img_size"])),
             "size_mb": r["size_mb"], "params": r["params"],
             "published_size_mb": float(pub.iloc[0]) if profile == "paper" and len(pub) else None,

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 
 from vitcompress.artifacts import Artifact, buffers_only, read_json, write_json
-from vitcompress.config import fill_label
+from vitcompress.config import row_labels
 from vitcompress.data import InputAdapter, PreparedData, prepare
 from vitcompress.measure import effective_threads, evaluate, file_size_mb, speed
 from vitcompress.methods import StepContext, get_method
@@ -199,13 +199,11 @@ def row_metrics(row: dict, dataset: str, accuracy: str, speed_json: str, out: st
     for its labels' ``{name}`` fields; the values the artifact resolved (on this data set) win."""
     acc, spd = read_json(accuracy), read_json(speed_json)
     cpu, gpu = spd.get("cpu"), spd.get("gpu")
-    label_values = {**(settings or {}), **acc.get("settings", {})}
     write_json(out, {
         "profile": profile,
         "dataset": dataset,
         "row": row["id"],
-        "model": fill_label(row["model"], label_values),
-        "method": fill_label(row["method"], label_values),
+        **row_labels(row, settings or {}, acc.get("settings")),
         "chain": row["chain"],
         "accuracy": acc["accuracy"],
         "top5": acc.get("top5"),

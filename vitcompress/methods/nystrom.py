@@ -29,8 +29,8 @@ import torch.nn.functional as F
 
 from vitcompress.artifacts import Artifact
 from vitcompress.methods.base import Method, StepContext, register
-from vitcompress.train import summary
 from vitcompress.models import ReplacedAttention
+from vitcompress.train import summary
 
 
 def segment_means(x: torch.Tensor, m: int) -> torch.Tensor:
@@ -134,8 +134,9 @@ class Nystrom(Method):
         if isinstance(m, float) and not 0 < m < 1:
             raise ConfigError(f"params.yaml: {where}.landmarks = {m}: give a count (an integer such as 24) or a "
                               f"fraction of the tokens between 0 and 1 (such as 0.75).")
-        for key, low in (("landmarks", 1), ("pinv_iterations", 1), ("finetune_epochs", 0)):
-            if key in step and step[key] < low and not (key == "landmarks" and isinstance(m, float)):
+        lowest = {"pinv_iterations": 1, "finetune_epochs": 0, **({"landmarks": 1} if isinstance(m, int) else {})}
+        for key, low in lowest.items():
+            if key in step and step[key] < low:
                 raise ConfigError(f"params.yaml: {where}.{key} = {step[key]} must be at least {low}.")
 
     @staticmethod
