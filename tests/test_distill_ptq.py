@@ -127,3 +127,12 @@ def test_dynamic_ptq_is_int8_smaller_close_and_reloads_without_requantizing(tmp_
     assert rebuilt.blocks[0].attn.qkv.weight().dtype == torch.qint8
     skeleton = int8_skeleton(create(arch))
     assert not any(type(m) is nn.Linear for m in skeleton.modules())
+    # the dynamic Linears' unused output scale/zero point are left out of the file, and put back on load
+    unused = [k for k in q.state_dict() if k.endswith((".scale", ".zero_point"))]
+    assert unused == [] and not [k for k in rebuilt.state_dict() if k.endswith((".scale", ".zero_point"))]
+    assert rebuilt.blocks[0].attn.qkv.scale == 1.0 and rebuilt.blocks[0].attn.qkv.zero_point == 0
+    plain = torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {nn.Linear}, dtype=torch.qint8)
+    full = plain.state_dict()
+    assert "blocks.0.attn.qkv.scale" in full and len(full) > len(q.state_dict())
+    skeleton.load_state_dict(full)  # a file written with them still loads
+    assert torch.equal(skeleton(x), q(x))
