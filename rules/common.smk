@@ -97,11 +97,16 @@ def bench_params(wildcards):
     from vitcompress.data import describe
     from vitcompress.models import arch_for
 
-    chain = P.row(wildcards.row)["chain"]
-    steps = [P.step_cfg(s) for s in chain]
-    root = steps[0]
     meta = describe(P.dataset_cfg(P.datasets[0]))
-    return {"chain_steps": steps, "arch": arch_for(root["model_cfg"], meta, root["image_size"], root["image_scale"])}
+
+    def spec(row):
+        steps = [P.step_cfg(s) for s in row["chain"]]
+        root = steps[0]
+        return steps, arch_for(root["model_cfg"], meta, root["image_size"], root["image_scale"])
+
+    steps, arch = spec(P.row(wildcards.row))
+    base_steps, base_arch = spec(P.rows[0])  # the baseline, timed beside each row
+    return {"chain_steps": steps, "arch": arch, "baseline_steps": base_steps, "baseline_arch": base_arch}
 
 
 # The first row is the baseline (the study's vanilla ViT): every timing job times it call by call

@@ -3,4 +3,6 @@ from vitcompress.workflow import bench_row, logging_to
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with logging_to(sm.log[0]):
-    bench_row(sm.params.spec["chain_steps"], sm.params.spec["arch"], sm.params.measure, sm.params.fingerprint, sm.output[0])
+    spec = sm.params.spec
+    bench_row(spec["chain_steps"], spec["arch"], sm.params.measure, sm.params.fingerprint, sm.output[0],
+              baseline_steps=spec["baseline_steps"], baseline_arch=spec["baseline_arch"])

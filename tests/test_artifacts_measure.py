@@ -123,3 +123,18 @@ def test_timing_threads_never_exceed_the_cpus_available():
     assert effective_threads(10_000) == available_cpus()
     assert effective_threads(1) == 1
     assert fingerprint(10_000)["cpu_threads"] == available_cpus()
+
+
+def test_architecture_benchmark_times_each_row_beside_the_baseline_row(tmp_path):
+    from vitcompress.workflow import bench_row
+
+    measure = {"batch_size": 4, "cpu_threads": 1, "warmup": 1, "repeats": 3, "gpu": False}
+    vit, int8 = {"id": "vit", "method": "train"}, {"id": "q", "method": "dynamic_ptq"}
+    wide = {**ARCH, "kwargs": {**ARCH["kwargs"], "embed_dim": 256, "num_heads": 4, "depth": 4}}
+    bench_row([vit, int8], ARCH, measure, {}, tmp_path / "q.json", baseline_steps=[vit], baseline_arch=wide)
+    bench_row([vit], ARCH, measure, {}, tmp_path / "v.json", baseline_steps=[vit], baseline_arch=ARCH)
+    q, v = read_json(tmp_path / "q.json"), read_json(tmp_path / "v.json")
+    # the 16-wide int8 row beside a 256-wide, 4-deep baseline: far faster, measured in the same job
+    assert q["cpu"]["vs_baseline"] > 2 and q["cpu"]["baseline_it_per_s"] < q["cpu"]["it_per_s"]
+    assert v["cpu"]["vs_baseline"] == 1.0 and "baseline_it_per_s" not in v["cpu"]  # not timed beside itself
+    assert q["chain"] == ["vit", "q"] and q["size_mb"] < v["size_mb"]

@@ -143,6 +143,11 @@ def test_tiny_workflow_end_to_end(tmp_path, raw_params, monkeypatch):
     assert list(table.index) == rows and (table["size_mb"] > 0).all() and bench.returncode == 0
     assert table.loc["dynamic_ptq", "size_mb"] < table.loc["vanilla", "size_mb"]
     assert table.loc["dynamic_ptq", "gpu_speed"] != table.loc["dynamic_ptq", "gpu_speed"]  # NaN: CPU-only
+    # each row timed beside the baseline row's architecture; the baseline's own ratio is 1 by definition
+    timed = table["cpu_speed"].notna()
+    assert table.loc["vanilla", "cpu_speedup"] == 1.0 and timed.sum() >= len(rows) - 1
+    assert (table.loc[timed, "cpu_speedup"] > 0).all() and table.loc[~timed, "cpu_speedup"].isna().all()
+    assert "timed call by call beside" in (wf / "reports/bench_arch.md").read_text()
 
 
 @pytest.mark.e2e

@@ -166,7 +166,9 @@ def render_bench(files: list[str], rows: list[dict], profile: str, csv: str, md:
             "cpu_speed": (r.get("cpu") or {}).get("it_per_s"),
             "cpu_images_per_s": (r.get("cpu") or {}).get("images_per_s"),
             "cpu_latency_ms": (r.get("cpu") or {}).get("latency_ms"),
+            "cpu_speedup": (r.get("cpu") or {}).get("vs_baseline"),
             "gpu_speed": (r.get("gpu") or {}).get("it_per_s"),
+            "gpu_speedup": (r.get("gpu") or {}).get("vs_baseline"),
             "batch_size": (r.get("cpu") or r.get("gpu") or {}).get("batch_size"),
             "fingerprint": r["fingerprint"],
             "notes": r.get("notes", []),
@@ -176,6 +178,7 @@ def render_bench(files: list[str], rows: list[dict], profile: str, csv: str, md:
     env = _env(Path(templates) if templates else DEFAULT_TEMPLATES)
     with atomic_path(md) as tmp:
         tmp.write_text(env.get_template("bench_arch.md.j2").render(profile=profile, rows=records,
+                                                                   baseline=records[0]["model"] if records else "-",
                                                                    fingerprint=records[0]["fingerprint"] if records else {}))
 
 

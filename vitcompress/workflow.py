@@ -187,10 +187,16 @@ def measure_speed(artifact: str, out: str, measure: dict, fp: dict, baseline: st
     is_baseline = baseline is not None and Path(baseline).resolve() == Path(artifact).resolve()
     ref = Artifact.load(baseline).build() if baseline is not None and not is_baseline else None
     result = measure_model(model, art.meta, _input_shape(art.arch), measure, fp, baseline=ref)
-    for dev in ("cpu", "gpu"):
-        if is_baseline and result.get(dev):
-            result[dev]["vs_baseline"] = 1.0
+    if is_baseline:
+        _mark_baseline(result)
     write_json(out, result)
+
+
+def _mark_baseline(result: dict) -> None:
+    """The baseline's own speed-up is 1 by definition (it is not timed beside itself)."""
+    for dev in ("cpu", "gpu"):
+        if result.get(dev):
+            result[dev]["vs_baseline"] = 1.0
 
 
 def row_metrics(row: dict, dataset: str, accuracy: str, speed_json: str, out: str, profile: str,
@@ -243,15 +249,29 @@ def build_untrained(chain_steps: list[dict], arch: dict) -> Artifact:
     return art
 
 
-def bench_row(chain_steps: list[dict], arch: dict, measure: dict, fp: dict, out: str) -> None:
-    """Build a row's architecture (random weights, no data, no training), then size and time it."""
+def _deployed(chain_steps: list[dict], arch: dict) -> tuple[Artifact, nn.Module, float]:
+    """A row's untrained artifact, its size on disk, and the model a deployment would load from it."""
     art = build_untrained(chain_steps, arch)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.pt"
         art.save(path)
-        size = file_size_mb(path)
-        model = Artifact.load(path).build()  # what a deployment would load
-    result = measure_model(model, art.meta, _input_shape(arch), measure, fp)
+        return art, Artifact.load(path).build(), file_size_mb(path)
+
+
+def bench_row(chain_steps: list[dict], arch: dict, measure: dict, fp: dict, out: str,
+              baseline_steps: list[dict] | None = None, baseline_arch: dict | None = None) -> None:
+    """Build a row's architecture (random weights, no data, no training), then size and time it.
+
+    ``baseline_steps``/``baseline_arch``: the baseline row's chain and architecture (the profile's
+    first row), built the same way and timed call by call beside this one for a side-by-side
+    speed-up, as the cells' timings are; the baseline row itself is not timed twice."""
+    art, model, size = _deployed(chain_steps, arch)
+    is_baseline = baseline_steps is None or ([s["id"] for s in baseline_steps] == [s["id"] for s in chain_steps]
+                                             and baseline_arch in (None, arch))
+    ref = None if is_baseline else _deployed(baseline_steps, baseline_arch or arch)[1]
+    result = measure_model(model, art.meta, _input_shape(arch), measure, fp, baseline=ref)
+    if baseline_steps is not None and is_baseline:
+        _mark_baseline(result)
     result.update(size_mb=size, params=count_params(model), arch=arch, chain=[s["id"] for s in chain_steps],
                   settings=art.settings())
     write_json(out, result)
