@@ -266,11 +266,13 @@ def bench_row(chain_steps: list[dict], arch: dict, measure: dict, fp: dict, out:
     first row), built the same way and timed call by call beside this one for a side-by-side
     speed-up, as the cells' timings are; the baseline row itself is not timed twice."""
     art, model, size = _deployed(chain_steps, arch)
-    is_baseline = baseline_steps is None or ([s["id"] for s in baseline_steps] == [s["id"] for s in chain_steps]
-                                             and baseline_arch in (None, arch))
-    ref = None if is_baseline else _deployed(baseline_steps, baseline_arch or arch)[1]
+    baseline_arch = baseline_arch or arch
+    is_baseline = (baseline_steps is not None and baseline_arch == arch
+                   and [s["id"] for s in baseline_steps] == [s["id"] for s in chain_steps])
+    timed_beside = baseline_steps is not None and not is_baseline
+    ref = _deployed(baseline_steps, baseline_arch)[1] if timed_beside else None
     result = measure_model(model, art.meta, _input_shape(arch), measure, fp, baseline=ref)
-    if baseline_steps is not None and is_baseline:
+    if is_baseline:
         _mark_baseline(result)
     result.update(size_mb=size, params=count_params(model), arch=arch, chain=[s["id"] for s in chain_steps],
                   settings=art.settings())
