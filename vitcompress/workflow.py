@@ -133,9 +133,10 @@ def _input_shape(arch: dict) -> list[int]:
 
 
 def measure_model(model, artifact_meta: dict, input_shape, measure: dict, fp: dict,
-                  baseline: nn.Module | None = None) -> dict:
+                  baseline: nn.Module | None = None, is_baseline: bool = False) -> dict:
     """CPU timings always; GPU timings only when CUDA is there and the model can run on it.
-    With a ``baseline`` model, each timing also gives the speed-up over it, timed side by side."""
+    With a ``baseline`` model, each timing also gives the speed-up over it, timed side by side;
+    ``is_baseline``: the model is the baseline, whose speed-up is 1 by definition (not timed twice)."""
     common = dict(warmup=int(measure["warmup"]), repeats=int(measure["repeats"]),
                   rounds=int(measure.get("rounds", 1)))
     out = {"fingerprint": fp, "notes": []}
@@ -154,6 +155,9 @@ def measure_model(model, artifact_meta: dict, input_shape, measure: dict, fp: di
             out["notes"].append("CPU-only model: no GPU timing.")
         elif not gpu_ok:
             out["notes"].append("no CUDA GPU here: no GPU timing.")
+    for dev in ("cpu", "gpu"):
+        if is_baseline and out[dev]:
+            out[dev]["vs_baseline"] = 1.0
     return out
 
 
@@ -186,17 +190,8 @@ def measure_speed(artifact: str, out: str, measure: dict, fp: dict, baseline: st
     model = art.build()
     is_baseline = baseline is not None and Path(baseline).resolve() == Path(artifact).resolve()
     ref = Artifact.load(baseline).build() if baseline is not None and not is_baseline else None
-    result = measure_model(model, art.meta, _input_shape(art.arch), measure, fp, baseline=ref)
-    if is_baseline:
-        _mark_baseline(result)
-    write_json(out, result)
-
-
-def _mark_baseline(result: dict) -> None:
-    """The baseline's own speed-up is 1 by definition (it is not timed beside itself)."""
-    for dev in ("cpu", "gpu"):
-        if result.get(dev):
-            result[dev]["vs_baseline"] = 1.0
+    write_json(out, measure_model(model, art.meta, _input_shape(art.arch), measure, fp, baseline=ref,
+                                  is_baseline=is_baseline))
 
 
 def row_metrics(row: dict, dataset: str, accuracy: str, speed_json: str, out: str, profile: str,
@@ -271,9 +266,7 @@ def bench_row(chain_steps: list[dict], arch: dict, measure: dict, fp: dict, out:
                    and [s["id"] for s in baseline_steps] == [s["id"] for s in chain_steps])
     timed_beside = baseline_steps is not None and not is_baseline
     ref = _deployed(baseline_steps, baseline_arch)[1] if timed_beside else None
-    result = measure_model(model, art.meta, _input_shape(arch), measure, fp, baseline=ref)
-    if is_baseline:
-        _mark_baseline(result)
+    result = measure_model(model, art.meta, _input_shape(arch), measure, fp, baseline=ref, is_baseline=is_baseline)
     result.update(size_mb=size, params=count_params(model), arch=arch, chain=[s["id"] for s in chain_steps],
                   settings=art.settings())
     write_json(out, result)
