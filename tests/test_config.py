@@ -53,6 +53,11 @@ def test_step_train_settings_merge_profile_dataset_and_step(raw_params):
     pairs, digits = (prof.step_cfg("vit", d) for d in ("digit_pairs", "digits"))
     assert (pairs["train"]["lr"], pairs["train"]["epochs"]) == (0.125, 3) and "train_overrides" not in pairs
     assert (digits["train"]["lr"], digits["train"]["epochs"]) == (0.25, demo["train"]["epochs"])
+    # a step-level `epochs` (QAT, pruning) follows the step's own per-dataset override, not the profile's
+    demo["steps"]["lsq"]["train_overrides"] = {"digits": {"epochs": 9}}
+    prof = resolve(raw)
+    assert prof.step_cfg("lsq", "digits")["epochs"] == 9
+    assert prof.step_cfg("lsq", "digit_pairs")["epochs"] == demo["steps"]["lsq"]["epochs"] != 7
     demo["steps"]["vit"]["train_overrides"] = {"mnist": {"lr": 0.1}}
     with pytest.raises(ConfigError, match=r"steps.vit.train_overrides.mnist: 'mnist' is not a known dataset"):
         resolve(raw)

@@ -209,7 +209,8 @@ class Profile:
 
     def step_cfg(self, step_id: str, dataset: str | None = None) -> dict:
         """A step's settings, with `train` = profile train < per-dataset override < the step's own
-        < the step's own per-dataset override."""
+        < the step's own per-dataset override. Methods that fine-tune for a step-level ``epochs``
+        (QAT, pruning) take it from the step's own per-dataset override too, when that sets one."""
         step = copy.deepcopy(self.raw["steps"][step_id])
         train = copy.deepcopy(self.raw["train"])
         if dataset is not None:
@@ -218,6 +219,8 @@ class Profile:
         own_overrides = step.pop("train_overrides", {})
         if dataset is not None:
             train.update(own_overrides.get(dataset, {}))
+            if "epochs" in step and "epochs" in own_overrides.get(dataset, {}):
+                step["epochs"] = own_overrides[dataset]["epochs"]
         step["train"] = train
         if "model" in step:
             step["model_cfg"] = copy.deepcopy(self.raw["models"][step["model"]])
