@@ -66,6 +66,32 @@ def test_training_learns_and_keeps_the_best_epoch(digits):
     assert history["best_val_acc"] == max(e["val_top1"] for e in history["epochs"])
 
 
+def test_keep_last_leaves_the_last_epoch_not_the_best(digits):
+    """A loss that trades accuracy away (a size penalty) wants the last epoch: here the second epoch
+    unlearns (gradient ascent), so the best and the last epoch differ and each `keep` is visible."""
+    torch.set_num_threads(1)
+    arch = arch_for(TINY, digits.meta)
+    adapter = InputAdapter(digits.meta, arch["kwargs"]["img_size"])
+    cfg = {**TRAIN, "epochs": 2, "warmup_epochs": 0, "max_steps": 12, "lr": 0.005}
+    for keep in ("best", "last"):
+        calls = {"n": 0}
+
+        def loss(m, x, y):
+            calls["n"] += 1
+            ce = torch.nn.functional.cross_entropy(m(x), y)
+            return ce if calls["n"] <= cfg["max_steps"] else -20 * ce
+
+        model = create(arch)
+        history = fit(model, digits, cfg, adapter, seed=0, loss_fn=loss, keep=keep)
+        first, last = (e["val_top1"] for e in history["epochs"])
+        assert first > last + 10  # the second epoch unlearned
+        now = evaluate(model, digits.loader("val", 512), adapter)["top1"]
+        assert now == pytest.approx(first if keep == "best" else last)
+        assert history["kept"] == keep and now == pytest.approx(history["best_val_acc"])
+    with pytest.raises(ValueError, match="keep = 'worst'"):
+        fit(create(arch), digits, cfg, adapter, keep="worst")
+
+
 def test_same_seed_same_weights_on_cpu(digits):
     torch.set_num_threads(1)
     cfg = {**TRAIN, "epochs": 1, "max_steps": 4}

@@ -73,6 +73,26 @@ def test_diffq_size_penalty_buys_fewer_bits(random_vit, digits_file, tmp_path):
     assert predictions(model, digits_file, random_vit.arch).isfinite().all()
 
 
+def test_diffq_stores_bytes_per_level_zlib_compressed_as_diffq_measures(random_vit, digits_file, tmp_path):
+    settings = {"min_size": 0.002, "group_size": 8, "bits_lr": 0.2, "init_bits": 4.0, "penalty": 100.0}
+    art = run("diffq", settings, random_vit, digits_file)
+    assert art.quantized["meta"]["packed"] is False and art.meta["zlib"] is True
+    assert art.meta["steps"][-1]["training"]["kept"] == "last"
+    levels = art.quantized["quantized"][0][0]
+    assert levels.dtype == torch.uint8 and levels.shape[1] == 8  # one byte per weight, a row per group
+    art.save(tmp_path / "bytes.pt")
+    packed = run("diffq", {**settings, "packed": True}, random_vit, digits_file)
+    packed.save(tmp_path / "packed.pt")
+    assert packed.quantized["meta"]["packed"] is True
+    # the same levels either way; zlib finds their skew in whole bytes, not in bit planes
+    a, b = Artifact.load(tmp_path / "bytes.pt").build(), Artifact.load(tmp_path / "packed.pt").build()
+    assert torch.equal(predictions(a, digits_file, random_vit.arch), predictions(b, digits_file, random_vit.arch))
+    assert (tmp_path / "bytes.pt").stat().st_size < (tmp_path / "packed.pt").stat().st_size
+    # the file is diffq's own zlib-compressed size, plus the artifact's few hundred bytes of bookkeeping
+    diffq_compressed = art.meta["steps"][-1]["diffq_compressed_mb"] * 2 ** 20
+    assert diffq_compressed < (tmp_path / "bytes.pt").stat().st_size < diffq_compressed + 4096
+
+
 def test_diffq_group_size_must_divide_every_quantized_tensor(random_vit, digits_file):
     with pytest.raises(ValueError, match=r"group_size = 7 does not divide"):
         run("diffq", {"min_size": 0.002, "group_size": 7}, random_vit, digits_file)

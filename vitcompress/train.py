@@ -68,11 +68,16 @@ def fit(
     extra_params: list | None = None,
     setup_optimizer: Callable[[torch.optim.Optimizer], None] | None = None,
     desc: str = "train",
+    keep: str = "best",
 ) -> dict:
     """Train ``model`` in place on ``data`` per ``cfg`` (the params.yaml `train` block).
 
-    Leaves the best-validation weights in ``model`` and returns the history.
+    ``keep="best"`` leaves the best-validation weights in ``model``; ``keep="last"`` the last epoch's,
+    for losses that trade accuracy for something else (a size penalty): the most accurate epoch
+    is then the one that traded least. Returns the history.
     """
+    if keep not in ("best", "last"):
+        raise ValueError(f"fit: keep = {keep!r} must be 'best' or 'last'.")
     seed_everything(seed, device)
     model.to(device)
     epochs = int(cfg.get("epochs", 0))
@@ -81,7 +86,7 @@ def fit(
         def loss_fn(m, x, y):
             return F.cross_entropy(m(x), y, label_smoothing=smoothing)
 
-    history: dict = {"epochs": [], "best_val_acc": None, "best_epoch": None}
+    history: dict = {"epochs": [], "best_val_acc": None, "best_epoch": None, "kept": keep}
     val_loader = data.loader("val", int(cfg.get("eval_batch_size", 256)))
     if epochs == 0:
         history["best_val_acc"] = evaluate(model, val_loader, adapter, device)["top1"]
@@ -135,9 +140,11 @@ def fit(
         val = evaluate(model, val_loader, adapter, device)["top1"]
         history["epochs"].append({"epoch": epoch + 1, "train_loss": running / max(1, seen), "val_top1": val})
         log.info("%s epoch %d/%d: train loss %.4f, val top-1 %.2f%%", desc, epoch + 1, epochs, running / max(1, seen), val)
-        if val > best_acc:
+        if keep == "best" and val > best_acc:
             best_acc, best_state = val, copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
             history["best_val_acc"], history["best_epoch"] = val, epoch + 1
+    if keep == "last" and history["epochs"]:
+        history["best_val_acc"], history["best_epoch"] = history["epochs"][-1]["val_top1"], epochs
     if best_state is not None:
         model.load_state_dict(best_state)
     return history
@@ -150,4 +157,4 @@ def summary(history: dict | None) -> dict | None:
         return None
     epochs = history["epochs"]
     return {"epochs": len(epochs), "best_val_acc": history["best_val_acc"], "best_epoch": history["best_epoch"],
-            "final_train_loss": epochs[-1]["train_loss"] if epochs else None}
+            "kept": history.get("kept", "best"), "final_train_loss": epochs[-1]["train_loss"] if epochs else None}

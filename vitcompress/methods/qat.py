@@ -4,7 +4,8 @@ A diffq quantizer hooks the model: in training mode it replaces every large weig
 quantized (LSQ) or noisy (DiffQ) version before each forward; in eval mode it quantizes before the
 forward and restores the float weights after. The step fine-tunes the parent model with the
 project's training loop (the quantizer adds its own parameter group to the optimizer), then stores
-diffq's packed quantized state (``get_quantized_state(packed=True)``) as the artifact's
+diffq's quantized state (``get_quantized_state``: bit-packed, or with ``packed: false`` one byte
+per level, the form diffq's own ``compressed_model_size`` zlib-compresses) as the artifact's
 ``quantized`` entry. The only change to diffq's format: the quantizer class is stored by name
 (``"LSQ"``, ``"DiffQuantizer"``) instead of as a pickled class, so the file loads with
 ``torch.load(weights_only=True)`` like every other artifact and never runs code.
@@ -32,9 +33,9 @@ log = logging.getLogger("vitcompress")
 QUANTIZERS: dict[str, type[BaseQuantizer]] = {"LSQ": LSQ, "DiffQuantizer": DiffQuantizer}
 
 
-def export_state(quantizer: BaseQuantizer) -> dict:
-    """diffq's packed quantized state, on CPU, with the quantizer class stored by name."""
-    state = quantizer.get_quantized_state(packed=True)
+def export_state(quantizer: BaseQuantizer, packed: bool = True) -> dict:
+    """diffq's quantized state (bit-packed or not), on CPU, with the quantizer class stored by name."""
+    state = quantizer.get_quantized_state(packed=packed)
     name = type(quantizer).__name__
     if QUANTIZERS.get(name) is not type(quantizer):
         raise TypeError(f"unsupported quantizer {name}")
@@ -82,8 +83,11 @@ def quantized_params(model: nn.Module, min_size: float, exclude: list[str]) -> l
 class QATMethod(Method):
     """Fine-tune the parent model under a diffq quantizer; the artifact is the quantized state."""
 
-    keys = {"epochs": int, "min_size": (int, float), "float16": bool, "exclude": list, "zlib": bool}
+    keys = {"epochs": int, "min_size": (int, float), "float16": bool, "exclude": list, "zlib": bool, "keep": str,
+            "packed": bool}
     zlib_default = False  # store the artifact zlib-compressed (step key `zlib`)
+    packed_default = True  # store diffq's bit-packed levels, else one byte per level (step key `packed`)
+    keep_default = "best"  # which fine-tuning epoch the artifact keeps (step key `keep`): best | last
 
     @classmethod
     def check_step(cls, step, where, profile):
@@ -94,6 +98,9 @@ class QATMethod(Method):
             raise ConfigError(f"params.yaml: {where}.epochs = {step['epochs']!r} must be >= 0.")
         if step.get("min_size", 0.0) < 0:
             raise ConfigError(f"params.yaml: {where}.min_size = {step['min_size']!r} (MB) must be >= 0.")
+        if step.get("keep", cls.keep_default) not in ("best", "last"):
+            raise ConfigError(f"params.yaml: {where}.keep = {step['keep']!r} must be 'best' (the epoch with the "
+                              f"best validation accuracy) or 'last' (the last epoch).")
 
     @classmethod
     def quantizer_kwargs(cls, step: dict) -> dict:
@@ -127,18 +134,21 @@ class QATMethod(Method):
             holder["q"].setup_optimizer(opt, **self.optimizer_kwargs(step))
 
         history = self.finetune(model, ctx, int(step.get("epochs", 1)), parent.arch["kwargs"]["img_size"],
-                                loss_fn=self.loss_fn(holder, step), setup_optimizer=setup_optimizer)
+                                loss_fn=self.loss_fn(holder, step), setup_optimizer=setup_optimizer,
+                                keep=str(step.get("keep", self.keep_default)))
         if "q" not in holder:  # no fine-tuning: quantize the parent as it is
             holder["q"] = self.make_quantizer(model, step)
             holder["q"].no_optimizer()
         quantizer = holder["q"]
         model.cpu().eval()
         estimate = float(quantizer.true_model_size())
-        state = export_state(quantizer)
+        compressed = float(quantizer.compressed_model_size(compress_level=9, num_workers=1))
+        state = export_state(quantizer, bool(step.get("packed", self.packed_default)))
         quantizer.detach()
-        log.info("%s: diffq's own size estimate %.4f MB", step["id"], estimate)
+        log.info("%s: diffq's own size estimate %.4f MB, zlib-compressed %.4f MB", step["id"], estimate, compressed)
         steps = parent.meta.get("steps", []) + [{"id": step["id"], "method": self.name, "training": summary(history),
-                                                 "diffq_size_estimate_mb": estimate}]
+                                                 "diffq_size_estimate_mb": estimate,
+                                                 "diffq_compressed_mb": compressed}]
         meta = {**parent.meta, "steps": steps, "diffq_size_estimate_mb": estimate,
                 "zlib": bool(step.get("zlib", self.zlib_default))}
         return Artifact(parent.arch, buffers_only(model), list(parent.transforms), meta, quantized=state)
@@ -151,6 +161,6 @@ class QATMethod(Method):
     def untrained_quantized(cls, model, step):
         quantizer = cls.make_quantizer(model, step)
         quantizer.no_optimizer()
-        state = export_state(quantizer)
+        state = export_state(quantizer, bool(step.get("packed", cls.packed_default)))
         quantizer.detach()
         return state
