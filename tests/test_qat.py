@@ -138,3 +138,22 @@ def test_untrained_lsq_artifact_is_about_an_eighth_of_float(tmp_path):
     ratio = (tmp_path / "q.pt").stat().st_size / (tmp_path / "f.pt").stat().st_size
     assert ratio < 0.25
     Artifact.load(tmp_path / "q.pt").build()
+
+
+def test_a_constant_tensor_is_refused_by_name_and_an_untrained_one_gets_a_range(random_vit, digits_file, tmp_path):
+    g = torch.Generator().manual_seed(0)  # a trained-like model: every tensor has a range ...
+    state = {k: v + 0.01 * torch.randn(v.shape, generator=g) for k, v in random_vit.state_dict.items()}
+    state["blocks.0.mlp.fc1.bias"] = torch.zeros_like(state["blocks.0.mlp.fc1.bias"])  # ... but one
+    parent = Artifact(random_vit.arch, state, list(random_vit.transforms), dict(random_vit.meta))
+    for method in ("lsq", "diffq"):
+        with pytest.raises(ValueError, match=r"blocks.0.mlp.fc1.bias holds a single value.*`exclude`\.$"):
+            run(method, {"min_size": 0.0, "exclude": ["head.bias"]}, parent, digits_file)
+    run("lsq", {"min_size": 0.0, "exclude": ["blocks.0.mlp.fc1.bias"]}, parent, digits_file, epochs=0)
+    # the architecture benchmark's random weights: timm zero-initialises every bias, which would give NaN levels
+    arch = {"timm": TINY_VIT["timm"], "kwargs": {**TINY_VIT["kwargs"], "img_size": [16, 16], "in_chans": 1,
+                                               "num_classes": 8}}
+    for method in ("lsq", "diffq"):
+        art = build_untrained([{"method": method, "id": method, "min_size": 0.0}], arch)
+        art.save(tmp_path / f"{method}.pt")
+        model = Artifact.load(tmp_path / f"{method}.pt").build()
+        assert all(p.isfinite().all() for p in model.parameters())

@@ -80,6 +80,14 @@ def quantized_params(model: nn.Module, min_size: float, exclude: list[str]) -> l
     return out
 
 
+def constant_params(model: nn.Module, min_size: float, exclude: list[str]) -> list[str]:
+    """Names of the parameters to be quantized that hold one value throughout (a zero-initialised bias):
+    LSQ's step size (from the mean |w|) and DiffQ's min-max range are then 0, and the levels NaN."""
+    named = dict(model.named_parameters())
+    names = [name.lstrip(".") for name, _ in quantized_params(model, min_size, exclude)]
+    return [n for n in names if named[n].numel() and bool((named[n] == named[n].flatten()[0]).all())]
+
+
 class QATMethod(Method):
     """Fine-tune the parent model under a diffq quantizer; the artifact is the quantized state."""
 
@@ -127,6 +135,13 @@ class QATMethod(Method):
             raise ValueError(f"step {step['id']!r} ({self.name}) needs a float model, but its parent is already "
                              f"quantized; put {step['id']!r} right after a float step in the chain.")
         model = parent.build().to(ctx.device)
+        kwargs = self.quantizer_kwargs(step)
+        constant = constant_params(model, kwargs["min_size"], kwargs["exclude"])
+        if constant:
+            raise ValueError(f"step {step['id']!r} ({self.name}): {constant[0]} holds a single value, which diffq "
+                             f"cannot quantize (its range is 0); add it to the step's `exclude`"
+                             + (f" ({len(constant) - 1} more like it: {', '.join(constant[1:4])}"
+                                f"{', ...' if len(constant) > 4 else ''})." if len(constant) > 1 else "."))
         holder: dict = {}
 
         def setup_optimizer(opt):  # diffq wants the optimizer made first, then the quantizer
@@ -159,6 +174,12 @@ class QATMethod(Method):
 
     @classmethod
     def untrained_quantized(cls, model, step):
+        kwargs = cls.quantizer_kwargs(step)
+        named = dict(model.named_parameters())
+        g = torch.Generator().manual_seed(0)
+        with torch.no_grad():  # random weights: give zero-initialised tensors a range too, as training would
+            for name in constant_params(model, kwargs["min_size"], kwargs["exclude"]):
+                named[name].add_(0.02 * torch.randn(named[name].shape, generator=g))
         quantizer = cls.make_quantizer(model, step)
         quantizer.no_optimizer()
         state = export_state(quantizer, bool(step.get("packed", cls.packed_default)))
