@@ -121,6 +121,7 @@ def test_unknown_quantizer_class_in_a_state_is_refused(random_vit, digits_file, 
     ({"method": "diffq", "min_bits": 8}, r"min_bits = 8, init_bits = 8.0"),
     ({"method": "diffq", "penalty": -1}, r"diffq.penalty = -1"),
     ({"method": "lsq", "epochs": -1}, r"lsq.epochs = -1"),
+    ({"method": "diffq", "keep": "worst"}, r"diffq.keep = 'worst' must be 'best' .* or 'last'"),
 ])
 def test_bad_qat_settings_name_the_parameter(raw_params, step, message):
     raw = copy.deepcopy(raw_params)
