@@ -54,8 +54,8 @@ class DiffQ(QATMethod):
     @classmethod
     def make_quantizer(cls, model, step):
         s, kwargs = cls.settings(step), cls.quantizer_kwargs(step)
-        bad = [(n, size) for n, size in quantized_params(model, kwargs["min_size"], kwargs["exclude"])
-               if size % int(s["group_size"])]
+        bad = [(n, p.numel()) for n, p in quantized_params(model, kwargs["min_size"], kwargs["exclude"])
+               if p.numel() % int(s["group_size"])]
         if bad:
             raise ValueError(f"step {step.get('id', cls.name)!r}: group_size = {s['group_size']} does not divide the "
                              f"{bad[0][1]} weights of {bad[0][0]}; pick a divisor of every quantized tensor's size "

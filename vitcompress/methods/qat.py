@@ -65,27 +65,20 @@ def restore(model: nn.Module, state: dict) -> nn.Module:
     return model
 
 
-def quantized_params(model: nn.Module, min_size: float, exclude: list[str]) -> list[tuple[str, int]]:
-    """(name, size) of the parameters a diffq quantizer with these settings would quantize."""
+def quantized_params(model: nn.Module, min_size: float, exclude: list[str]) -> list[tuple[str, nn.Parameter]]:
+    """(name, parameter) of the parameters a diffq quantizer with these settings would quantize (as diffq
+    picks them: above ``min_size`` MB, not matching an ``exclude`` pattern, a shared one once)."""
     min_params = min_size * 2 ** 20 // 4
-    out, seen = [], set()
-    for module_name, module in model.named_modules():
-        for name, param in module.named_parameters(recurse=False):
-            full = f"{module_name}.{name}"
-            if id(param) in seen:
-                continue
-            seen.add(id(param))
-            if param.numel() > min_params and not any(fnmatch(full, p) or fnmatch(name, p) for p in exclude):
-                out.append((full, param.numel()))
-    return out
+    return [(name, param) for name, param in model.named_parameters()
+            if param.numel() > min_params and not any(fnmatch(name, p) or fnmatch(name.rsplit(".", 1)[-1], p)
+                                                      for p in exclude)]
 
 
-def constant_params(model: nn.Module, min_size: float, exclude: list[str]) -> list[str]:
-    """Names of the parameters to be quantized that hold one value throughout (a zero-initialised bias):
-    LSQ's step size (from the mean |w|) and DiffQ's min-max range are then 0, and the levels NaN."""
-    named = dict(model.named_parameters())
-    names = [name.lstrip(".") for name, _ in quantized_params(model, min_size, exclude)]
-    return [n for n in names if named[n].numel() and bool((named[n] == named[n].flatten()[0]).all())]
+def constant_params(model: nn.Module, min_size: float, exclude: list[str]) -> list[tuple[str, nn.Parameter]]:
+    """The parameters to be quantized that hold one value throughout (a zero-initialised bias): LSQ's step
+    size (from the mean |w|) and DiffQ's min-max range are then 0, and the levels NaN."""
+    return [(name, p) for name, p in quantized_params(model, min_size, exclude)
+            if p.numel() and bool((p == p.flatten()[0]).all())]
 
 
 class QATMethod(Method):
@@ -136,12 +129,12 @@ class QATMethod(Method):
                              f"quantized; put {step['id']!r} right after a float step in the chain.")
         model = parent.build().to(ctx.device)
         kwargs = self.quantizer_kwargs(step)
-        constant = constant_params(model, kwargs["min_size"], kwargs["exclude"])
+        constant = [name for name, _ in constant_params(model, kwargs["min_size"], kwargs["exclude"])]
         if constant:
+            more = f" ({len(constant) - 1} more like it: {', '.join(constant[1:4])}{', ...' * (len(constant) > 4)})"
             raise ValueError(f"step {step['id']!r} ({self.name}): {constant[0]} holds a single value, which diffq "
                              f"cannot quantize (its range is 0); add it to the step's `exclude`"
-                             + (f" ({len(constant) - 1} more like it: {', '.join(constant[1:4])}"
-                                f"{', ...' if len(constant) > 4 else ''})." if len(constant) > 1 else "."))
+                             f"{more if len(constant) > 1 else ''}.")
         holder: dict = {}
 
         def setup_optimizer(opt):  # diffq wants the optimizer made first, then the quantizer
@@ -175,11 +168,10 @@ class QATMethod(Method):
     @classmethod
     def untrained_quantized(cls, model, step):
         kwargs = cls.quantizer_kwargs(step)
-        named = dict(model.named_parameters())
         g = torch.Generator().manual_seed(0)
         with torch.no_grad():  # random weights: give zero-initialised tensors a range too, as training would
-            for name in constant_params(model, kwargs["min_size"], kwargs["exclude"]):
-                named[name].add_(0.02 * torch.randn(named[name].shape, generator=g))
+            for _, p in constant_params(model, kwargs["min_size"], kwargs["exclude"]):
+                p.add_(0.02 * torch.randn(p.shape, generator=g))
         quantizer = cls.make_quantizer(model, step)
         quantizer.no_optimizer()
         state = export_state(quantizer, bool(step.get("packed", cls.packed_default)))
