@@ -47,6 +47,19 @@ def test_a_checkpoint_that_runs_code_is_refused(tmp_path):
     assert not os.path.exists("/tmp/vitcompress-pwned")
 
 
+@pytest.mark.parametrize("compress", ["none", "zlib", "xz"])
+def test_compressed_artifacts_reload_the_same_weights(tmp_path, compress):
+    state = create(ARCH).state_dict()
+    Artifact(ARCH, state, meta={"compress": compress}).save(tmp_path / "m.pt")
+    loaded = Artifact.load(tmp_path / "m.pt")
+    assert loaded.meta["compress"] == compress and state.keys() == loaded.state_dict.keys()
+    assert all(torch.equal(state[k], loaded.state_dict[k]) for k in state)
+    data = (tmp_path / "m.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ArtifactError, match="corrupt or truncated"):
+        Artifact.load(tmp_path / "cut.pt")
+
+
 def test_truncated_and_foreign_checkpoints_are_clear_errors(tmp_path):
     Artifact(ARCH, create(ARCH).state_dict()).save(tmp_path / "m.pt")
     data = (tmp_path / "m.pt").read_bytes()

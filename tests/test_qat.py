@@ -73,24 +73,30 @@ def test_diffq_size_penalty_buys_fewer_bits(random_vit, digits_file, tmp_path):
     assert predictions(model, digits_file, random_vit.arch).isfinite().all()
 
 
-def test_diffq_stores_bytes_per_level_zlib_compressed_as_diffq_measures(random_vit, digits_file, tmp_path):
+def test_diffq_stores_bytes_per_level_compressed(random_vit, digits_file, tmp_path):
     settings = {"min_size": 0.002, "group_size": 8, "bits_lr": 0.2, "init_bits": 4.0, "penalty": 100.0}
     art = run("diffq", settings, random_vit, digits_file)
-    assert art.quantized["meta"]["packed"] is False and art.meta["zlib"] is True
+    assert art.quantized["meta"]["packed"] is False and art.meta["compress"] == "xz"
     assert art.meta["steps"][-1]["training"]["kept"] == "last"
     levels = art.quantized["quantized"][0][0]
     assert levels.dtype == torch.uint8 and levels.shape[1] == 8  # one byte per weight, a row per group
-    art.save(tmp_path / "bytes.pt")
+    art.save(tmp_path / "xz.pt")
+    art.save(tmp_path / "zlib.pt", compress="zlib")
+    art.save(tmp_path / "plain.pt", compress="none")
     packed = run("diffq", {**settings, "packed": True}, random_vit, digits_file)
-    packed.save(tmp_path / "packed.pt")
+    packed.save(tmp_path / "packed.pt", compress="zlib")
     assert packed.quantized["meta"]["packed"] is True
-    # the same levels either way; zlib finds their skew in whole bytes, not in bit planes
-    a, b = Artifact.load(tmp_path / "bytes.pt").build(), Artifact.load(tmp_path / "packed.pt").build()
-    assert torch.equal(predictions(a, digits_file, random_vit.arch), predictions(b, digits_file, random_vit.arch))
-    assert (tmp_path / "bytes.pt").stat().st_size < (tmp_path / "packed.pt").stat().st_size
-    # the file is diffq's own zlib-compressed size, plus the artifact's few hundred bytes of bookkeeping
+    # the same levels in every form
+    expected = predictions(art.build(), digits_file, random_vit.arch)
+    for form in ("xz", "zlib", "plain", "packed"):
+        model = Artifact.load(tmp_path / f"{form}.pt").build()
+        assert torch.equal(predictions(model, digits_file, random_vit.arch), expected), form
+    size = {form: (tmp_path / f"{form}.pt").stat().st_size for form in ("xz", "zlib", "plain", "packed")}
+    # zlib finds the levels' skew in whole bytes, not in bit planes; xz finds more of it
+    assert size["xz"] < size["zlib"] < size["packed"] < size["plain"]
+    # the zlib file is diffq's own zlib-compressed size, plus the artifact's few hundred bytes of bookkeeping
     diffq_compressed = art.meta["steps"][-1]["diffq_compressed_mb"] * 2 ** 20
-    assert diffq_compressed < (tmp_path / "bytes.pt").stat().st_size < diffq_compressed + 4096
+    assert diffq_compressed < size["zlib"] < diffq_compressed + 4096
 
 
 def test_diffq_group_size_must_divide_every_quantized_tensor(random_vit, digits_file):
@@ -122,6 +128,7 @@ def test_unknown_quantizer_class_in_a_state_is_refused(random_vit, digits_file, 
     ({"method": "diffq", "penalty": -1}, r"diffq.penalty = -1"),
     ({"method": "lsq", "epochs": -1}, r"lsq.epochs = -1"),
     ({"method": "diffq", "keep": "worst"}, r"diffq.keep = 'worst' must be 'best' .* or 'last'"),
+    ({"method": "diffq", "compress": "gzip"}, r"diffq.compress = 'gzip': use one of none, zlib, xz"),
 ])
 def test_bad_qat_settings_name_the_parameter(raw_params, step, message):
     raw = copy.deepcopy(raw_params)

@@ -11,13 +11,15 @@ An artifact is a plain dictionary of tensors and JSON-like values:
                 its quantizer class is stored by name, so it too is plain tensors and values
 
 so it loads with ``torch.load(weights_only=True)``: a file that would need to unpickle anything else
-is refused.
+is refused. A step may store its artifact compressed (``meta["compress"]``: zlib or xz), behind a header
+that names the compressor; loading recognises each form.
 """
 from __future__ import annotations
 
 import contextlib
 import io
 import json
+import lzma
 import os
 import pickle
 import tempfile
@@ -30,8 +32,14 @@ import torch
 import torch.nn as nn
 
 FORMAT = "vitcompress.artifact/1"
-OWN_META = ("zlib", "diffq_size_estimate_mb")  # describe one file, not what a child step makes of it
-ZLIB_MAGIC = b"VCZLIB1\n"  # a zlib-compressed artifact: this header, then zlib(torch.save(payload))
+OWN_META = ("compress", "diffq_size_estimate_mb")  # describe one file, not what a child step makes of it
+# A compressed artifact is a header naming the compressor, then the compressed torch.save bytes.
+COMPRESSORS = {
+    "zlib": (b"VCZLIB1\n", lambda data: zlib.compress(data, 9), zlib.decompress),
+    "xz": (b"VCLZMA1\n", lambda data: lzma.compress(data, check=lzma.CHECK_CRC32), lzma.decompress),
+}
+MAGIC_LEN = 8
+assert all(len(magic) == MAGIC_LEN for magic, _, _ in COMPRESSORS.values())
 
 
 def buffers_only(model: nn.Module) -> dict:
@@ -123,11 +131,14 @@ class Artifact:
         inherited = {k: v for k, v in self.meta.items() if k not in OWN_META}
         return Artifact(self.arch, model.state_dict(), transforms, {**inherited, **meta})
 
-    def save(self, path: str | Path, compress: bool | None = None) -> None:
-        """Write atomically. ``compress`` (default: the artifact's ``meta["zlib"]``) stores it
-        zlib-compressed, the way DiffQ reports model sizes; :meth:`load` reads both."""
+    def save(self, path: str | Path, compress: str | None = None) -> None:
+        """Write atomically. ``compress`` (default: the artifact's ``meta["compress"]``, else ``"none"``):
+        ``"zlib"`` or ``"xz"`` stores it compressed (quantized levels that few bits describe), ``"none"`` as
+        torch.save writes it; :meth:`load` reads every form."""
         if compress is None:
-            compress = bool(self.meta.get("zlib", False))
+            compress = self.meta.get("compress") or "none"
+        if compress != "none" and compress not in COMPRESSORS:
+            raise ValueError(f"compress = {compress!r}: use none, {', '.join(COMPRESSORS)}")
         payload = {
             "format": FORMAT,
             "arch": self.arch,
@@ -143,7 +154,10 @@ class Artifact:
         torch.save(payload, buf)
         data = buf.getvalue()
         with atomic_path(path) as tmp:
-            tmp.write_bytes(ZLIB_MAGIC + zlib.compress(data, 9) if compress else data)
+            if compress != "none":
+                magic, pack, _ = COMPRESSORS[compress]
+                data = magic + pack(data)
+            tmp.write_bytes(data)
 
     @classmethod
     def load(cls, path: str | Path) -> "Artifact":
@@ -152,15 +166,16 @@ class Artifact:
             raise ArtifactError(f"{path}: no such artifact; run the workflow step that makes it.")
         try:
             with path.open("rb") as fh:
-                compressed = fh.read(len(ZLIB_MAGIC)) == ZLIB_MAGIC
-                source = io.BytesIO(zlib.decompress(fh.read())) if compressed else path
+                head = fh.read(MAGIC_LEN)
+                unpack = next((unpack for magic, _, unpack in COMPRESSORS.values() if head == magic), None)
+                source = io.BytesIO(unpack(fh.read())) if unpack else path
             payload = torch.load(source, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as exc:
             raise ArtifactError(
                 f"{path}: refused to load: the file asks to run code on load (not a plain tensor checkpoint). "
                 f"Only load artifacts this project wrote. Detail: {str(exc).splitlines()[0]}"
             ) from None
-        except (RuntimeError, EOFError, OSError, ValueError, zlib.error) as exc:
+        except (RuntimeError, EOFError, OSError, ValueError, zlib.error, lzma.LZMAError) as exc:
             raise ArtifactError(
                 f"{path}: corrupt or truncated checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
                 f"delete it and re-run the workflow to rebuild it."

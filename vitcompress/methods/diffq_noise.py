@@ -5,11 +5,12 @@ number of bits, and the loss adds ``penalty`` x the quantizer's differentiable m
 (MB), so training trades accuracy for bits. At the end the weights are truly quantized with the
 rounded bit widths. ``group_size`` weights share one bit width (it must divide every quantized
 tensor); ``min_bits``/``max_bits``/``init_bits`` bound and start the search; ``bits_lr`` is the learning rate
-of the bit widths (diffq's default 1e-3). The artifact is stored the way diffq's own
-``compressed_model_size`` measures a model: the unpacked quantized state (one byte per level, see
-:mod:`vitcompress.methods.qat`), zlib-compressed. zlib finds the skew of the levels (most weights sit
-near the middle of their range) in whole bytes, not in diffq's bit packing, whose bit planes it cannot
-model; ``packed: true`` / ``zlib: false`` store the other forms. The fine-tuning keeps its last epoch
+of the bit widths (diffq's default 1e-3). The artifact is the unpacked quantized state (one byte
+per level, see :mod:`vitcompress.methods.qat`), xz-compressed: most weights sit near the middle of
+their range, a skew a compressor finds in whole bytes but not in diffq's bit packing, whose bit planes
+it cannot model. diffq's own ``compressed_model_size`` measures the same bytes with zlib, which leaves
+them larger (its figure is logged, and kept in the step record, beside the artifact's). ``compress: zlib | none`` and
+``packed: true`` store the other forms. The fine-tuning keeps its last epoch
 (``keep: last``): the loss trades accuracy for size, so the most accurate epoch is the one that traded least.
 """
 from __future__ import annotations
@@ -26,7 +27,7 @@ DEFAULTS = {"penalty": 1.0, "group_size": 8, "min_bits": 2, "max_bits": 15, "ini
 @register
 class DiffQ(QATMethod):
     name = "diffq"
-    zlib_default = True  # as diffq's compressed_model_size: zlib of the unpacked state
+    compress_default = "xz"  # diffq's compressed_model_size zlib-compresses the same bytes; xz is smaller
     packed_default = False
     keep_default = "last"  # the most accurate epoch is the one with the most bits
     keys = {**QATMethod.keys, "penalty": (int, float), "group_size": int, "min_bits": int,

@@ -6,8 +6,9 @@ forward and restores the float weights after. The step fine-tunes the parent mod
 project's training loop (the quantizer adds its own parameter group to the optimizer), then stores
 diffq's quantized state (``get_quantized_state``: bit-packed, or with ``packed: false`` one byte
 per level, the form diffq's own ``compressed_model_size`` zlib-compresses) as the artifact's
-``quantized`` entry. The only change to diffq's format: the quantizer class is stored by name
-(``"LSQ"``, ``"DiffQuantizer"``) instead of as a pickled class, so the file loads with
+``quantized`` entry, the file compressed as the step's ``compress`` says (none, zlib or xz). The
+only change to diffq's format: the quantizer class is stored by name (``"LSQ"``,
+``"DiffQuantizer"``) instead of as a pickled class, so the file loads with
 ``torch.load(weights_only=True)`` like every other artifact and never runs code.
 
 Loading re-creates the quantizer on the fresh architecture, restores the state and *detaches* it:
@@ -24,13 +25,14 @@ import torch.nn as nn
 from diffq import DiffQuantizer, LSQ
 from diffq.base import BaseQuantizer
 
-from vitcompress.artifacts import Artifact, buffers_only
+from vitcompress.artifacts import COMPRESSORS, Artifact, buffers_only
 from vitcompress.methods.base import Method, StepContext
 from vitcompress.train import summary
 
 log = logging.getLogger("vitcompress")
 
 QUANTIZERS: dict[str, type[BaseQuantizer]] = {"LSQ": LSQ, "DiffQuantizer": DiffQuantizer}
+COMPRESS = ("none", *COMPRESSORS)
 
 
 def export_state(quantizer: BaseQuantizer, packed: bool = True) -> dict:
@@ -84,9 +86,9 @@ def constant_params(model: nn.Module, min_size: float, exclude: list[str]) -> li
 class QATMethod(Method):
     """Fine-tune the parent model under a diffq quantizer; the artifact is the quantized state."""
 
-    keys = {"epochs": int, "min_size": (int, float), "float16": bool, "exclude": list, "zlib": bool, "keep": str,
-            "packed": bool}
-    zlib_default = False  # store the artifact zlib-compressed (step key `zlib`)
+    keys = {"epochs": int, "min_size": (int, float), "float16": bool, "exclude": list, "compress": str,
+            "keep": str, "packed": bool}
+    compress_default = "none"  # store the artifact compressed (step key `compress`): none | zlib | xz
     packed_default = True  # store diffq's bit-packed levels, else one byte per level (step key `packed`)
     keep_default = "best"  # which fine-tuning epoch the artifact keeps (step key `keep`): best | last
 
@@ -99,6 +101,10 @@ class QATMethod(Method):
             raise ConfigError(f"params.yaml: {where}.epochs = {step['epochs']!r} must be >= 0.")
         if step.get("min_size", 0.0) < 0:
             raise ConfigError(f"params.yaml: {where}.min_size = {step['min_size']!r} (MB) must be >= 0.")
+        if step.get("compress", cls.compress_default) not in COMPRESS:
+            raise ConfigError(f"params.yaml: {where}.compress = {step['compress']!r}: use one of "
+                              f"{', '.join(COMPRESS)} (xz: the smallest file; zlib: what diffq's own "
+                              f"compressed_model_size measures).")
         if step.get("keep", cls.keep_default) not in ("best", "last"):
             raise ConfigError(f"params.yaml: {where}.keep = {step['keep']!r} must be 'best' (the epoch with the "
                               f"best validation accuracy) or 'last' (the last epoch).")
@@ -153,17 +159,22 @@ class QATMethod(Method):
         compressed = float(quantizer.compressed_model_size(compress_level=9, num_workers=1))
         state = export_state(quantizer, bool(step.get("packed", self.packed_default)))
         quantizer.detach()
-        log.info("%s: diffq's own size estimate %.4f MB, zlib-compressed %.4f MB", step["id"], estimate, compressed)
+        log.info("%s: diffq's own size estimate %.4f MB, zlib-compressed %.4f MB (artifact compression: %s)", step["id"],
+                 estimate, compressed, self.compression(step))
         steps = parent.meta.get("steps", []) + [{"id": step["id"], "method": self.name, "training": summary(history),
                                                  "diffq_size_estimate_mb": estimate,
                                                  "diffq_compressed_mb": compressed}]
-        meta = {**parent.meta, "steps": steps, "diffq_size_estimate_mb": estimate,
-                "zlib": bool(step.get("zlib", self.zlib_default))}
+        meta = {**parent.meta, "steps": steps, "diffq_size_estimate_mb": estimate, "compress": self.compression(step)}
         return Artifact(parent.arch, buffers_only(model), list(parent.transforms), meta, quantized=state)
 
     @classmethod
+    def compression(cls, step) -> str:
+        """The artifact's compressor (``Artifact.save``'s ``compress``): none, zlib or xz."""
+        return str(step.get("compress", cls.compress_default))
+
+    @classmethod
     def untrained_meta(cls, step):
-        return {"zlib": bool(step.get("zlib", cls.zlib_default))}
+        return {"compress": cls.compression(step)}
 
     @classmethod
     def untrained_quantized(cls, model, step):
