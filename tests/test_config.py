@@ -58,6 +58,11 @@ def test_step_train_settings_merge_profile_dataset_and_step(raw_params):
     prof = resolve(raw)
     assert prof.step_cfg("lsq", "digits")["epochs"] == 9
     assert prof.step_cfg("lsq", "digit_pairs")["epochs"] == demo["steps"]["lsq"]["epochs"] != 7
+    # ... also when the step leaves `epochs` at its method's default; a training step has no step-level one
+    del demo["steps"]["lsq"]["epochs"]
+    prof = resolve(raw)
+    assert prof.step_cfg("lsq", "digits")["epochs"] == 9 and "epochs" not in prof.step_cfg("lsq", "digit_pairs")
+    assert "epochs" not in prof.step_cfg("vit", "digit_pairs")
     demo["steps"]["vit"]["train_overrides"] = {"mnist": {"lr": 0.1}}
     with pytest.raises(ConfigError, match=r"steps.vit.train_overrides.mnist: 'mnist' is not a known dataset"):
         resolve(raw)

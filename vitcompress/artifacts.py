@@ -38,8 +38,8 @@ COMPRESSORS = {
     "zlib": (b"VCZLIB1\n", lambda data: zlib.compress(data, 9), zlib.decompress),
     "xz": (b"VCLZMA1\n", lambda data: lzma.compress(data, check=lzma.CHECK_CRC32), lzma.decompress),
 }
-MAGIC_LEN = 8
-assert all(len(magic) == MAGIC_LEN for magic, _, _ in COMPRESSORS.values())
+COMPRESSIONS = ("none", *COMPRESSORS)  # what ``Artifact.save``'s ``compress`` (and a step's) may say
+MAGIC_LEN = 8  # every header above is 8 bytes
 
 
 def buffers_only(model: nn.Module) -> dict:
@@ -137,8 +137,8 @@ class Artifact:
         torch.save writes it; :meth:`load` reads every form."""
         if compress is None:
             compress = self.meta.get("compress") or "none"
-        if compress != "none" and compress not in COMPRESSORS:
-            raise ValueError(f"compress = {compress!r}: use none, {', '.join(COMPRESSORS)}")
+        if compress not in COMPRESSIONS:
+            raise ValueError(f"compress = {compress!r}: use one of {', '.join(COMPRESSIONS)}")
         payload = {
             "format": FORMAT,
             "arch": self.arch,

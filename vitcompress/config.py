@@ -48,6 +48,13 @@ def row_labels(row: dict, settings: dict, resolved: dict | None = None) -> dict:
     return {key: fill_label(row[key], values) for key in ("model", "method")}
 
 
+def _takes_step_epochs(method: str) -> bool:
+    """Whether a method fine-tunes for a step-level ``epochs`` (QAT, pruning) instead of ``train.epochs``."""
+    from vitcompress.methods import METHODS  # local: methods import torch
+
+    return method in METHODS and "epochs" in METHODS[method].keys
+
+
 def load_schema() -> dict:
     text = resources.files("vitcompress").joinpath("schemas/params.schema.yaml").read_text()
     return yaml.safe_load(text)
@@ -219,7 +226,7 @@ class Profile:
         own_overrides = step.pop("train_overrides", {})
         if dataset is not None:
             train.update(own_overrides.get(dataset, {}))
-            if "epochs" in step and "epochs" in own_overrides.get(dataset, {}):
+            if "epochs" in own_overrides.get(dataset, {}) and _takes_step_epochs(step["method"]):
                 step["epochs"] = own_overrides[dataset]["epochs"]
         step["train"] = train
         if "model" in step:

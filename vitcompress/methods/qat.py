@@ -25,14 +25,13 @@ import torch.nn as nn
 from diffq import DiffQuantizer, LSQ
 from diffq.base import BaseQuantizer
 
-from vitcompress.artifacts import COMPRESSORS, Artifact, buffers_only
+from vitcompress.artifacts import COMPRESSIONS, Artifact, buffers_only
 from vitcompress.methods.base import Method, StepContext
 from vitcompress.train import summary
 
 log = logging.getLogger("vitcompress")
 
 QUANTIZERS: dict[str, type[BaseQuantizer]] = {"LSQ": LSQ, "DiffQuantizer": DiffQuantizer}
-COMPRESS = ("none", *COMPRESSORS)
 
 
 def export_state(quantizer: BaseQuantizer, packed: bool = True) -> dict:
@@ -101,9 +100,9 @@ class QATMethod(Method):
             raise ConfigError(f"params.yaml: {where}.epochs = {step['epochs']!r} must be >= 0.")
         if step.get("min_size", 0.0) < 0:
             raise ConfigError(f"params.yaml: {where}.min_size = {step['min_size']!r} (MB) must be >= 0.")
-        if step.get("compress", cls.compress_default) not in COMPRESS:
+        if step.get("compress", cls.compress_default) not in COMPRESSIONS:
             raise ConfigError(f"params.yaml: {where}.compress = {step['compress']!r}: use one of "
-                              f"{', '.join(COMPRESS)} (xz: the smallest file; zlib: what diffq's own "
+                              f"{', '.join(COMPRESSIONS)} (xz: the smallest file; zlib: what diffq's own "
                               f"compressed_model_size measures).")
         if step.get("keep", cls.keep_default) not in ("best", "last"):
             raise ConfigError(f"params.yaml: {where}.keep = {step['keep']!r} must be 'best' (the epoch with the "
