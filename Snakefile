@@ -7,9 +7,20 @@
 #   snakemake --report reports/report.html                      # after a run: one self-contained HTML report
 #
 # params.yaml is the single source of truth; it is validated before any job starts.
+import sys
+
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version
 
 min_version("8.0")
+sys.path.insert(0, workflow.basedir)
+
+from vitcompress.config import ConfigError, read_params
+
+try:  # Snakemake's own reading would only say "not valid JSON or YAML": name the line and column
+    read_params("params.yaml")
+except ConfigError as _err:
+    raise WorkflowError(str(_err)) from None
 
 
 configfile: "params.yaml"

@@ -6,7 +6,8 @@ sys.path.insert(0, workflow.basedir)
 from snakemake.exceptions import WorkflowError
 
 from vitcompress.config import CHAIN_SEP, ConfigError, resolve, split_chain
-from vitcompress.workflow import DeviceError, resolve_device
+from vitcompress.preflight import preflight
+from vitcompress.workflow import VARIANTS, DeviceError, resolve_device, variant_step
 
 # With a cluster executor (profiles/slurm sets `submit_only`) this process only submits jobs: the GPU a
 # job asks for is on the node that runs it, and every job checks its device when it starts.
@@ -15,6 +16,9 @@ SUBMIT_ONLY = bool(config.get("submit_only", False))
 try:
     P = resolve(config)
     DEVICE = resolve_device(config.get("device", "auto"), check_visible=not SUBMIT_ONLY)
+    # Every model of every row built (shapes only), each method's conditions, the files a run needs:
+    # a mistake in the last row stops the run now, not after hours of earlier jobs.
+    preflight(P, cache_dir=".snakemake/vitcompress")
 except (ConfigError, DeviceError) as _err:
     raise WorkflowError(str(_err)) from None
 
@@ -47,7 +51,14 @@ def _workflow_cores():
 
 ALL_CORES = max(1, _workflow_cores())
 STEP_THREADS = min(ALL_CORES, int(P.raw["train"].get("threads") or ALL_CORES))
-STEP_SLOTS = min(ALL_CORES, max(STEP_THREADS, -(-ALL_CORES * STEP_THREADS // available_cpus())))
+
+
+def slots_for(threads):
+    """Scheduler slots a job of ``threads`` PyTorch threads claims: its share of the CPUs in `--cores`."""
+    return min(ALL_CORES, max(threads, -(-ALL_CORES * threads // available_cpus())))
+
+
+STEP_SLOTS = slots_for(STEP_THREADS)
 # What speed depends on. It is a param of the timing rules only: a new machine re-times, never re-trains.
 FINGERPRINT = fingerprint(P.measure["cpu_threads"], P.measure.get("gpu", True))
 
@@ -113,10 +124,10 @@ def bench_params(wildcards):
 # beside its own model, for a side-by-side speed-up.
 BASELINE_CHAIN = CHAIN_SEP.join(P.rows[0]["chain"])
 ROW_FILES = [row_file(d, r["id"]) for d in P.datasets for r in P.rows]
-REPORT_FILES = ["reports/tables.md", "reports/tables.tex", "reports/metrics.csv", "reports/metrics.json",
+REPORT_FILES = ["reports/tables.md", "reports/tables.tex", "reports/metrics.csv", "reports/metrics",
                 "reports/jobs.csv"]
-# Snakemake's benchmark of every training/compression job: wall time and peak memory (max RSS).
-STEP_BENCHMARKS = [f"{LOGS}/{d}/{c}/step.benchmark.tsv" for d in P.datasets for c in P.chains()]
+# Wall time and peak memory (max RSS) of every training/compression job, as its worker measured them.
+STEP_RESOURCES = [f"{LOGS}/{d}/{c}/step.resources.tsv" for d in P.datasets for c in P.chains()]
 # Figures: the study's Figure 3 (importance histogram) for every gate-training chain and data set.
 GATE_CHAINS = [c for c in P.chains() if P.steps[split_chain(c)[-1]]["method"] == "prune_gates"]
 PRUNE_FIGURES = [f"reports/figures/prune_importance_{d}_{c}.png" for d in P.datasets for c in GATE_CHAINS]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from vitcompress.data import DataError, PreparedData, _digits, describe, load_source, prepare
+from vitcompress.data import DataError, PreparedData, UnsafeFileError, _digits, describe, load_source, prepare
 
 
 def test_digits_split_is_seeded_disjoint_and_stratified():
@@ -110,6 +110,58 @@ def test_fake_cifar_fails_checksum_verification(tmp_path):
     _write_fake_cifar10(tmp_path / "c")
     with pytest.raises(DataError, match="not found or corrupt"):
         load_source({"source": "cifar10", "root": str(tmp_path / "c"), "download": False, "verify_checksums": True})
+
+
+class _RunsCode:
+    """Unpickling this calls a function of the os module (here: creating a marker file)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.mark.parametrize("verify", [False, True])
+@pytest.mark.parametrize("victim", ["test_batch", "batches.meta", "data_batch_3"])
+def test_cifar_file_that_would_run_code_is_refused_as_unsafe_and_never_runs(tmp_path, victim, verify):
+    folder = _write_fake_cifar10(tmp_path / "c")
+    marker = tmp_path / "ran"
+    with open(folder / victim, "wb") as f:
+        pickle.dump({"data": _RunsCode(marker), "labels": [0], "label_names": _RunsCode(marker)}, f, protocol=2)
+    cfg = {"source": "cifar10", "root": str(tmp_path / "c"), "val_size": 5, "download": False,
+           "verify_checksums": verify}
+    with pytest.raises(DataError) as info:
+        load_source(cfg)
+    assert not marker.exists()
+    if not verify:  # with checksums on, the md5 check refuses it before it is read
+        assert isinstance(info.value, UnsafeFileError)
+        assert "refused as unsafe" in str(info.value) and victim in str(info.value) and "system" in str(info.value)
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_cifar_batches_of_every_pickle_protocol_are_read(tmp_path, protocol):
+    """The safe reader admits what numpy itself writes: Python 2's layout (protocol 2) and numpy 2's
+    out-of-band buffers (protocol 5), bytes file names included."""
+    folder = _write_fake_cifar10(tmp_path / "c")
+    data = np.arange(4 * 3072, dtype=np.uint8).reshape(4, 3072)
+    with open(folder / "test_batch", "wb") as f:
+        pickle.dump({"batch_label": "testing batch 1 of 1", "labels": [1, 2, 3, np.int64(4)], "data": data,
+                     "filenames": [b"a.png"] * 4}, f, protocol=protocol)
+    splits, _ = load_source({"source": "cifar10", "root": str(tmp_path / "c"), "val_size": 5, "download": False,
+                             "verify_checksums": False})
+    assert np.array_equal(splits["test"][0].reshape(4, -1), data) and list(splits["test"][1]) == [1, 2, 3, 4]
+
+
+def test_a_truncated_cifar_batch_is_called_corrupt_and_named(tmp_path):
+    folder = _write_fake_cifar10(tmp_path / "c")
+    (folder / "data_batch_2").write_bytes((folder / "data_batch_2").read_bytes()[:100])
+    with pytest.raises(DataError, match="data_batch_2: corrupt") as info:
+        load_source({"source": "cifar10", "root": str(tmp_path / "c"), "val_size": 5, "download": False,
+                     "verify_checksums": False})
+    assert not isinstance(info.value, UnsafeFileError)
 
 
 def _write_imagefolder(root, classes=("cat", "dog"), n=6):

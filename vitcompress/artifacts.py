@@ -31,6 +31,8 @@ from typing import Iterator
 import torch
 import torch.nn as nn
 
+from vitcompress.errors import ArtifactError  # noqa: F401  (re-exported)
+
 FORMAT = "vitcompress.artifact/1"
 OWN_META = ("compress", "diffq_size_estimate_mb")  # describe one file, not what a child step makes of it
 # A compressed artifact is a header naming the compressor, then the compressed torch.save bytes.
@@ -46,10 +48,6 @@ def buffers_only(model: nn.Module) -> dict:
     """The model's state dict without its parameters (for artifacts whose quantized state holds those)."""
     params = {name for name, _ in model.named_parameters()}
     return {k: v for k, v in model.state_dict().items() if k not in params}
-
-
-class ArtifactError(RuntimeError):
-    """An artifact file is missing, corrupt, truncated or not safe to load."""
 
 
 @contextlib.contextmanager

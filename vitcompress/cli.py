@@ -7,10 +7,12 @@ import json
 import sys
 
 EPILOG = """examples:
-  vitcompress validate                    check params.yaml (all profiles) and print the jobs' cells
+  vitcompress validate                    check params.yaml (all profiles), build every row's models
+                                          (shapes only) and print the jobs' cells
   vitcompress validate --profile paper    the same for one profile
   vitcompress methods                     list the compression methods a step can use
   vitcompress fingerprint                 what the speed measurements on this machine depend on
+  vitcompress smoke-files                 hand-made CIFAR and weights files for the paper_smoke profile
 
 run the pipeline:
   make demo                                            offline demo profile, CPU is enough
@@ -22,8 +24,11 @@ run the pipeline:
 def _validate(args) -> int:
     from vitcompress.config import ConfigError, load_params
 
+    from vitcompress.preflight import preflight
+
     try:
         prof = load_params(args.params, {"profile": args.profile} if args.profile else None)
+        preflight(prof)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
@@ -50,6 +55,20 @@ def _fingerprint(args) -> int:
     return 0
 
 
+def _smoke_files(args) -> int:
+    from vitcompress.config import ConfigError, load_params
+    from vitcompress.smoke import write_profile_files
+
+    try:
+        prof = load_params(args.params, {"profile": args.profile})
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    for path in write_profile_files(prof):
+        print(f"wrote {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vitcompress", description=__doc__, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -60,6 +79,11 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=_validate)
     p = sub.add_parser("methods", help="list the methods a step can use")
     p.set_defaults(func=_methods)
+    p = sub.add_parser("smoke-files", help="write the hand-made CIFAR files and timm weights files a smoke "
+                                           "profile reads (random data: for running the code paths, not results)")
+    p.add_argument("--params", default="params.yaml", help="path to params.yaml (default: %(default)s)")
+    p.add_argument("--profile", default="paper_smoke", help="the profile whose files to write (default: %(default)s)")
+    p.set_defaults(func=_smoke_files)
     p = sub.add_parser("fingerprint", help="print this machine's hardware fingerprint")
     p.add_argument("--threads", type=int, default=1, help="CPU threads the timings use (default: %(default)s)")
     p.set_defaults(func=_fingerprint)

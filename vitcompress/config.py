@@ -14,9 +14,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-
-class ConfigError(ValueError):
-    """params.yaml is wrong; the message says where and how to fix it."""
+from vitcompress.errors import ConfigError, NotInProfile  # noqa: F401  (re-exported)
 
 
 CHAIN_SEP = "+"
@@ -81,10 +79,54 @@ def _schema_message(err: jsonschema.ValidationError) -> str:
     return f"params.yaml: {where}{shown}: {err.message}."
 
 
+def deep_merge(base: dict, over: dict) -> dict:
+    """``base`` with ``over`` laid on top: mappings merge key by key, anything else (lists, values) is replaced."""
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def expand_profiles(raw: dict) -> dict:
+    """Every profile with ``extends: <other>`` becomes the other profile (itself expanded) with this
+    profile's keys merged over it (:func:`deep_merge`), so a variant ("paper, 1 epoch") is the few keys
+    that differ and cannot drift from its base. The result has no ``extends`` left."""
+    profiles = raw.get("profiles")
+    if not isinstance(profiles, dict):
+        return raw
+    done: dict = {}
+
+    def expand(name: str, seen: tuple) -> dict:
+        if name in done:
+            return done[name]
+        prof = profiles[name]
+        parent = prof.get("extends") if isinstance(prof, dict) else None
+        if parent is None:
+            done[name] = prof
+            return prof
+        where = f"params.yaml: profiles.{name}.extends = {parent!r}"
+        if not isinstance(parent, str) or parent not in profiles:
+            raise ConfigError(f"{where} is not a profile; extend one of {', '.join(p for p in profiles if p != name)}.")
+        if parent in seen:
+            raise ConfigError(f"{where} makes a cycle ({' -> '.join((*seen, parent))}); a profile cannot extend itself.")
+        own = {k: v for k, v in prof.items() if k != "extends"}
+        done[name] = deep_merge(expand(parent, (*seen, parent)), own)
+        return done[name]
+
+    out = dict(raw)
+    out["profiles"] = {name: expand(name, (name,)) for name in profiles}
+    return out
+
+
 def validate_raw(raw: dict) -> None:
-    """Validate the whole params.yaml (all profiles) against the schema, then the cross-references."""
+    """Validate the whole params.yaml (all profiles, ``extends`` expanded) against the schema, then the
+    cross-references."""
     if not isinstance(raw, dict):
         raise ConfigError("params.yaml: the file must be a mapping of keys to values.")
+    raw = expand_profiles(raw)
     validator = jsonschema.Draft202012Validator(load_schema())
     errors = sorted(validator.iter_errors(raw), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
     if errors:
@@ -96,8 +138,19 @@ def validate_raw(raw: dict) -> None:
             f"params.yaml: profile = {raw['profile']!r} is not defined; "
             f"choose one of {', '.join(raw['profiles'])} (e.g. --config profile=demo)."
         )
+    for name, ds in raw["datasets"].items():
+        _check_dataset(name, ds)
     for name in raw["profiles"]:
         _check_profile(raw, name)
+
+
+def _check_dataset(name: str, ds: dict) -> None:
+    """What the schema cannot say about a data set."""
+    split = ds.get("split")
+    if split is not None and abs(sum(split) - 1.0) > 1e-6:
+        raise ConfigError(
+            f"params.yaml: datasets.{name}.split = {split}: the train/val/test fractions sum to {sum(split):g}, "
+            f"not 1; give fractions that add up to 1 (e.g. [0.7, 0.15, 0.15]).")
 
 
 def _check_profile(raw: dict, name: str) -> None:
@@ -111,6 +164,18 @@ def _check_profile(raw: dict, name: str) -> None:
                 f"params.yaml: {base}.datasets[{i}] = {ds!r} is not a known dataset; "
                 f"define it under `datasets` (known: {', '.join(raw['datasets'])})."
             )
+    for ds in prof.get("dataset_overrides", {}):
+        if ds not in raw["datasets"]:
+            raise ConfigError(f"params.yaml: {base}.dataset_overrides.{ds}: {ds!r} is not a known dataset "
+                              f"(known: {', '.join(raw['datasets'])}).")
+        _check_dataset(f"{ds} (as {base}.dataset_overrides makes it)",
+                       deep_merge(raw["datasets"][ds], prof["dataset_overrides"][ds]))
+    scale = prof.get("image_scale", 1)
+    for ds in scale if isinstance(scale, dict) else []:
+        if ds not in raw["datasets"]:
+            raise ConfigError(
+                f"params.yaml: {base}.image_scale.{ds}: {ds!r} is not a known dataset "
+                f"(known: {', '.join(raw['datasets'])}).")
     for ds in prof.get("train_overrides", {}):
         if ds not in raw["datasets"]:
             raise ConfigError(
@@ -190,13 +255,27 @@ class Profile:
         return self.raw["measure"]
 
     def dataset_cfg(self, name: str) -> dict:
+        if name not in self.raw["_datasets"]:
+            raise NotInProfile(
+                f"data set {name!r} is not in profile {self.name!r}, whose data sets are {', '.join(self.datasets)}; "
+                f"ask for one of those, or run another profile (--config profile=...).")
         return self.raw["_datasets"][name]
+
+    def image_scale(self, dataset: str | None = None) -> int:
+        """The upsampling factor of ``dataset`` (default: the profile's first data set)."""
+        scale = self.raw.get("image_scale", 1)
+        if isinstance(scale, dict):
+            return int(scale.get(dataset or self.datasets[0], 1))
+        return int(scale)
 
     def row(self, row_id: str) -> dict:
         for row in self.raw["rows"]:
             if row["id"] == row_id:
                 return row
-        raise KeyError(row_id)
+        raise NotInProfile(
+            f"row {row_id!r} is not in profile {self.name!r}, whose rows are "
+            f"{', '.join(r['id'] for r in self.raw['rows'])}; ask for one of those, or add it under "
+            f"profiles.{self.name}.rows.")
 
     def row_settings(self, row_id: str) -> dict:
         return chain_settings(self.raw["steps"], self.row(row_id)["chain"])
@@ -218,6 +297,12 @@ class Profile:
         """A step's settings, with `train` = profile train < per-dataset override < the step's own
         < the step's own per-dataset override. Methods that fine-tune for a step-level ``epochs``
         (QAT, pruning) take it from the step's own per-dataset override too, when that sets one."""
+        if step_id not in self.raw["steps"]:
+            raise NotInProfile(
+                f"step {step_id!r} is not in profile {self.name!r}, whose steps are {', '.join(self.raw['steps'])}; "
+                f"a chain's steps are defined under profiles.{self.name}.steps.")
+        if dataset is not None:
+            self.dataset_cfg(dataset)
         step = copy.deepcopy(self.raw["steps"][step_id])
         train = copy.deepcopy(self.raw["train"])
         if dataset is not None:
@@ -232,20 +317,38 @@ class Profile:
         if "model" in step:
             step["model_cfg"] = copy.deepcopy(self.raw["models"][step["model"]])
         step["image_size"] = self.raw.get("image_size", "native")
-        step["image_scale"] = self.raw.get("image_scale", 1)
+        step["image_scale"] = self.image_scale(dataset)
         step["id"] = step_id
         return step
 
 
-def load_params(path: str | Path = "params.yaml", overrides: dict | None = None) -> Profile:
+def read_params(path: str | Path = "params.yaml") -> dict:
+    """params.yaml as a mapping. A syntax error names the file, line and column; an empty file says so."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"params file {path} not found; run from the repository root or pass its path.")
     try:
         raw = yaml.safe_load(path.read_text())
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
+        what = " ".join(str(x) for x in (exc.context, exc.problem) if x)
+        raise ConfigError(f"{path}: YAML syntax error at {where}: {what}. Fix the file there "
+                          f"(a quote, bracket or indentation).") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"params.yaml is not valid YAML: {exc}") from None
-    return resolve(raw, overrides)
+        raise ConfigError(f"{path}: not valid YAML ({exc}).") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a text file ({exc}).") from None
+    if raw is None:
+        raise ConfigError(f"{path} is empty; it must define `profile`, `datasets` and `profiles` "
+                          f"(restore it with `git checkout {path}`).")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the file must be a mapping of keys to values, not a {type(raw).__name__}.")
+    return raw
+
+
+def load_params(path: str | Path = "params.yaml", overrides: dict | None = None) -> Profile:
+    return resolve(read_params(path), overrides)
 
 
 def resolve(raw: dict, overrides: dict | None = None) -> Profile:
@@ -253,9 +356,11 @@ def resolve(raw: dict, overrides: dict | None = None) -> Profile:
     for key, value in (overrides or {}).items():
         raw[key] = value
     validate_raw(raw)
+    raw = expand_profiles(raw)
     name = raw["profile"]
     prof = copy.deepcopy(raw["profiles"][name])
-    prof["_datasets"] = {k: raw["datasets"][k] for k in prof["datasets"]}
+    prof["_datasets"] = {k: deep_merge(raw["datasets"][k], prof.get("dataset_overrides", {}).get(k, {}))
+                         for k in prof["datasets"]}
     return Profile(name=name, raw=prof, device=raw.get("device", "auto"), seed=raw.get("seed", 0))
 
 

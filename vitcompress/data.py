@@ -19,6 +19,7 @@ normalisation happen when batches are drawn, so one prepared file serves every m
 from __future__ import annotations
 
 import logging
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -26,14 +27,11 @@ import torch
 import torch.nn.functional as F
 
 from vitcompress.artifacts import atomic_path
+from vitcompress.errors import DataError, UnsafeFileError  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
-
-
-class DataError(RuntimeError):
-    """A data set cannot be prepared; the message says which files to provide."""
 
 
 # ----------------------------------------------------------------------------- sources
@@ -77,54 +75,140 @@ def _digit_pairs(cfg: dict, seed: int):
     return splits, [f"{c:02d}" for c in range(100)]
 
 
-_CIFAR_LAYOUT = {
-    "cifar10": ("cifar-10-batches-py", "data_batch_1..data_batch_5, test_batch, batches.meta"),
-    "cifar100": ("cifar-100-python", "train, test, meta"),
+# The official "python version" files: folder, training batches, test batch, meta file, label keys.
+_CIFAR_FILES = {
+    "cifar10": ("cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta",
+                "labels", "label_names"),
+    "cifar100": ("cifar-100-python", ("train",), "test", "meta", "fine_labels", "fine_label_names"),
 }
+CIFAR_LAYOUT = {k: (v[0], (*v[1], v[2], v[3])) for k, v in _CIFAR_FILES.items()}  # folder, every file
+
+
+def _numpy_globals() -> dict:
+    """The only callables a CIFAR pickle may name: numpy's array, dtype and scalar rebuilders (under
+    numpy 1's and numpy 2's module names), and the bytes decoder of protocol-2 pickles."""
+    import codecs
+
+    try:
+        from numpy._core import multiarray, numeric
+    except ImportError:  # numpy 1
+        from numpy.core import multiarray, numeric
+    rebuild = {"_reconstruct": multiarray._reconstruct, "scalar": multiarray.scalar}
+    out = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype, ("_codecs", "encode"): codecs.encode}
+    for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        out.update({(mod, name): fn for name, fn in rebuild.items()})
+    for mod in ("numpy.core.numeric", "numpy._core.numeric"):
+        out[(mod, "_frombuffer")] = numeric._frombuffer
+    return out
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    """Reads a pickle that holds only numpy arrays and plain values; any other global it names (a
+    callable that could run code: os.system, eval, ...) is refused before it is ever looked up."""
+
+    allowed: dict = {}
+
+    def find_class(self, module: str, name: str):
+        try:
+            return self.allowed[(module, name)]
+        except KeyError:
+            raise UnsafeFileError(f"names {module}.{name}") from None
+
+
+def read_pickle_safely(path: Path):
+    """Unpickle ``path`` without running code from it (CIFAR's batches are pickles)."""
+    _SafeUnpickler.allowed = _SafeUnpickler.allowed or _numpy_globals()
+    with open(path, "rb") as fh:
+        try:
+            return _SafeUnpickler(fh, encoding="latin1").load()
+        except UnsafeFileError as exc:
+            raise UnsafeFileError(
+                f"{path}: refused as unsafe: the file {exc}, which would run code when unpickled; an official "
+                f"CIFAR batch holds only numpy arrays and lists. Replace it with the official file.") from None
+        except Exception as exc:  # truncated, not a pickle, ...
+            raise DataError(f"{path}: corrupt ({type(exc).__name__}: {str(exc)[:200]}); replace it with the "
+                            f"official file.") from None
+
+
+def _text_keys(obj) -> dict:
+    if not isinstance(obj, dict):
+        raise TypeError(f"a {type(obj).__name__}, not a dict")
+    return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in obj.items()}
+
+
+def _read_cifar_folder(folder: Path, which: str):
+    """(train x, train y), (test x, test y) as NCHW uint8 / int64 arrays, and the class names."""
+    _, train_files, test_file, meta_file, label_key, names_key = _CIFAR_FILES[which]
+
+    def batch(name):
+        path = folder / name
+        entry = _text_keys(read_pickle_safely(path))
+        try:
+            x = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+            y = np.asarray(entry[label_key], dtype=np.int64).reshape(-1)
+        except (KeyError, ValueError, TypeError) as exc:
+            raise DataError(f"{path}: corrupt: not a CIFAR batch (`data` of N x 3072 bytes and `{label_key}`): "
+                            f"{type(exc).__name__}: {exc}.") from None
+        if len(x) != len(y):
+            raise DataError(f"{path}: corrupt: {len(x)} images but {len(y)} labels.")
+        return x, y
+
+    parts = [batch(f) for f in train_files]
+    train = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    test = batch(test_file)
+    try:
+        names = _text_keys(read_pickle_safely(folder / meta_file))[names_key]
+        classes = [n.decode("latin1") if isinstance(n, bytes) else str(n) for n in names]
+    except (KeyError, TypeError) as exc:
+        raise DataError(f"{folder / meta_file}: corrupt: no `{names_key}` list ({exc}).") from None
+    for split, (_, y) in (("training", train), ("test", test)):
+        if len(y) and (y.min() < 0 or y.max() >= len(classes)):
+            raise DataError(f"{folder}: {split} labels run from {y.min()} to {y.max()}, but {meta_file} names "
+                            f"{len(classes)} classes.")
+    return train, test, classes
 
 
 def _cifar(cfg: dict, seed: int, which: str):
-    import torchvision
-
-    cls = torchvision.datasets.CIFAR10 if which == "cifar10" else torchvision.datasets.CIFAR100
+    """CIFAR from its official python-version files, read with :func:`read_pickle_safely` (never
+    torchvision's plain unpickling), downloaded first through torchvision when allowed and absent."""
     root = Path(cfg.get("root", f"data/raw/{which}"))
-    folder, files = _CIFAR_LAYOUT[which]
-    if not cfg.get("verify_checksums", True):
-        # Hand-made files (tests, re-packed copies) cannot match the published md5 sums: check presence only.
-        # torchvision skips a file's md5 check when its expected sum is None; presence is still checked.
-        cls = type(cls.__name__, (cls,), {
-            "train_list": [[name, None] for name, _ in cls.train_list],
-            "test_list": [[name, None] for name, _ in cls.test_list],
-            "meta": {**cls.meta, "md5": None},
-        })
-    loaded = {}
-    for train in (True, False):
+    folder, files = CIFAR_LAYOUT[which]
+    missing = [f for f in files if not (root / folder / f).is_file()]
+    if missing and cfg.get("download", True):
+        import torchvision
+        from torchvision.datasets.utils import download_and_extract_archive
+
+        cls = torchvision.datasets.CIFAR10 if which == "cifar10" else torchvision.datasets.CIFAR100
         try:
-            ds = cls(str(root), train=train, download=False)
-        except RuntimeError:
-            ds = None
-            if cfg.get("download", True):
-                try:
-                    ds = cls(str(root), train=train, download=True)
-                except Exception as exc:  # no network, or the mirror is gone
-                    log.warning("download of %s failed: %s", which, exc)
-            if ds is None:
-                raise DataError(
-                    f"{which}: not found or corrupt under {root}/ and it could not be downloaded. "
-                    f"Provide the Python version of the data set there: {root}/{folder}/ with {files} "
-                    f"(as in the official archive), or run once with network access."
-                ) from None
-        except Exception as exc:  # unreadable pickle, wrong shapes
-            raise DataError(f"{which}: files under {root}/{folder}/ are corrupt ({exc}); replace them.") from None
-        loaded[train] = (np.asarray(ds.data).transpose(0, 3, 1, 2).copy(), np.asarray(ds.targets, dtype=np.int64))
-        classes = list(ds.classes)
-    x, y = loaded[True]
+            download_and_extract_archive(cls.url, str(root), filename=cls.filename, md5=cls.tgz_md5)
+        except Exception as exc:  # no network, or the mirror is gone
+            log.warning("download of %s failed: %s", which, exc)
+        missing = [f for f in files if not (root / folder / f).is_file()]
+    if missing:
+        raise DataError(
+            f"{which}: not found under {root}/ and it could not be downloaded ({', '.join(missing)} missing). "
+            f"Provide the Python version of the data set there: {root}/{folder}/ with {', '.join(files)} "
+            f"(as in the official archive), or run once with network access.")
+    if cfg.get("verify_checksums", True):
+        # Hand-made files (tests, re-packed copies) cannot match the published md5 sums: verify_checksums: false.
+        import torchvision
+        from torchvision.datasets.utils import check_integrity
+
+        cls = torchvision.datasets.CIFAR10 if which == "cifar10" else torchvision.datasets.CIFAR100
+        expected = {name: md5 for name, md5 in (*cls.train_list, *cls.test_list)}
+        expected[cls.meta["filename"]] = cls.meta["md5"]
+        bad = [f for f in files if not check_integrity(str(root / folder / f), expected[f])]
+        if bad:
+            raise DataError(
+                f"{which}: {', '.join(bad)} under {root / folder}/ do not match the official md5 sums (not found "
+                f"or corrupt, or a re-packed copy); replace them, or set verify_checksums: false for a copy you trust.")
+    (x, y), test, classes = _read_cifar_folder(root / folder, which)
     val_size = int(cfg.get("val_size", 5000))
     if not 0 < val_size < len(y):
         raise DataError(f"{which}: val_size = {val_size} must be between 1 and the {len(y)} training images.")
     perm = np.random.default_rng(seed).permutation(len(y))
     val, train = np.sort(perm[:val_size]), np.sort(perm[val_size:])
-    return {"train": (x[train], y[train]), "val": (x[val], y[val]), "test": loaded[False]}, classes
+    return {"train": (x[train], y[train]), "val": (x[val], y[val]), "test": test}, classes
 
 
 def _imagefolder(cfg: dict, seed: int):

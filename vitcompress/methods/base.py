@@ -14,6 +14,8 @@ from typing import Any, ClassVar
 
 import torch.nn as nn
 
+from vitcompress.errors import ConfigError
+
 
 @dataclass
 class StepContext:
@@ -39,8 +41,6 @@ class Method:
     @classmethod
     def check_step(cls, step: dict, where: str, profile: dict) -> None:
         """Raise ConfigError for a step setting this method cannot work with."""
-        from vitcompress.config import ConfigError
-
         common = {"method", "model", "train", "train_overrides"}
         for key, value in step.items():
             if key in common:
@@ -50,6 +50,11 @@ class Method:
                 raise ConfigError(f"params.yaml: unknown key '{where}.{key}' for method {cls.name!r}; allowed: {allowed}.")
             if not isinstance(value, cls.keys[key]) or isinstance(value, bool) and cls.keys[key] is not bool:
                 raise ConfigError(f"params.yaml: {where}.{key} = {value!r} has the wrong type for method {cls.name!r}.")
+
+    @classmethod
+    def check_model(cls, model: nn.Module, step: dict) -> None:
+        """Raise ValueError, saying what to change, if this step cannot work on ``model``: the root model
+        of its chain, built on the meta device (shapes only) before any job runs. Default: no condition."""
 
     @classmethod
     def step_inputs(cls, step: dict, profile) -> dict[str, str]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from diffq import DiffQuantizer
 
+from vitcompress.errors import ConfigError
 from vitcompress.methods.base import register
 from vitcompress.methods.qat import QATMethod, quantized_params
 
@@ -39,8 +40,6 @@ class DiffQ(QATMethod):
 
     @classmethod
     def check_step(cls, step, where, profile):
-        from vitcompress.config import ConfigError
-
         super().check_step(step, where, profile)
         s = cls.settings(step)
         if s["penalty"] < 0:

@@ -13,15 +13,20 @@ Training uses both heads (timm's ``set_distilled_training``); inference averages
 """
 from __future__ import annotations
 
+import logging
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from vitcompress.artifacts import Artifact
 from vitcompress.data import InputAdapter, PreparedData
+from vitcompress.errors import ConfigError
 from vitcompress.methods.base import Method, StepContext, register
 from vitcompress.models import arch_for, create
 from vitcompress.train import fit, summary
+
+log = logging.getLogger(__name__)
 
 
 class DistillationLoss:
@@ -35,7 +40,13 @@ class DistillationLoss:
         self.kind, self.lam, self.tau, self.smoothing = kind, float(lam), float(tau), float(label_smoothing)
         self.teacher_size = tuple(teacher_size) if teacher_size else None
 
+    cache: "TeacherCache | None" = None  # the teacher's logits of every augmented training image, if worth it
+
     def teacher_logits(self, x: torch.Tensor) -> torch.Tensor:
+        if self.cache is not None:
+            hit = self.cache.lookup(x)
+            if hit is not None:
+                return hit
         if self.teacher_size and tuple(x.shape[-2:]) != self.teacher_size:
             x = F.interpolate(x, size=self.teacher_size, mode="bilinear", align_corners=False)
         with torch.no_grad():
@@ -56,6 +67,59 @@ class DistillationLoss:
 
     def __call__(self, student: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.loss(student(x), self.teacher_logits(x), y)
+
+
+class TeacherCache:
+    """The frozen teacher's logits for every image the training loop can draw: each training image under
+    each of its augmentations (every shift, flipped or not), computed once before training, looked up by
+    the input's bytes. A teacher recomputes the same logits for the same input every epoch; with few
+    augmentations and many epochs (the demo: 9 shifts, 30-100 epochs) this skips most teacher passes.
+    A batch with any input not in the table falls back to the teacher."""
+
+    def __init__(self, table: dict[bytes, torch.Tensor]):
+        self.table, self.hits, self.misses = table, 0, 0
+
+    @staticmethod
+    def variants(augment: dict | None) -> list[tuple[int, int, bool]]:
+        s = int((augment or {}).get("shift", 0))
+        flips = (False, True) if (augment or {}).get("hflip") else (False,)
+        return [(dy, dx, f) for dy in range(2 * s + 1) for dx in range(2 * s + 1) for f in flips]
+
+    @classmethod
+    def worth_it(cls, augment: dict | None, epochs: int) -> bool:
+        """Caching costs one teacher pass per augmentation; training, one per epoch."""
+        return 2 * len(cls.variants(augment)) <= epochs
+
+    @classmethod
+    def build(cls, loss: "DistillationLoss", images: torch.Tensor, augment: dict | None, adapter,
+              batch_size: int = 512) -> "TeacherCache":
+        s = int((augment or {}).get("shift", 0))
+        h, w = images.shape[-2:]
+        padded = F.pad(images, (s, s, s, s))
+        table: dict[bytes, torch.Tensor] = {}
+        for dy, dx, flip in cls.variants(augment):
+            shifted = padded[..., dy:dy + h, dx:dx + w]
+            if flip:
+                shifted = shifted.flip(-1)
+            for start in range(0, len(shifted), batch_size):
+                x = adapter(shifted[start:start + batch_size])
+                logits = loss.teacher_logits(x).cpu()
+                for key, row in zip(cls._keys(x), logits):
+                    table[key] = row
+        return cls(table)
+
+    @staticmethod
+    def _keys(x: torch.Tensor) -> list[bytes]:
+        flat = x.detach().cpu().reshape(len(x), -1).numpy()
+        return [row.tobytes() for row in flat]
+
+    def lookup(self, x: torch.Tensor) -> torch.Tensor | None:
+        rows = [self.table.get(k) for k in self._keys(x)]
+        if any(r is None for r in rows):
+            self.misses += 1
+            return None
+        self.hits += 1
+        return torch.stack(rows).to(x.device)
 
 
 def make_student(arch: dict, pretrained: bool = False, pretrained_file: str | None = None) -> nn.Module:
@@ -89,8 +153,6 @@ class Distill(Method):
 
     @classmethod
     def check_step(cls, step, where, profile):
-        from vitcompress.config import ConfigError
-
         super().check_step(step, where, profile)
         if step.get("model") not in profile["models"]:
             raise ConfigError(f"params.yaml: {where}.model = {step.get('model')!r} is not a model of this profile; "
@@ -110,6 +172,13 @@ class Distill(Method):
             raise ConfigError(f"params.yaml: {where}.tau = {step['tau']!r} must be positive.")
 
     @classmethod
+    def check_model(cls, model, step):
+        if not hasattr(model, "set_distilled_training"):
+            raise ValueError(f"the student {step['model_cfg']['timm']!r} has no distillation token/head; use a "
+                             f"timm *_distilled_* model (e.g. deit_tiny_distilled_patch16_224) under "
+                             f"models.{step['model']}.timm")
+
+    @classmethod
     def step_inputs(cls, step, profile):
         return {"teacher": step["teacher"]}
 
@@ -125,8 +194,16 @@ class Distill(Method):
                                 step["train"].get("label_smoothing", 0.0), teacher_art.arch["kwargs"]["img_size"])
         _DistilledTraining(student)
         adapter = InputAdapter(data.meta, arch["kwargs"]["img_size"], ctx.device)
+        augment, epochs = step["train"].get("augment"), int(step["train"].get("epochs", 0))
+        if TeacherCache.worth_it(augment, epochs):
+            loss.cache = TeacherCache.build(loss, data.splits["train"][0], augment, adapter)
+            log.info("%s: teacher logits of %d augmented training images computed once", step["id"],
+                     len(loss.cache.table))
         history = fit(student, data, step["train"], adapter, ctx.device, ctx.seed, loss_fn=loss,
                       desc=f"{ctx.dataset}/{step['id']}")
+        if loss.cache is not None:
+            log.info("%s: %d batches used cached teacher logits, %d ran the teacher", step["id"], loss.cache.hits,
+                     loss.cache.misses)
         del student.train  # drop the instance override: back to the class's train()
         student.set_distilled_training(False)
         return Artifact(arch=arch, state_dict=student.cpu().state_dict(), transforms=[], meta={

@@ -77,6 +77,11 @@ def int8_skeleton(model: nn.Module) -> nn.Module:
 class DynamicPTQ(Method):
     name = "dynamic_ptq"
 
+    @classmethod
+    def check_model(cls, model, step):
+        if not any(isinstance(m, nn.Linear) for m in model.modules()):
+            raise ValueError("dynamic int8 quantizes nn.Linear layers, and this model has none")
+
     def run(self, ctx: StepContext) -> Artifact:
         model = quantize(ctx.parent.build())
         steps = ctx.parent.meta.get("steps", []) + [{"id": ctx.step["id"], "method": self.name}]

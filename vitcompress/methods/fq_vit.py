@@ -30,8 +30,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from vitcompress.artifacts import Artifact
+from vitcompress.errors import ConfigError
 from vitcompress.methods.base import Method, StepContext, register
-from vitcompress.models import ReplacedAttention
+from vitcompress.models import ReplacedAttention, vit_blocks
 
 log = logging.getLogger("vitcompress")
 
@@ -425,9 +426,11 @@ class FQViT(Method):
             "ema": (int, float)}
 
     @classmethod
-    def check_step(cls, step, where, profile):
-        from vitcompress.config import ConfigError
+    def check_model(cls, model, step):
+        vit_blocks(model, "FQ-ViT")
 
+    @classmethod
+    def check_step(cls, step, where, profile):
         super().check_step(step, where, profile)
         s = settings(step)
         for key in ("weight_bits", "act_bits"):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from diffq import LSQ as _LSQ
 
+from vitcompress.errors import ConfigError
 from vitcompress.methods.base import register
 from vitcompress.methods.qat import QATMethod
 
@@ -20,8 +21,6 @@ class LSQ(QATMethod):
 
     @classmethod
     def check_step(cls, step, where, profile):
-        from vitcompress.config import ConfigError
-
         super().check_step(step, where, profile)
         bits = step.get("bits", 4)
         if not 2 <= bits <= 15:

@@ -28,8 +28,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from vitcompress.artifacts import Artifact
+from vitcompress.errors import ConfigError
 from vitcompress.methods.base import Method, StepContext, register
-from vitcompress.models import ReplacedAttention
+from vitcompress.models import ReplacedAttention, vit_blocks
 from vitcompress.train import summary
 
 
@@ -124,8 +125,6 @@ class Nystrom(Method):
 
     @classmethod
     def check_step(cls, step, where, profile):
-        from vitcompress.config import ConfigError
-
         super().check_step(step, where, profile)
         if "landmarks" not in step:
             raise ConfigError(f"params.yaml: {where} needs `landmarks` (the number m of Nyström landmarks, or "
@@ -138,6 +137,16 @@ class Nystrom(Method):
         for key, low in lowest.items():
             if key in step and step[key] < low:
                 raise ConfigError(f"params.yaml: {where}.{key} = {step[key]} must be at least {low}.")
+
+    @classmethod
+    def check_model(cls, model, step):
+        vit_blocks(model, "Nyström attention")
+        n = tokens_of(model)
+        m = resolve_landmarks(step["landmarks"], n)
+        if m >= n:
+            raise ValueError(f"landmarks = {step['landmarks']!r} gives m = {m} landmarks for the model's {n} tokens: "
+                             f"m must be fewer than the tokens (m = n is exact attention, m > n is undefined); "
+                             f"choose landmarks below {n}, or a fraction such as 0.5.")
 
     @staticmethod
     def _spec(step: dict, model: nn.Module) -> dict:

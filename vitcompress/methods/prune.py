@@ -29,7 +29,9 @@ import torch.nn.functional as F
 
 from vitcompress.artifacts import Artifact
 from vitcompress.data import InputAdapter, PreparedData
+from vitcompress.errors import ConfigError
 from vitcompress.methods.base import Method, StepContext, register
+from vitcompress.models import vit_blocks
 from vitcompress.train import fit, summary
 
 KINDS = ("qk", "v", "mlp")
@@ -332,9 +334,12 @@ class PruneGates(Method):
     keys = {"sparsity": (int, float), "score": str, "epochs": int, "score_batches": int}
 
     @classmethod
-    def check_step(cls, step, where, profile):
-        from vitcompress.config import ConfigError
+    def check_model(cls, model, step):
+        for block in vit_blocks(model, "pruning"):
+            _check_plain(block.attn)
 
+    @classmethod
+    def check_step(cls, step, where, profile):
         super().check_step(step, where, profile)
         if step.get("score", "gate") not in ("gate", "taylor"):
             raise ConfigError(f"params.yaml: {where}.score = {step['score']!r}: use 'gate' (|gate|) or 'taylor' (Eq. 7).")
@@ -392,9 +397,12 @@ class Prune(Method):
     keys = {"ratio": (int, float), "epochs": int}
 
     @classmethod
-    def check_step(cls, step, where, profile):
-        from vitcompress.config import ConfigError
+    def check_model(cls, model, step):
+        for block in vit_blocks(model, "pruning"):
+            _check_plain(block.attn)
 
+    @classmethod
+    def check_step(cls, step, where, profile):
         super().check_step(step, where, profile)
         if "ratio" not in step:
             raise ConfigError(f"params.yaml: {where} needs `ratio`: the fraction r of dimensions to remove.")

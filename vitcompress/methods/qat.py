@@ -26,6 +26,7 @@ from diffq import DiffQuantizer, LSQ
 from diffq.base import BaseQuantizer
 
 from vitcompress.artifacts import COMPRESSIONS, Artifact, buffers_only
+from vitcompress.errors import ConfigError
 from vitcompress.methods.base import Method, StepContext
 from vitcompress.train import summary
 
@@ -93,8 +94,6 @@ class QATMethod(Method):
 
     @classmethod
     def check_step(cls, step, where, profile):
-        from vitcompress.config import ConfigError
-
         super().check_step(step, where, profile)
         if step.get("epochs", 1) < 0:
             raise ConfigError(f"params.yaml: {where}.epochs = {step['epochs']!r} must be >= 0.")

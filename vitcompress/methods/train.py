@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from vitcompress.artifacts import Artifact
 from vitcompress.data import InputAdapter, PreparedData
+from vitcompress.errors import ConfigError
 from vitcompress.methods.base import Method, StepContext, register
 from vitcompress.models import arch_for, create
 from vitcompress.train import fit, summary
@@ -18,8 +19,6 @@ class Train(Method):
 
     @classmethod
     def check_step(cls, step, where, profile):
-        from vitcompress.config import ConfigError
-
         super().check_step(step, where, profile)
         model = step.get("model")
         if model not in profile["models"]:
