@@ -9,6 +9,7 @@ rule compress:
     output:
         model=f"{RESULTS}/{{dataset}}/{{prefix}}+{{step}}/model.pt",
         accuracy=f"{RESULTS}/{{dataset}}/{{prefix}}+{{step}}/accuracy.json",
+        resources=f"{LOGS}/{{dataset}}/{{prefix}}+{{step}}/step.resources.tsv",  # wall time and peak memory
     params:
         step=step_params,
         device=config.get("device", "auto"),
@@ -17,12 +18,16 @@ rule compress:
         threads=STEP_THREADS,
     log:
         f"{LOGS}/{{dataset}}/{{prefix}}+{{step}}/step.log",
-    benchmark:
-        f"{LOGS}/{{dataset}}/{{prefix}}+{{step}}/step.benchmark.tsv"
     threads: STEP_SLOTS
     resources:
         gpu=GPU_JOB,
-    conda:
-        CONDA_ENV
-    script:
-        "../scripts/run_step.py"
+    run:
+        # In a long-lived worker process (vitcompress.workers): no Python start-up per job.
+        from vitcompress.workflow import run_step_in_worker
+
+        run_step_in_worker(
+            log=log[0], resources=output.resources, step=params.step, dataset=wildcards.dataset, data_file=input.data,
+            out=output.model, accuracy_out=output.accuracy, eval_batch_size=params.eval_batch_size,
+            device=params.device, seed=params.seed, threads=params.threads, parent=input.get("parent"),
+            extra={k[len("extra_"):]: v for k, v in input.items() if k.startswith("extra_")},
+        )

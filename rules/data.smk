@@ -10,10 +10,11 @@ rule prepare_data:
     log:
         "logs/data/{dataset}.log",
     threads: 1
-    conda:
-        CONDA_ENV
-    script:
-        "../scripts/prepare_data.py"
+    run:
+        # in a long-lived worker (vitcompress.workers): it then starts the first training job warm
+        from vitcompress.workflow import prepare_dataset_in_worker
+
+        prepare_dataset_in_worker(log[0], params.cfg, output[0], seed=params.seed)
 
 
 rule data:

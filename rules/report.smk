@@ -5,17 +5,18 @@ rule report:
     input:
         rows=ROW_FILES,
         figures=FIGURES,
-        benchmarks=STEP_BENCHMARKS,
+        benchmarks=STEP_RESOURCES,
     output:
         md=report(REPORT_FILES[0], caption="../reports/captions/tables.rst", category="Tables"),
         tex=REPORT_FILES[1],
         csv=report(REPORT_FILES[2], caption="../reports/captions/metrics.rst", category="Tables"),
-        json=REPORT_FILES[3],
+        metrics=directory(REPORT_FILES[3]),  # one file a cell: `dvc metrics show` prints a row each
         jobs=report(REPORT_FILES[4], caption="../reports/captions/jobs.rst", category="Tables"),
     params:
         profile=PROFILE,
         datasets=P.datasets,
         rows=[r["id"] for r in P.rows],
+        study_rows={r["id"]: r["study_row"] for r in P.rows if "study_row" in r},
     log:
         f"{LOGS}/report.log",
     localrule: True
@@ -81,7 +82,11 @@ rule fq_vit_ablation:
     threads: STEP_SLOTS
     resources:
         gpu=GPU_JOB,
-    conda:
-        CONDA_ENV
-    script:
-        "../scripts/fq_vit_ablation.py"
+    run:
+        from vitcompress.workflow import fq_vit_ablation_in_worker
+
+        fq_vit_ablation_in_worker(
+            log[0], params.threads, params.device, parent=input.model, data_file=input.data, step=params.step,
+            csv=output.csv, md=output.md, figure=output.figure, dataset=wildcards.dataset, seed=params.seed,
+            eval_batch_size=params.eval_batch_size,
+        )

@@ -7,6 +7,7 @@ rule train:
     output:
         model=f"{RESULTS}/{{dataset}}/{{step}}/model.pt",
         accuracy=f"{RESULTS}/{{dataset}}/{{step}}/accuracy.json",
+        resources=f"{LOGS}/{{dataset}}/{{step}}/step.resources.tsv",  # wall time and peak memory
     params:
         step=step_params,
         device=config.get("device", "auto"),
@@ -15,13 +16,72 @@ rule train:
         threads=STEP_THREADS,
     log:
         f"{LOGS}/{{dataset}}/{{step}}/step.log",
-    benchmark:
-        f"{LOGS}/{{dataset}}/{{step}}/step.benchmark.tsv"
     threads: STEP_SLOTS
     priority: 10  # root steps head the longest paths (vit -> deit teachers, every compression)
+    resources:
+        gpu=GPU_JOB,
+    run:
+        # In a long-lived worker process (vitcompress.workers): no Python start-up per job.
+        from vitcompress.workflow import run_step_in_worker
+
+        run_step_in_worker(
+            log=log[0], resources=output.resources, step=params.step, dataset=wildcards.dataset, data_file=input.data,
+            out=output.model, accuracy_out=output.accuracy, eval_batch_size=params.eval_batch_size,
+            device=params.device, seed=params.seed, threads=params.threads, parent=input.get("parent"),
+            extra={k[len("extra_"):]: v for k, v in input.items() if k.startswith("extra_")},
+        )
+
+
+# `snakemake training_check`: the first row's root step trained again with one thing changed (twice the
+# epochs, other threads, other CPU kernels), so the report can say whether it converged and how far the
+# floating-point kernels alone move its accuracy. Not part of the default target.
+ROOT_STEP = P.rows[0]["chain"][0]
+
+
+rule train_variant:
+    input:
+        data=DATA,
+    output:
+        model=f"{RESULTS}/{{dataset}}/checks/{{variant}}/{{step}}/model.pt",
+        accuracy=f"{RESULTS}/{{dataset}}/checks/{{variant}}/{{step}}/accuracy.json",
+    params:
+        step=lambda wc: variant_step(P.step_cfg(wc.step, wc.dataset), wc.variant),
+        env=lambda wc: VARIANTS[wc.variant].get("env", {}),
+        device=config.get("device", "auto"),
+        seed=P.seed,
+        eval_batch_size=P.measure["eval_batch_size"],
+        threads=lambda wc: VARIANTS[wc.variant].get("threads", STEP_THREADS),
+    wildcard_constraints:
+        variant="|".join(VARIANTS),
+    log:
+        f"{LOGS}/{{dataset}}/checks/{{variant}}/{{step}}/step.log",
+    threads: lambda wc: slots_for(VARIANTS[wc.variant].get("threads", STEP_THREADS))
     resources:
         gpu=GPU_JOB,
     conda:
         CONDA_ENV
     script:
-        "../scripts/run_step.py"
+        "../scripts/run_variant.py"
+
+
+rule training_check:
+    """Accuracy of the first row's training beside the same training with twice the epochs, 2 threads,
+    and AVX2-only kernels: reports/training_check.md and .csv."""
+    input:
+        base=[f"{RESULTS}/{d}/{ROOT_STEP}/accuracy.json" for d in P.datasets],
+        variants=[f"{RESULTS}/{d}/checks/{v}/{ROOT_STEP}/accuracy.json" for d in P.datasets for v in VARIANTS],
+    output:
+        md="reports/training_check.md",
+        csv="reports/training_check.csv",
+    params:
+        datasets=P.datasets,
+        step=ROOT_STEP,
+        profile=PROFILE,
+        fingerprint=FINGERPRINT,
+    log:
+        f"{LOGS}/training_check.log",
+    localrule: True
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/training_check.py"

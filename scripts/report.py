@@ -1,9 +1,10 @@
-"""Snakemake entry point: render the tables (Markdown, LaTeX), metrics.csv and metrics.json."""
+"""Snakemake entry point: render the tables (Markdown, LaTeX), metrics.csv and the per-cell DVC metrics."""
 from vitcompress.report import render_tables
 from vitcompress.workflow import logging_to
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with logging_to(sm.log[0]):
     render_tables(list(sm.input.rows), sm.params.profile, sm.params.datasets, sm.params.rows,
-                  md=sm.output.md, tex=sm.output.tex, csv=sm.output.csv, json_out=sm.output.json,
-                  figures=list(sm.input.figures), benchmarks=list(sm.input.benchmarks), jobs_csv=sm.output.jobs)
+                  md=sm.output.md, tex=sm.output.tex, csv=sm.output.csv, metrics_dir=sm.output.metrics,
+                  figures=list(sm.input.figures), benchmarks=list(sm.input.benchmarks), jobs_csv=sm.output.jobs,
+                  study_rows=sm.params.study_rows)

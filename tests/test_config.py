@@ -123,3 +123,44 @@ def test_train_step_needs_a_known_model(raw_params):
     raw["profiles"]["demo"]["steps"]["vit"]["model"] = "resnet"
     with pytest.raises(ConfigError, match=r"steps.vit.model = 'resnet' is not a model of this profile"):
         resolve(raw)
+
+
+def test_a_profile_extends_another_with_only_the_keys_that_differ(raw_params):
+    raw = copy.deepcopy(raw_params)
+    raw["profiles"]["one_epoch"] = {"extends": "paper", "train": {"epochs": 1},
+                                    "steps": {"lsq": {"bits": 3}},
+                                    "dataset_overrides": {"cifar10": {"root": "/data/c10", "download": False}}}
+    base, prof = resolve(raw, {"profile": "paper"}), resolve(raw, {"profile": "one_epoch"})
+    assert prof.raw["train"] == {**base.raw["train"], "epochs": 1}
+    assert prof.steps["lsq"] == {**base.steps["lsq"], "bits": 3} and prof.rows == base.rows
+    assert prof.dataset_cfg("cifar10") == {**raw["datasets"]["cifar10"], "root": "/data/c10", "download": False}
+    assert base.dataset_cfg("cifar10") == raw["datasets"]["cifar10"]  # the base is untouched
+    raw["profiles"]["again"] = {"extends": "one_epoch", "measure": {"repeats": 5}}
+    assert resolve(raw, {"profile": "again"}).raw["train"]["epochs"] == 1  # chains of extends
+
+
+@pytest.mark.parametrize("edit,expected", [
+    (lambda p: p.update(extends="nope"), "profiles.child.extends = 'nope' is not a profile"),
+    (lambda p: p.update(extends="child"), "makes a cycle"),
+    (lambda p: p.update(train={"epochs": -1}), "profiles.child.train.epochs = -1"),
+    (lambda p: p.update(dataset_overrides={"cifar10": {"rooot": "x"}}), "unknown key 'profiles.child.dataset_overrides.cifar10.rooot'"),
+    (lambda p: p.update(dataset_overrides={"mnist": {"root": "x"}}), "dataset_overrides.mnist: 'mnist' is not a known dataset"),
+])
+def test_a_bad_extending_profile_is_refused_by_name(raw_params, edit, expected):
+    raw = copy.deepcopy(raw_params)
+    raw["profiles"]["child"] = {"extends": "paper"}
+    edit(raw["profiles"]["child"])
+    with pytest.raises(ConfigError) as info:
+        resolve(raw, {"profile": "child"})
+    assert expected in str(info.value)
+
+
+def test_mixed_precision_setting():
+    import torch
+
+    from vitcompress.train import amp_settings
+
+    assert amp_settings("auto", "cpu") == (False, torch.float32)  # CPU results stay float32 unless asked
+    assert amp_settings("bf16", "cpu") == (True, torch.bfloat16)
+    assert amp_settings("fp16", "cuda") == (True, torch.float16)
+    assert amp_settings("none", "cuda") == (False, torch.float32)

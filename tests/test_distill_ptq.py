@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from vitcompress.artifacts import Artifact
 from vitcompress.config import ConfigError, resolve
 from vitcompress.data import InputAdapter, PreparedData, prepare
-from vitcompress.methods.distill import DistillationLoss, _DistilledTraining, make_student
+from vitcompress.methods.distill import DistillationLoss, TeacherCache, _DistilledTraining, make_student
 from vitcompress.methods.dynamic_ptq import int8_skeleton, quantize
 from vitcompress.models import arch_for, create
 
@@ -40,6 +40,31 @@ def test_hard_loss_is_half_labels_on_class_head_half_teacher_on_distillation_hea
     # the distillation head is trained on the teacher, not the labels: it alone moves with the teacher
     moved = loss.loss((cls_out, dist_out), teacher_logits.roll(1, 0), y)
     assert moved != pytest.approx(expected.item())
+
+
+@pytest.mark.parametrize("augment,scale", [({"shift": 1}, 2), ({"shift": 1, "hflip": True}, 1)])
+def test_cached_teacher_logits_are_the_teachers_on_every_augmented_batch(digits_file, augment, scale):
+    """The cache holds the teacher's answer for each augmentation of each training image: every batch the
+    loop draws is found in it (bilinear upsampling included), and the answers are the teacher's own."""
+    torch.manual_seed(0)
+    data = PreparedData(digits_file)
+    arch = arch_for(TEACHER, META, "native", scale)
+    teacher = create(arch).eval()
+    adapter = InputAdapter(data.meta, arch["kwargs"]["img_size"])
+    loss = DistillationLoss(teacher, "hard")
+    cache = TeacherCache.build(loss, data.splits["train"][0], augment, adapter)
+    assert len(TeacherCache.variants(augment)) == (18 if augment.get("hflip") else 9)
+    loader = data.loader("train", 64, train=True, augment=augment, seed=3)
+    for i, (x, _) in enumerate(loader):
+        x = adapter(x)
+        cached = cache.lookup(x)
+        assert cached is not None
+        assert torch.allclose(cached, teacher(x), atol=1e-5)
+        if i == 3:
+            break
+    assert cache.lookup(adapter(torch.zeros(2, 1, 8, 8, dtype=torch.uint8) + 7)) is None  # not a training image
+    assert (cache.hits, cache.misses) == (4, 1)
+    assert TeacherCache.worth_it({"shift": 1}, 18) and not TeacherCache.worth_it({"shift": 4, "hflip": True}, 3)
 
 
 def test_soft_loss_is_eq4():

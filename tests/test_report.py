@@ -21,9 +21,10 @@ def _cell(tmp_path, dataset, row, **over):
 
 
 def _render(tmp_path, files, profile, datasets, rows, **kw):
-    out = {k: tmp_path / f"out.{k}" for k in ("md", "tex", "csv", "json")}
-    render_tables(files, profile, datasets, rows, md=out["md"], tex=out["tex"], csv=out["csv"], json_out=out["json"],
-                  **kw)
+    out = {k: tmp_path / f"out.{k}" for k in ("md", "tex", "csv")}
+    out["metrics"] = tmp_path / "metrics"
+    render_tables(files, profile, datasets, rows, md=out["md"], tex=out["tex"], csv=out["csv"],
+                  metrics_dir=out["metrics"], **kw)
     return out
 
 
@@ -47,9 +48,32 @@ def test_tables_keep_row_order_print_dashes_and_published_figures(tmp_path):
     csv = pd.read_csv(out["csv"])
     assert list(csv.columns) == CSV_COLUMNS and len(csv) == 3
     assert csv.loc[csv["row"] == "dynamic_ptq", "cpu_speed"].isna().all()
-    metrics = json.loads(out["json"].read_text())
-    assert metrics["cifar10"]["vanilla"]["accuracy"] == 91.25
-    assert metrics["cifar10"]["dynamic_ptq"]["cpu_speed"] is None
+    # one small file a cell, so `dvc metrics show` prints a row per cell with a few columns
+    cells = sorted(p.relative_to(out["metrics"]).as_posix() for p in out["metrics"].rglob("*.json"))
+    assert cells == ["cifar10/dynamic_ptq.json", "cifar10/vanilla.json", "cifar100/vanilla.json"]
+    vanilla = json.loads((out["metrics"] / "cifar10/vanilla.json").read_text())
+    assert vanilla["accuracy"] == 91.25 and set(vanilla) == {"accuracy", "size_mb", "cpu_speedup", "cpu_speed",
+                                                              "gpu_speed"}
+    assert json.loads((out["metrics"] / "cifar10/dynamic_ptq.json").read_text())["cpu_speed"] is None
+
+
+def test_comparison_with_the_study_sets_each_rows_change_beside_the_studys(tmp_path):
+    ref = published().set_index(["dataset", "row"])
+    files = [_cell(tmp_path, ds, row, profile="demo", accuracy=acc, size_mb=size)
+             for ds, row, acc, size in (("digits", "vanilla", 97.0, 1.0), ("digits", "nystrom_0.75", 96.5, 1.0),
+                                        ("digits", "prune_0.1", 99.5, 0.9), ("digits", "mine", 90.0, 0.5),
+                                        ("digit_pairs", "vanilla", 90.0, 2.0), ("digit_pairs", "nystrom_0.75", 89.0, 2.0),
+                                        ("digit_pairs", "prune_0.1", 92.0, 1.8), ("digit_pairs", "mine", 80.0, 1.0))]
+    out = _render(tmp_path, files, "demo", ["digits", "digit_pairs"], ["vanilla", "nystrom_0.75", "prune_0.1", "mine"],
+                  study_rows={"nystrom_0.75": "nystrom_64"})
+    md = out["md"].read_text()
+    part = md[md.index("## What the demo run shows beside the study"):]
+    lines = {line.split("|")[1].strip(): line for line in part.splitlines() if line.startswith("| ")}
+    study = ref.loc[("cifar10", "nystrom_64"), "accuracy"] - ref.loc[("cifar10", "vanilla"), "accuracy"]
+    assert "| nystrom_64 | −0.50 | −1.00 | " + f"−{abs(study):.2f} |" in lines["nystrom_0.75"]
+    assert "milder here" in lines["nystrom_0.75"]  # within a point here; the study lost 7 to 19
+    assert "contradicts: gains here" in lines["prune_0.1"] and "| 90.0 / 90.0 |" in lines["prune_0.1"]
+    assert "not in the study" in lines["mine"] and lines["mine"].rstrip().endswith("| - |")
 
 
 def test_demo_profile_has_no_published_column(tmp_path):
@@ -92,7 +116,7 @@ def test_job_resources_from_snakemake_benchmarks(tmp_path):
     header = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
     bench = []
     for chain, secs, rss in (("vit", 30.5, 900.0), ("vit+lsq", 10.0, 1200.5)):
-        f = tmp_path / "logs/demo/digits" / chain / "step.benchmark.tsv"
+        f = tmp_path / "logs/demo/digits" / chain / "step.resources.tsv"
         f.parent.mkdir(parents=True)
         f.write_text(header + f"{secs}\t0:00:30\t{rss}\t1\t1\t1\t0\t0\t90\t29\n")
         bench.append(str(f))

@@ -149,6 +149,26 @@ def speed(model: nn.Module, input_shape, batch_size: int, device: str = "cpu", t
     return out
 
 
+def status_kb(field: str) -> int | None:
+    """A kB field of ``/proc/self/status`` (VmRSS, VmHWM: the peak resident memory); None off Linux."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def reset_peak_rss() -> bool:
+    """Reset this process's peak resident memory (VmHWM) to its current one; False where the OS cannot."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
 def file_size_mb(path: str | Path) -> float:
     return Path(path).stat().st_size / MB
 
@@ -170,6 +190,22 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16", "neon", "asimd")
+
+
+def cpu_flags() -> list[str]:
+    """The instruction-set extensions int8 and float speed depend on, as the kernel reports them
+    (x86: avx2, avx512f, avx512_vnni, amx; ARM: neon/asimd); empty where /proc/cpuinfo is not there."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith(("flags", "features")):
+                have = set(line.split(":", 1)[1].split())
+                return [f for f in ISA_FLAGS if f in have]
+    except OSError:
+        pass
+    return []
+
+
 def fingerprint(cpu_threads: int, gpu: bool = True) -> dict:
     """What speed depends on. Accuracy and checkpoints do not, so only timings re-run when it changes."""
     gpu_name = None
@@ -179,6 +215,7 @@ def fingerprint(cpu_threads: int, gpu: bool = True) -> dict:
         # VITCOMPRESS_MACHINE names a machine in reports (e.g. "jetson-orin-nano"); changing it re-times.
         "label": os.environ.get("VITCOMPRESS_MACHINE") or platform.node(),
         "cpu": cpu_model(),
+        "cpu_flags": cpu_flags(),
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
         "cpu_threads": effective_threads(cpu_threads),

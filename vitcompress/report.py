@@ -1,5 +1,6 @@
 """The study's tables from the per-cell metrics JSONs: Markdown and LaTeX through Jinja templates,
-plus metrics.csv (one line per cell) and metrics.json (for `dvc metrics show`).
+plus metrics.csv (one line per cell), one small metrics file per cell under ``reports/metrics/`` (so
+`dvc metrics show` and `dvc metrics diff` print a row per cell) and the run's deltas beside the study's.
 
 Missing cells print "-". Nothing here computes a number: every figure comes from a metrics file.
 """
@@ -55,6 +56,14 @@ def fmt_speed(v) -> str:
     return f"{v:.3g}" if v < 100 else f"{v:.0f}"
 
 
+def fmt_delta(v, digits: int = 2) -> str:
+    """A signed change: +1.20, −0.40 (a real minus sign), 0.00."""
+    if _missing(v):
+        return "-"
+    text = f"{abs(v):.{digits}f}"
+    return text if float(text) == 0 else ("+" if v > 0 else "−") + text
+
+
 def tex(s) -> str:
     return "".join(TEX_ESCAPES.get(c, c) for c in str(s))
 
@@ -66,7 +75,7 @@ def collect(files: list[str]) -> pd.DataFrame:
 def _env(templates: Path) -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates)), undefined=jinja2.StrictUndefined,
                              trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
-    env.filters.update(fmt=fmt, speed=fmt_speed, ratio=fmt_ratio, tex=tex)
+    env.filters.update(fmt=fmt, speed=fmt_speed, ratio=fmt_ratio, tex=tex, delta=fmt_delta)
     return env
 
 
@@ -86,7 +95,7 @@ def build_frame(files: list[str], profile: str, rows: list[str]) -> pd.DataFrame
 
 
 def job_resources(benchmarks: list[str]) -> pd.DataFrame:
-    """One line per job from Snakemake benchmark files (``<logs>/<profile>/<dataset>/<chain>/step.benchmark.tsv``):
+    """One line per job from its resources file (``<logs>/<profile>/<dataset>/<chain>/step.resources.tsv``):
     wall seconds and peak memory (max RSS, MB)."""
     records = []
     for f in benchmarks:
@@ -97,9 +106,63 @@ def job_resources(benchmarks: list[str]) -> pd.DataFrame:
     return pd.DataFrame(records, columns=["dataset", "chain", "wall_s", "max_rss_mb"])
 
 
+DVC_METRICS = ("accuracy", "size_mb", "cpu_speedup", "cpu_speed", "gpu_speed")  # a column each in `dvc metrics show`
+STUDY_DATASETS = ("cifar10", "cifar100")
+STUDY_BASELINE = "vanilla"
+
+
+def _direction(delta: float) -> str:
+    """What a change in accuracy says at a glance: more than a point down or up, or within a point."""
+    return "loses" if delta < -1 else "gains" if delta > 1 else "holds"
+
+
+VERDICTS = {  # (this run's direction, the study's) -> how they compare
+    ("loses", "loses"): "agrees: both lose", ("holds", "holds"): "agrees: both hold",
+    ("gains", "gains"): "agrees: both gain", ("holds", "loses"): "milder here",
+    ("loses", "holds"): "harsher here", ("gains", "loses"): "contradicts: gains here",
+    ("gains", "holds"): "gains here, holds in the study", ("loses", "gains"): "contradicts: loses here",
+    ("holds", "gains"): "holds here, gains in the study",
+}
+
+
+def study_comparison(df: pd.DataFrame, datasets: list[str], rows: list[str], study_rows: dict | None = None) -> list[dict]:
+    """Each row's accuracy change against the first row on every data set of the run, beside the study's
+    change against its vanilla ViT on CIFAR-10 and CIFAR-100 (its Tables 1-2), and sizes as a share of the
+    first row / the study's vanilla. ``study_rows``: row id -> the study's row id (default: the same id);
+    a row the study did not run has no study figures. Direction: "loses"/"gains" beyond 1 point, else "holds"."""
+    ref = published().set_index(["dataset", "row"])
+    study_rows = study_rows or {}
+    cell = {(str(r["dataset"]), str(r["row"])): r for r in df.to_dict("records")}
+    out = []
+    for row in rows[1:]:
+        demo = {}
+        for ds in datasets:
+            mine, base = cell.get((ds, row)), cell.get((ds, rows[0]))
+            if mine and base and not _missing(mine["accuracy"]) and not _missing(base["accuracy"]):
+                demo[ds] = {"delta": mine["accuracy"] - base["accuracy"],
+                            "size_pct": 100.0 * mine["size_mb"] / base["size_mb"]}
+        sid = study_rows.get(row, row)
+        study = {}
+        for ds in STUDY_DATASETS:
+            if (ds, sid) in ref.index and (ds, STUDY_BASELINE) in ref.index:
+                size = ref.loc[(ds, sid), "size_mb"]
+                study[ds] = {"delta": ref.loc[(ds, sid), "accuracy"] - ref.loc[(ds, STUDY_BASELINE), "accuracy"],
+                             "size_pct": None if _missing(size) else 100.0 * size / ref.loc[(ds, STUDY_BASELINE), "size_mb"]}
+        verdict = None
+        if demo and study:
+            mine = _direction(sum(d["delta"] for d in demo.values()) / len(demo))
+            theirs = _direction(sum(d["delta"] for d in study.values()) / len(study))
+            verdict = VERDICTS[(mine, theirs)]
+        out.append({"row": row, "study_row": sid if study else None, "demo": demo, "study": study,
+                    "verdict": verdict})
+    return out
+
+
 def render_tables(files: list[str], profile: str, datasets: list[str], rows: list[str], md: str, tex: str,
-                  csv: str, json_out: str, templates: str | Path | None = None, figures: list[str] = (),
-                  benchmarks: list[str] = (), jobs_csv: str | None = None) -> None:
+                  csv: str, metrics_dir: str, templates: str | Path | None = None, figures: list[str] = (),
+                  benchmarks: list[str] = (), jobs_csv: str | None = None, study_rows: dict | None = None) -> None:
+    """``metrics_dir``: one ``<dataset>/<row>.json`` per cell (the DVC metrics). ``study_rows``: row id ->
+    the study's row id it stands for, for the comparison with the study (default: the same id)."""
     df = build_frame(files, profile, rows)
     jobs = job_resources(list(benchmarks))
     if jobs_csv:
@@ -129,7 +192,10 @@ def render_tables(files: list[str], profile: str, datasets: list[str], rows: lis
         })
     env = _env(Path(templates) if templates else DEFAULT_TEMPLATES)
     ctx = {"profile": profile, "tables": tables, "published": profile == "paper", "figures": links,
-           "resources": resources_ctx}
+           "resources": resources_ctx, "comparison": study_comparison(df, datasets, rows, study_rows),
+           "datasets": [{"id": ds, "title": DATASET_TITLES.get(ds, ds)} for ds in datasets],
+           "study_datasets": [{"id": ds, "title": DATASET_TITLES[ds]} for ds in STUDY_DATASETS],
+           "first_row": tables[0]["baseline"] if tables else None}
     for out, name in ((md, "tables.md.j2"), (tex, "tables.tex.j2")):
         with atomic_path(out) as tmp:
             tmp.write_text(env.get_template(name).render(**ctx))
@@ -139,14 +205,9 @@ def render_tables(files: list[str], profile: str, datasets: list[str], rows: lis
             flat[col] = None
     with atomic_path(csv) as tmp:
         flat[CSV_COLUMNS].to_csv(tmp, index=False, float_format="%.6g")
-    nested: dict = {}
-    for r in flat.to_dict("records"):
-        nested.setdefault(r["dataset"], {})[r["row"]] = {
-            k: (None if _missing(r[k]) else r[k])
-            for k in ("accuracy", "top5", "gpu_speed", "cpu_speed", "cpu_images_per_s", "cpu_latency_ms", "cpu_speedup",
-                      "size_mb", "params")
-        }
-    write_json(json_out, nested)
+    for r in flat.to_dict("records"):  # one file a cell: `dvc metrics show` prints a row for each
+        write_json(Path(metrics_dir) / r["dataset"] / f"{r['row']}.json",
+                   {k: (None if _missing(r[k]) else r[k]) for k in DVC_METRICS})
 
 
 def render_bench(files: list[str], rows: list[dict], profile: str, csv: str, md: str,
@@ -238,3 +299,36 @@ def tradeoff_figure(files: list[str], out: str | Path, title: str) -> None:
     with atomic_path(out) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
+
+
+def render_training_check(base: list[str], variants: list[str], datasets: list[str], step: str, profile: str,
+                          fp: dict, md: str, csv: str) -> None:
+    """The first row's training beside its variants (``workflow.VARIANTS``): accuracy and its change.
+    ``base``: one accuracy.json per data set; ``variants``: per data set, one per variant, in that order."""
+    from vitcompress.workflow import VARIANTS
+
+    names = list(VARIANTS)
+    records = []
+    for i, ds in enumerate(datasets):
+        ref = read_json(base[i])
+        records.append({"dataset": ds, "variant": "as configured", "accuracy": ref["accuracy"],
+                        "delta": 0.0, "train_epochs": ref.get("train_epochs")})
+        for j, name in enumerate(names):
+            acc = read_json(variants[i * len(names) + j])
+            records.append({"dataset": ds, "variant": VARIANTS[name]["label"], "accuracy": acc["accuracy"],
+                            "delta": acc["accuracy"] - ref["accuracy"], "train_epochs": acc.get("train_epochs")})
+    frame = pd.DataFrame(records)
+    with atomic_path(csv) as tmp:
+        frame.to_csv(tmp, index=False, float_format="%.6g")
+    lines = [f"# Training check — profile `{profile}`, step `{step}`", "",
+             "The first row's training as configured, and again with one thing changed, same code and seed. "
+             "Twice the epochs shows whether the configured training had converged; 2 threads and AVX2-only "
+             "kernels show how far floating-point kernels alone move the accuracy (another CPU does the same).",
+             "", f"CPU: {fp.get('cpu')}; instruction sets: {', '.join(fp.get('cpu_flags') or []) or 'none reported'}; "
+             f"torch {fp.get('torch')}.", "",
+             "| Data set | Training | Epochs | Test accuracy (%) | Change (points) |", "|---|---|---:|---:|---:|"]
+    for r in records:
+        lines.append(f"| {DATASET_TITLES.get(r['dataset'], r['dataset'])} | {r['variant']} | {fmt(r['train_epochs'], 0)} "
+                     f"| {fmt(r['accuracy'])} | {fmt_delta(r['delta'])} |")
+    with atomic_path(md) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")

@@ -24,18 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from vitcompress.artifacts import atomic_path
-from vitcompress.measure import MB, _spread, effective_threads, time_calls
+from vitcompress.measure import MB, _spread, effective_threads, reset_peak_rss, status_kb, time_calls
 from vitcompress.methods.nystrom import exact_attention, nystrom_attention
-
-
-def _status_kb(field: str) -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        return None
-    return None
 
 
 def fix_mmap_threshold(nbytes: int = 1 << 16) -> bool:
@@ -53,14 +43,6 @@ def fix_mmap_threshold(nbytes: int = 1 << 16) -> bool:
         return False
 
 
-def _reset_peak() -> bool:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
 @torch.inference_mode()
 def peak_memory_mb(fn, device: str) -> float | None:
     """Peak memory one call of ``fn`` adds on ``device``, in MB (None where it cannot be read)."""
@@ -72,11 +54,11 @@ def peak_memory_mb(fn, device: str) -> float | None:
         fn()
         torch.cuda.synchronize()
         return (torch.cuda.max_memory_allocated() - base) / MB
-    if not _reset_peak():
+    if not reset_peak_rss():
         return None
-    base = _status_kb("VmRSS")
+    base = status_kb("VmRSS")
     fn()
-    peak = _status_kb("VmHWM")
+    peak = status_kb("VmHWM")
     return None if base is None or peak is None else max(0.0, (peak - base) * 1024 / MB)
 
 

@@ -5,9 +5,11 @@ Outputs are written atomically, so a killed job leaves nothing a later run would
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -20,6 +22,7 @@ from vitcompress.measure import effective_threads, evaluate, file_size_mb, speed
 from vitcompress.methods import StepContext, get_method
 from vitcompress.models import count_params
 from vitcompress.train import seed_everything
+from vitcompress.workers import in_worker, job_resources
 
 log = logging.getLogger("vitcompress")
 
@@ -76,8 +79,14 @@ def logging_to(path: str | Path | None):
         root.setLevel(old_level)
 
 
-def prepare_dataset(dataset_cfg: dict, out: str, seed: int = 0) -> None:
-    prepare(dataset_cfg, out, seed)
+def _prepare_job(log_path: str | None, dataset_cfg: dict, out: str, seed: int) -> None:
+    with logging_to(log_path):
+        prepare(dataset_cfg, out, seed)
+
+
+def prepare_dataset_in_worker(log: str | None, dataset_cfg: dict, out: str, seed: int = 0) -> None:
+    """Prepare one data set (:func:`vitcompress.data.prepare`) in a long-lived worker process."""
+    in_worker("steps", _prepare_job, log, dataset_cfg, out, seed)
 
 
 def run_step(step: dict, dataset: str, data_file: str, out: str, device: str = "auto", seed: int = 0,
@@ -100,6 +109,25 @@ def run_step(step: dict, dataset: str, data_file: str, out: str, device: str = "
         evaluate_artifact(out, data_file, accuracy_out, eval_batch_size, device=device, threads=threads)
 
 
+# `snakemake training_check`: the first row's training again with one thing changed. Twice the epochs says
+# whether it had converged; other threads or instruction sets say how far float kernels alone move accuracy.
+VARIANTS = {
+    "epochs_x2": {"label": "twice the epochs", "epochs_factor": 2},
+    "threads_2": {"label": "2 PyTorch threads", "threads": 2},
+    "isa_avx2": {"label": "AVX2 kernels only (ATEN_CPU_CAPABILITY=avx2)", "env": {"ATEN_CPU_CAPABILITY": "avx2"}},
+}
+
+
+def variant_step(step: dict, variant: str) -> dict:
+    """The resolved settings of ``step`` (a root step) under ``variant``."""
+    spec = VARIANTS[variant]
+    out = copy.deepcopy(step)
+    out["train"]["epochs"] = int(out["train"]["epochs"]) * int(spec.get("epochs_factor", 1))
+    if "threads" in spec:
+        out["train"]["threads"] = spec["threads"]
+    return out
+
+
 def evaluate_artifact(artifact: str, data_file: str, out: str, eval_batch_size: int = 256,
                       device: str = "auto", threads: int = 1) -> None:
     """Accuracy on the test split, size on disk and parameter count: nothing here depends on the hardware."""
@@ -111,7 +139,11 @@ def evaluate_artifact(artifact: str, data_file: str, out: str, eval_batch_size: 
         dev = "cpu"
     data = PreparedData(data_file)
     adapter = InputAdapter(data.meta, art.arch["kwargs"]["img_size"], dev)
+    started = time.perf_counter()
     acc = evaluate(model, data.loader("test", eval_batch_size), adapter, dev)
+    took = time.perf_counter() - started
+    log.info("evaluated %d test images in %.2f s (%.2f ms an image, batches of %d, %s)", acc["n"], took,
+             1000 * took / max(1, acc["n"]), eval_batch_size, dev)
     write_json(out, {
         "accuracy": acc["top1"],
         "top5": acc.get("top5"),
@@ -161,24 +193,38 @@ def measure_model(model, artifact_meta: dict, input_shape, measure: dict, fp: di
     return out
 
 
-_TIMING_WORKER = None
-
-
 def measure_speed_in_worker(artifact: str, out: str, measure: dict, fp: dict, baseline: str | None = None) -> None:
-    """:func:`measure_speed` in one long-lived worker process, started on first use.
+    """:func:`measure_speed` in a long-lived worker process (:mod:`vitcompress.workers`).
 
-    For callers inside a busy Python process (Snakemake's scheduler runs the timing jobs in its
-    threads to spare each a ~5 s start-up): timed there, the model competed with the scheduler's
-    thread for the interpreter, and the same architecture measured 123 and 168 it/s back to back;
-    in a process of its own it measures the same to within a few percent.
+    Not in Snakemake's own process, which runs ``run:`` jobs in its threads: timed there, the model
+    competed with the scheduler's thread for the interpreter, and the same architecture measured 123
+    and 168 it/s back to back; in a process of its own it measures the same to within a few percent.
     """
-    global _TIMING_WORKER
-    if _TIMING_WORKER is None:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
+    in_worker("timing", measure_speed, artifact, out, measure, fp, baseline)
 
-        _TIMING_WORKER = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
-    _TIMING_WORKER.submit(measure_speed, artifact, out, measure, fp, baseline).result()
+
+def _step_job(log_path: str | None, resources: str | None, kwargs: dict) -> None:
+    with logging_to(log_path), job_resources(resources):
+        run_step(**kwargs)
+
+
+def _ablation_job(log_path: str | None, threads: int, device: str, kwargs: dict) -> None:
+    from vitcompress.methods.fq_vit import ablation
+
+    with logging_to(log_path):
+        use_threads(threads)
+        ablation(device=resolve_device(device), **kwargs)
+
+
+def fq_vit_ablation_in_worker(log: str | None, threads: int, device: str, **kwargs) -> None:
+    """FQ-ViT's PTF/LIS ablation (:func:`vitcompress.methods.fq_vit.ablation`) in a long-lived worker."""
+    in_worker("steps", _ablation_job, log, threads, device, kwargs)
+
+
+def run_step_in_worker(log: str | None = None, resources: str | None = None, **kwargs) -> None:
+    """:func:`run_step` in a long-lived worker process: the job's log goes to ``log``, and its wall time
+    and peak memory to ``resources`` (a TSV with Snakemake benchmark's ``s`` and ``max_rss`` columns)."""
+    in_worker("steps", _step_job, log, resources, kwargs)
 
 
 def measure_speed(artifact: str, out: str, measure: dict, fp: dict, baseline: str | None = None) -> None:

@@ -1,0 +1,8 @@
+"""Snakemake entry point: the training check's table (vitcompress.report.render_training_check)."""
+from vitcompress.report import render_training_check
+from vitcompress.workflow import logging_to
+
+sm = snakemake  # noqa: F821 (injected by Snakemake)
+with logging_to(sm.log[0]):
+    render_training_check(list(sm.input.base), list(sm.input.variants), sm.params.datasets, sm.params.step,
+                          sm.params.profile, sm.params.fingerprint, md=sm.output.md, csv=sm.output.csv)

@@ -1,0 +1,66 @@
+"""Long-lived worker processes that run the workflow's jobs, and what each job cost.
+
+Every training, compression and timing job used to start a Python of its own: ~5 s of importing torch,
+timm and torchvision before any work, for each of the demo's ~60 jobs. Snakemake runs a ``run:`` job in a
+thread of its own process; :func:`in_worker` hands the work to a worker process that stays up between
+jobs (started on first use, one per job running at once), so only the first job of each worker pays
+that start-up. A worker holds no state from one job to the next that a job relies on: each job seeds,
+sets its threads and loads its inputs itself.
+
+One executor per worker: a worker killed mid-job (out of memory, or by hand) fails that job alone, and
+the next job starts a fresh worker.
+"""
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import queue
+import resource
+import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+
+from vitcompress.artifacts import atomic_path
+from vitcompress.measure import reset_peak_rss, status_kb
+
+_IDLE: dict[str, queue.SimpleQueue] = {}
+
+
+def in_worker(pool: str, fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` in an idle worker of ``pool`` (a new one if none is idle); its result.
+    ``fn`` must be importable (a module-level function): the worker is spawned, not forked."""
+    idle = _IDLE.setdefault(pool, queue.SimpleQueue())
+    try:
+        executor = idle.get_nowait()
+    except queue.Empty:
+        executor = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        result = executor.submit(fn, *args, **kwargs).result()
+    except BrokenProcessPool:
+        executor.shutdown(wait=False, cancel_futures=True)  # the worker died: never reuse it
+        raise RuntimeError(f"the {pool} worker process died mid-job (killed, or out of memory); "
+                           f"see the job's log, then run the workflow again") from None
+    except BaseException:
+        idle.put(executor)
+        raise
+    idle.put(executor)
+    return result
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process in MB (since the last reset, where the OS allows one)."""
+    peak = status_kb("VmHWM")
+    return (peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) / 1024.0
+
+
+@contextlib.contextmanager
+def job_resources(out: str | Path | None):
+    """Write the wall seconds and peak memory (MB) of the enclosed job to ``out``, a TSV with Snakemake
+    benchmark's ``s`` and ``max_rss`` columns, once it succeeds."""
+    reset_peak_rss()
+    start = time.perf_counter()
+    yield
+    if out:
+        with atomic_path(out) as tmp:
+            tmp.write_text(f"s\tmax_rss\n{time.perf_counter() - start:.4f}\t{peak_rss_mb():.2f}\n")
