@@ -124,7 +124,9 @@ def bench_params(wildcards):
 # beside its own model, for a side-by-side speed-up.
 BASELINE_CHAIN = CHAIN_SEP.join(P.rows[0]["chain"])
 ROW_FILES = [row_file(d, r["id"]) for d in P.datasets for r in P.rows]
-REPORT_FILES = ["reports/tables.md", "reports/tables.tex", "reports/metrics.csv", "reports/metrics",
+METRICS_DIR = "reports/metrics"  # one file a cell: `dvc metrics show` prints a row each
+METRIC_FILES = [f"{METRICS_DIR}/{d}/{r['id']}.json" for d in P.datasets for r in P.rows]
+REPORT_FILES = ["reports/tables.md", "reports/tables.tex", "reports/metrics.csv", METRIC_FILES,
                 "reports/jobs.csv"]
 # Wall time and peak memory (max RSS) of every training/compression job, as its worker measured them.
 STEP_RESOURCES = [f"{LOGS}/{d}/{c}/step.resources.tsv" for d in P.datasets for c in P.chains()]

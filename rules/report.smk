@@ -10,13 +10,14 @@ rule report:
         md=report(REPORT_FILES[0], caption="../reports/captions/tables.rst", category="Tables"),
         tex=REPORT_FILES[1],
         csv=report(REPORT_FILES[2], caption="../reports/captions/metrics.rst", category="Tables"),
-        metrics=directory(REPORT_FILES[3]),  # one file a cell: `dvc metrics show` prints a row each
+        metrics=REPORT_FILES[3],
         jobs=report(REPORT_FILES[4], caption="../reports/captions/jobs.rst", category="Tables"),
     params:
         profile=PROFILE,
         datasets=P.datasets,
         rows=[r["id"] for r in P.rows],
         study_rows={r["id"]: r["study_row"] for r in P.rows if "study_row" in r},
+        metrics_dir=METRICS_DIR,
     log:
         f"{LOGS}/report.log",
     localrule: True

@@ -32,7 +32,11 @@ def test_tables_keep_row_order_print_dashes_and_published_figures(tmp_path):
     files = [_cell(tmp_path, "cifar10", "dynamic_ptq", accuracy=88.0, cpu_speed=None),
              _cell(tmp_path, "cifar10", "vanilla", accuracy=91.25),
              _cell(tmp_path, "cifar100", "vanilla", top5=99.0)]
+    stale = tmp_path / "metrics" / "digits" / "vanilla.json"  # a cell of another profile's earlier run
+    stale.parent.mkdir(parents=True)
+    stale.write_text("{}")
     out = _render(tmp_path, files, "paper", ["cifar10", "cifar100"], ["vanilla", "dynamic_ptq"])
+    assert not stale.exists()
     md = out["md"].read_text()
     assert md.index("## CIFAR-10") < md.index("## CIFAR-100")
     c10 = md[md.index("## CIFAR-10"):md.index("## CIFAR-100")]

@@ -205,9 +205,11 @@ def render_tables(files: list[str], profile: str, datasets: list[str], rows: lis
             flat[col] = None
     with atomic_path(csv) as tmp:
         flat[CSV_COLUMNS].to_csv(tmp, index=False, float_format="%.6g")
-    for r in flat.to_dict("records"):  # one file a cell: `dvc metrics show` prints a row for each
-        write_json(Path(metrics_dir) / r["dataset"] / f"{r['row']}.json",
-                   {k: (None if _missing(r[k]) else r[k]) for k in DVC_METRICS})
+    cells = {Path(metrics_dir) / r["dataset"] / f"{r['row']}.json": r for r in flat.to_dict("records")}
+    for stale in set(Path(metrics_dir).glob("*/*.json")) - set(cells):  # another profile's or an old row's
+        stale.unlink()
+    for path, r in cells.items():  # one file a cell: `dvc metrics show` prints a row for each
+        write_json(path, {k: (None if _missing(r[k]) else r[k]) for k in DVC_METRICS})
 
 
 def render_bench(files: list[str], rows: list[dict], profile: str, csv: str, md: str,
