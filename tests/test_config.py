@@ -89,7 +89,7 @@ BAD = [
     (("profiles", "demo", "rows", 0, "chain"), ["vit", "nope"], "profiles.demo.rows[0].chain[1] = 'nope'"),
     (("device",), "tpu", "device = 'tpu'"),
     (("profile",), "nosuch", "profile = 'nosuch' is not defined"),
-    (("profiles", "demo", "measure", "repeats"), 2, "profiles.demo.measure.repeats = 2"),
+    (("profiles", "demo", "measure", "repeats"), 1, "profiles.demo.measure.repeats = 1"),
 ]
 
 
