@@ -79,14 +79,16 @@ def logging_to(path: str | Path | None):
         root.setLevel(old_level)
 
 
-def _prepare_job(log_path: str | None, dataset_cfg: dict, out: str, seed: int) -> None:
-    with logging_to(log_path):
-        prepare(dataset_cfg, out, seed)
+def _logged_job(log_path: str | None, resources: str | None, fn, kwargs: dict) -> None:
+    """What a worker runs for a job: ``fn(**kwargs)`` with the job's log, and its wall time and peak memory
+    written to ``resources`` (a TSV with Snakemake benchmark's ``s`` and ``max_rss`` columns) if given."""
+    with logging_to(log_path), job_resources(resources):
+        fn(**kwargs)
 
 
 def prepare_dataset_in_worker(log: str | None, dataset_cfg: dict, out: str, seed: int = 0) -> None:
     """Prepare one data set (:func:`vitcompress.data.prepare`) in a long-lived worker process."""
-    in_worker("steps", _prepare_job, log, dataset_cfg, out, seed)
+    in_worker("steps", _logged_job, log, None, prepare, {"cfg": dataset_cfg, "out": out, "seed": seed})
 
 
 def run_step(step: dict, dataset: str, data_file: str, out: str, device: str = "auto", seed: int = 0,
@@ -123,9 +125,7 @@ def variant_step(step: dict, variant: str) -> dict:
     spec = VARIANTS[variant]
     out = copy.deepcopy(step)
     out["train"]["epochs"] = int(out["train"]["epochs"]) * int(spec.get("epochs_factor", 1))
-    if "threads" in spec:
-        out["train"]["threads"] = spec["threads"]
-    return out
+    return out  # a variant's threads and environment are the rule's (train_variant), not the step's
 
 
 def evaluate_artifact(artifact: str, data_file: str, out: str, eval_batch_size: int = 256,
@@ -203,28 +203,22 @@ def measure_speed_in_worker(artifact: str, out: str, measure: dict, fp: dict, ba
     in_worker("timing", measure_speed, artifact, out, measure, fp, baseline)
 
 
-def _step_job(log_path: str | None, resources: str | None, kwargs: dict) -> None:
-    with logging_to(log_path), job_resources(resources):
-        run_step(**kwargs)
-
-
-def _ablation_job(log_path: str | None, threads: int, device: str, kwargs: dict) -> None:
+def _ablation(threads: int, device: str, **kwargs) -> None:
     from vitcompress.methods.fq_vit import ablation
 
-    with logging_to(log_path):
-        use_threads(threads)
-        ablation(device=resolve_device(device), **kwargs)
+    use_threads(threads)
+    ablation(device=resolve_device(device), **kwargs)
 
 
 def fq_vit_ablation_in_worker(log: str | None, threads: int, device: str, **kwargs) -> None:
     """FQ-ViT's PTF/LIS ablation (:func:`vitcompress.methods.fq_vit.ablation`) in a long-lived worker."""
-    in_worker("steps", _ablation_job, log, threads, device, kwargs)
+    in_worker("steps", _logged_job, log, None, _ablation, {"threads": threads, "device": device, **kwargs})
 
 
 def run_step_in_worker(log: str | None = None, resources: str | None = None, **kwargs) -> None:
     """:func:`run_step` in a long-lived worker process: the job's log goes to ``log``, and its wall time
-    and peak memory to ``resources`` (a TSV with Snakemake benchmark's ``s`` and ``max_rss`` columns)."""
-    in_worker("steps", _step_job, log, resources, kwargs)
+    and peak memory to ``resources``."""
+    in_worker("steps", _logged_job, log, resources, run_step, kwargs)
 
 
 def measure_speed(artifact: str, out: str, measure: dict, fp: dict, baseline: str | None = None) -> None:
