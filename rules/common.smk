@@ -30,7 +30,7 @@ RESULTS = f"results/{PROFILE}"
 LOGS = f"logs/{PROFILE}"
 DATA = "data/prepared/{dataset}.pt"
 CONDA_ENV = "../envs/vitcompress.yaml"  # relative to rules/: `snakemake --sdm conda`
-MODEL = f"{RESULTS}/{{dataset}}/{{chain}}/model.pt"
+MODEL = f"{RESULTS}/{{dataset}}/{{chain}}/model.pt"  # a PyTorch artifact; ONNX Runtime's are model.onnx
 
 # Jobs that can use the GPU ask for the `gpu` resource only when they will really run on one,
 # so `--resources gpu=1` serialises GPU work without serialising CPU-only runs.
@@ -70,8 +70,22 @@ wildcard_constraints:
     row="[A-Za-z0-9_.+-]+",
 
 
+def step_runtime(step_id):
+    """The runtime whose artifact a step makes: "pytorch" (model.pt) or "onnxruntime" (model.onnx)."""
+    return get_method(P.steps[step_id]["method"]).runtime
+
+
 def model_path(dataset, chain):
-    return MODEL.format(dataset=dataset, chain=chain)
+    suffix = ".onnx" if step_runtime(split_chain(chain)[-1]) == "onnxruntime" else ".pt"
+    return f"{RESULTS}/{dataset}/{chain}/model{suffix}"
+
+
+def step_alternation(runtime):
+    """A regex of the profile's step ids whose artifacts ``runtime`` runs (one rule makes each kind)."""
+    import re
+
+    ids = [re.escape(s) for s in P.steps if step_runtime(s) == runtime]
+    return "|".join(ids) if ids else "(?!)"  # (?!) matches nothing
 
 
 def step_inputs(wildcards):
@@ -85,6 +99,19 @@ def step_inputs(wildcards):
     for name, other in get_method(step["method"]).step_inputs(step, P).items():
         inputs[f"extra_{name}"] = model_path(wildcards.dataset, other)
     return inputs
+
+
+def step_job(input, output, params, wildcards, log):
+    """The `run:` of every step rule (train, compress, deploy): the step in a long-lived worker process
+    (vitcompress.workers: no Python start-up per job), its log, wall time and peak memory recorded."""
+    from vitcompress.workflow import run_step_in_worker
+
+    run_step_in_worker(
+        log=log[0], resources=output.resources, step=params.step, dataset=wildcards.dataset, data_file=input.data,
+        out=output.model, accuracy_out=output.accuracy, eval_batch_size=params.eval_batch_size,
+        device=params.device, seed=params.seed, threads=params.threads, parent=input.get("parent"),
+        extra={k[len("extra_"):]: v for k, v in input.items() if k.startswith("extra_")},
+    )
 
 
 def step_params(wildcards):

@@ -16,18 +16,38 @@ rule compress:
         seed=P.seed,
         eval_batch_size=P.measure["eval_batch_size"],
         threads=STEP_THREADS,
+    wildcard_constraints:
+        step=step_alternation("pytorch"),
     log:
         f"{LOGS}/{{dataset}}/{{prefix}}+{{step}}/step.log",
     threads: STEP_SLOTS
     resources:
         gpu=GPU_JOB,
     run:
-        # In a long-lived worker process (vitcompress.workers): no Python start-up per job.
-        from vitcompress.workflow import run_step_in_worker
+        step_job(input, output, params, wildcards, log)
 
-        run_step_in_worker(
-            log=log[0], resources=output.resources, step=params.step, dataset=wildcards.dataset, data_file=input.data,
-            out=output.model, accuracy_out=output.accuracy, eval_batch_size=params.eval_batch_size,
-            device=params.device, seed=params.seed, threads=params.threads, parent=input.get("parent"),
-            extra={k[len("extra_"):]: v for k, v in input.items() if k.startswith("extra_")},
-        )
+
+# Steps whose artifact ONNX Runtime runs (an `onnx` export, ORT int8 quantization): the same job, writing
+# `model.onnx`, the file a device loads. Its accuracy and speed are ONNX Runtime's.
+rule deploy:
+    input:
+        unpack(step_inputs),
+    output:
+        model=f"{RESULTS}/{{dataset}}/{{prefix}}+{{step}}/model.onnx",
+        accuracy=f"{RESULTS}/{{dataset}}/{{prefix}}+{{step}}/accuracy.json",
+        resources=f"{LOGS}/{{dataset}}/{{prefix}}+{{step}}/step.resources.tsv",  # wall time and peak memory
+    params:
+        step=step_params,
+        device=config.get("device", "auto"),
+        seed=P.seed,
+        eval_batch_size=P.measure["eval_batch_size"],
+        threads=STEP_THREADS,
+    wildcard_constraints:
+        step=step_alternation("onnxruntime"),
+    log:
+        f"{LOGS}/{{dataset}}/{{prefix}}+{{step}}/step.log",
+    threads: STEP_SLOTS
+    resources:
+        gpu=GPU_JOB,  # the export's check runs the PyTorch model on the profile's device
+    run:
+        step_job(input, output, params, wildcards, log)

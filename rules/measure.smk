@@ -4,7 +4,7 @@
 
 rule measure_speed:
     input:
-        model=MODEL,
+        model=lambda wc: model_path(wc.dataset, wc.chain),
         baseline=lambda wc: model_path(wc.dataset, BASELINE_CHAIN),
     output:
         f"{RESULTS}/{{dataset}}/{{chain}}/speed.json",
@@ -76,6 +76,7 @@ rule bench_arch:
     params:
         rows=P.rows,
         settings=[P.row_settings(r["id"]) for r in P.rows],
+        methods=[P.steps[r["chain"][-1]]["method"] for r in P.rows],
         profile=PROFILE,
     log:
         f"logs/bench/{PROFILE}/bench_arch.log",

@@ -21,15 +21,7 @@ rule train:
     resources:
         gpu=GPU_JOB,
     run:
-        # In a long-lived worker process (vitcompress.workers): no Python start-up per job.
-        from vitcompress.workflow import run_step_in_worker
-
-        run_step_in_worker(
-            log=log[0], resources=output.resources, step=params.step, dataset=wildcards.dataset, data_file=input.data,
-            out=output.model, accuracy_out=output.accuracy, eval_batch_size=params.eval_batch_size,
-            device=params.device, seed=params.seed, threads=params.threads, parent=input.get("parent"),
-            extra={k[len("extra_"):]: v for k, v in input.items() if k.startswith("extra_")},
-        )
+        step_job(input, output, params, wildcards, log)
 
 
 # `snakemake training_check`: the first row's root step trained again with one thing changed (twice the

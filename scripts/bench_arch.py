@@ -5,4 +5,4 @@ from vitcompress.workflow import logging_to
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with logging_to(sm.log[0]):
     render_bench(list(sm.input), sm.params.rows, sm.params.profile, csv=sm.output.csv, md=sm.output.md,
-                 settings=sm.params.settings)
+                 settings=sm.params.settings, methods=sm.params.methods)

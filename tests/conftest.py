@@ -70,8 +70,10 @@ def tiny_profile(raw: dict, datasets=("digits",), rows=None) -> dict:
     for name in ("deit_base", "deit_tiny"):
         prof["models"][name]["kwargs"].update(embed_dim=16, depth=1, num_heads=2 if name == "deit_base" else 1)
     prof["steps"]["fq_vit"].update(calib_images=64)
+    prof["steps"]["int8_static"].update(calib_images=64)
     prof["steps"]["lsq"].update(min_size=0.0005)  # the tiny model's tensors are below diffq's 0.01 MB default
-    keep = ["vanilla", "dynamic_ptq", "fq_vit", "lsq", "deit_tiny", "prune_0.2", "nystrom_0.25", "deit_tiny+dynamic_ptq"]
+    keep = ["vanilla", "dynamic_ptq", "fq_vit", "lsq", "deit_tiny", "prune_0.2", "nystrom_0.25", "deit_tiny+dynamic_ptq",
+            "ort_int8_static"]
     prof["rows"] = [r for r in prof["rows"] if r["id"] in keep]
     prof["scaling"] = {"seq_lens": [16, 64], "landmarks": [4], "embed_dim": 32, "num_heads": 2, "repeats": 5}
     if rows is not None:

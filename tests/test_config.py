@@ -3,6 +3,7 @@ import copy
 import pytest
 
 from vitcompress.config import ConfigError, resolve
+from vitcompress.methods import get_method
 
 
 def test_repository_params_are_valid_for_every_profile(raw_params):
@@ -20,7 +21,10 @@ def test_paper_profile_has_the_study_row_ids_and_datasets(raw_params):
     assert prof.rows[0]["id"] == "vanilla"
     study_ids = ["vanilla", "dynamic_ptq", "fq_vit", "lsq", "diffq", "deit_base", "deit_tiny", "prune_0.1",
                  "prune_0.2", "nystrom_24", "nystrom_32", "nystrom_64", "deit_base+dynamic_ptq"]
-    assert all(r["id"] in study_ids for r in prof.rows)
+    ids = [r["id"] for r in prof.rows]
+    assert ids[:len(study_ids)] == study_ids  # the study's rows, in its order; then deployment rows of our own
+    assert all(get_method(prof.steps[r["chain"][-1]]["method"]).runtime == "onnxruntime"
+               for r in prof.rows[len(study_ids):])
     assert prof.raw["models"]["vit"]["timm"] == "vit_base_patch16_224"
 
 

@@ -2,6 +2,7 @@
 import json
 
 import pandas as pd
+import pytest
 
 from vitcompress.report import CSV_COLUMNS, fmt, fmt_speed, pareto_front, published, render_tables, tex, tradeoff_figure
 
@@ -131,3 +132,33 @@ def test_job_resources_from_snakemake_benchmarks(tmp_path):
     md = out["md"].read_text()
     assert "2 training/compression jobs took 40 s" in md and "1200 MB (vit+lsq on digits)" in md
     assert "[jobs.csv](jobs.csv)" in md
+
+
+def _bench_record(row, speedup, size, flags, timm="vit_base_patch16_224"):
+    return {"row": row, "timm": timm, "cpu_speedup": speedup, "size_mb": size, "fingerprint": {"cpu_flags": flags}}
+
+
+@pytest.mark.parametrize("flags, target, met", [
+    (["avx2", "avx512f", "avx512_vnni"], ">= 3x (CPU with avx512_vnni)", False),
+    (["avx2"], ">= 2x (CPU with avx2)", True),
+])
+def test_deployment_targets_follow_the_cpu_instruction_sets(flags, target, met):
+    from vitcompress.report import deploy_targets
+
+    records = [_bench_record("vanilla", 1.0, 327.0, flags), _bench_record("ort_fp32", 0.9, 327.5, flags),
+               _bench_record("ort_int8_static", 2.5, 84.0, flags)]
+    out = {(t["row"], t["what"]): t for t in deploy_targets(records, ["train", "onnx", "ort_int8_static"])}
+    speed = out[("ort_int8_static", "CPU speed-up over PyTorch fp32")]
+    assert speed["target"] == target and speed["met"] is met and speed["measured"] == "2.50x"
+    assert out[("ort_fp32", "CPU speed-up over PyTorch fp32")]["met"] is False  # 0.9x < 1.0x
+    size = out[("ort_int8_static", "size, % of the first row")]
+    assert size["met"] is (84.0 / 327.0 <= 0.26) and size["measured"] == "25.7%"
+    assert ("vanilla", "CPU speed-up over PyTorch fp32") not in out
+
+
+def test_deployment_targets_are_for_vit_b_only():
+    from vitcompress.report import deploy_targets
+
+    records = [_bench_record("vanilla", 1.0, 1.0, ["avx2"], timm="vit_small_patch16_224"),
+               _bench_record("ort_int8_static", 1.4, 0.3, ["avx2"], timm="vit_small_patch16_224")]
+    assert deploy_targets(records, ["train", "ort_int8_static"]) == []

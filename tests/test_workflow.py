@@ -15,6 +15,7 @@ import yaml
 from conftest import REPO, make_workflow, snakemake, tiny_profile, tool_env
 from vitcompress.artifacts import read_json
 from vitcompress.config import resolve
+from vitcompress.methods import get_method
 from vitcompress.workflow import build_untrained
 
 
@@ -26,7 +27,9 @@ def test_paper_profile_dry_run_lists_every_cell_offline(tmp_path, raw_params):
         assert f"data/prepared/{ds}.pt" in proc.stdout
         for row in prof.rows:
             chain = prof.chain_id(row["id"])
-            for f in ("model.pt", "accuracy.json", "speed.json"):
+            runtime = get_method(prof.steps[row["chain"][-1]]["method"]).runtime
+            model = "model.onnx" if runtime == "onnxruntime" else "model.pt"  # the file a device loads
+            for f in (model, "accuracy.json", "speed.json"):
                 assert f"results/paper/{ds}/{chain}/{f}" in proc.stdout
             assert f"results/paper/{ds}/rows/{row['id']}.json" in proc.stdout
     assert not (wf / "results").exists() and not (wf / "data").exists()
@@ -117,6 +120,13 @@ def test_tiny_workflow_end_to_end(tmp_path, raw_params, monkeypatch):
     model_file = wf / "results/tiny/digits/vit/model.pt"
     assert cell["size_mb"] == pytest.approx(model_file.stat().st_size / 2**20)
     assert cell["fingerprint"]["label"] == "machine-a"
+    # the ONNX Runtime row: its artifact is the .onnx file a device loads, and the table names its runtime
+    ort = json.loads((wf / "results/tiny/digits/rows/ort_int8_static.json").read_text())
+    onnx_file = wf / "results/tiny/digits/vit+onnx+int8_static/model.onnx"
+    assert ort["runtime"] == "ONNX Runtime" and cell["runtime"] == "PyTorch"
+    assert ort["size_mb"] == pytest.approx(onnx_file.stat().st_size / 2**20) and ort["cpu_speedup"] > 0
+    assert not (wf / "results/tiny/digits/vit+onnx+int8_static/model.pt").exists()
+    assert by_row.loc["ort_int8_static", "runtime"] == "ONNX Runtime" and "| ONNX Runtime |" in (wf / "reports/tables.md").read_text()
     md = (wf / "reports/tables.md").read_text()
     assert md.count("| Vanilla ViT |") == 2 and (wf / "reports/tables.tex").exists()
     assert all((wf / "logs/tiny" / d / "vit/step.log").stat().st_size > 0 for d in ("digits", "digit_pairs"))
@@ -148,6 +158,7 @@ def test_tiny_workflow_end_to_end(tmp_path, raw_params, monkeypatch):
     assert table.loc["vanilla", "cpu_speedup"] == 1.0 and timed.sum() >= len(rows) - 1
     assert (table.loc[timed, "cpu_speedup"] > 0).all() and table.loc[~timed, "cpu_speedup"].isna().all()
     assert "timed call by call beside" in (wf / "reports/bench_arch.md").read_text()
+    assert table.loc["ort_int8_static", "runtime"] == "ONNX Runtime" and table.loc["vanilla", "runtime"] == "PyTorch"
 
 
 @pytest.mark.e2e

@@ -219,6 +219,8 @@ def _check_profile(raw: dict, name: str) -> None:
                     f"params.yaml: {where}.chain[{j}] = {sid!r} uses method {method.name!r}, which builds a model "
                     f"from scratch; it can only be the first step of a chain."
                 )
+            if j > 0 and not method.is_root:
+                _check_link(where, j, sid, method, [METHODS[prof["steps"][s]["method"]] for s in row["chain"][:j]])
         settings = chain_settings(prof["steps"], row["chain"])
         for key in ("model", "method"):
             for field in LABEL_FIELD.findall(row[key]):
@@ -227,6 +229,30 @@ def _check_profile(raw: dict, name: str) -> None:
                         f"params.yaml: {where}.{key} = {row[key]!r}: {{{field}}} is not a setting of a step of "
                         f"its chain; use one of {', '.join(sorted(settings)) or '(none: the chain has no settings)'}."
                     )
+
+
+RUNTIME_NAMES = {"pytorch": "a PyTorch model", "onnxruntime": "an ONNX model"}
+
+
+def _check_link(where: str, j: int, sid: str, method, before: list) -> None:
+    """Step ``sid`` (``method``) can take what the chain's earlier steps (``before``, their methods) make."""
+    made = before[-1].runtime
+    if method.input_runtime != made:
+        fix = ("put an `onnx` step (method onnx) before it" if method.input_runtime == "onnxruntime"
+               else "move it before the chain's `onnx` step: ONNX graphs are not changed by PyTorch methods")
+        raise ConfigError(
+            f"params.yaml: {where}.chain[{j}] = {sid!r} uses method {method.name!r}, which needs "
+            f"{RUNTIME_NAMES[method.input_runtime]}, but the step before it makes {RUNTIME_NAMES[made]}; {fix}."
+        )
+    if method.runtime != method.input_runtime:  # an export: every earlier step must leave traceable PyTorch
+        blocking = [m.name for m in before if not m.exportable]
+        if blocking:
+            raise ConfigError(
+                f"params.yaml: {where}.chain[{j}] = {sid!r} exports to ONNX, but method {blocking[0]!r} earlier "
+                f"in the chain makes a model the exporter cannot trace (torch.ao int8 layers or simulated "
+                f"quantization); export the float model and quantize in ONNX Runtime (ort_int8_dynamic, "
+                f"ort_int8_static) instead."
+            )
 
 
 @dataclass(frozen=True)

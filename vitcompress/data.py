@@ -362,6 +362,17 @@ class InputAdapter:
         return (x - self.mean) / self.std
 
 
+def calibration_images(ctx_or_file, img_size, count: int, device: str = "cpu", seed: int = 0) -> torch.Tensor:
+    """The first ``count`` images of a seeded shuffle of the training split, model-ready."""
+    data = PreparedData(ctx_or_file)
+    x, _ = data.splits["train"]
+    if count > len(x):
+        raise ValueError(f"calib_images = {count} exceeds the {len(x)} training images of this data set; "
+                         f"lower calib_images.")
+    pick = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:count]
+    return InputAdapter(data.meta, img_size, device)(x[pick])
+
+
 _KNOWN_SHAPES = {  # (classes, channels, [H, W]) of the built-in sources, known without reading any file
     "digits": (10, 1, [8, 8]),
     "digit_pairs": (100, 1, [8, 16]),

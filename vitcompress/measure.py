@@ -222,5 +222,6 @@ def fingerprint(cpu_threads: int, gpu: bool = True) -> dict:
         "gpu": gpu_name,
         "torch": torch.__version__,
         "timm": _pkg("timm"),
+        "onnxruntime": _pkg("onnxruntime"),
         "python": platform.python_version(),
     }

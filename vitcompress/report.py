@@ -17,7 +17,7 @@ from vitcompress.artifacts import atomic_path, read_json, write_json
 from vitcompress.config import row_labels
 
 CSV_COLUMNS = [
-    "dataset", "row", "model", "method", "accuracy", "top5", "gpu_speed", "gpu_images_per_s", "gpu_latency_ms",
+    "dataset", "row", "model", "method", "runtime", "accuracy", "top5", "gpu_speed", "gpu_images_per_s", "gpu_latency_ms",
     "cpu_speed", "cpu_images_per_s", "cpu_latency_ms", "cpu_speedup", "gpu_speedup", "size_mb", "params",
     "train_epochs", "batch_size",
     "published_accuracy", "published_size_mb",
@@ -212,10 +212,47 @@ def render_tables(files: list[str], profile: str, datasets: list[str], rows: lis
         write_json(path, {k: (None if _missing(r[k]) else r[k]) for k in DVC_METRICS})
 
 
+# Deployment targets for ViT-B/16 (the study's architecture), by the method of a row's last step: the
+# speed-up over PyTorch fp32 vanilla (by the best instruction set the CPU has) and the size as a share of
+# vanilla's. They describe the full-size model; tiny models spend their time in per-op overheads instead.
+DEPLOY_TARGETS = {
+    "onnx": {"speedup": {"": 1.0}},
+    "ort_int8_static": {"speedup": {"avx512_vnni": 3.0, "avx2": 2.0}, "size_pct": 26.0},
+    "ort_int8_dynamic": {"size_pct": 26.0},
+}
+TARGET_ARCH = "vit_base_patch16_224"
+
+
+def deploy_targets(records: list[dict], methods: list[str]) -> list[dict]:
+    """Each applicable target of :data:`DEPLOY_TARGETS`, met or not on this machine's measurements."""
+    if not records or records[0]["timm"] != TARGET_ARCH:
+        return []
+    base_size = records[0]["size_mb"]
+    out = []
+    for r, method in zip(records, methods):
+        target = DEPLOY_TARGETS.get(method, {})
+        flags = set(r["fingerprint"].get("cpu_flags") or [])
+        by_isa = target.get("speedup", {})
+        isa = next((f for f in ("avx512_vnni", "avx2", "") if f in by_isa and (not f or f in flags)), None)
+        if isa is not None:
+            got = r.get("cpu_speedup")
+            out.append({"row": r["row"], "what": "CPU speed-up over PyTorch fp32",
+                        "target": f">= {by_isa[isa]:g}x" + (f" (CPU with {isa})" if isa else ""),
+                        "measured": None if _missing(got) else f"{got:.2f}x",
+                        "met": None if _missing(got) else bool(got >= by_isa[isa])})
+        if "size_pct" in target:
+            pct = 100.0 * r["size_mb"] / base_size
+            out.append({"row": r["row"], "what": "size, % of the first row", "target": f"<= {target['size_pct']:g}%",
+                        "measured": f"{pct:.1f}%", "met": bool(pct <= target["size_pct"])})
+    return out
+
+
 def render_bench(files: list[str], rows: list[dict], profile: str, csv: str, md: str,
-                 templates: str | Path | None = None, settings: list[dict] | None = None) -> None:
+                 templates: str | Path | None = None, settings: list[dict] | None = None,
+                 methods: list[str] | None = None) -> None:
     """The architecture benchmark: one line per row, random weights, no training. ``settings``: each
-    row's step settings (for ``{name}`` fields in its labels; what the artifact resolved wins)."""
+    row's step settings (for ``{name}`` fields in its labels; what the artifact resolved wins);
+    ``methods``: each row's last step's method (for the deployment targets)."""
     records = []
     ref = published()
     for i, (row, f) in enumerate(zip(rows, files)):
@@ -223,7 +260,7 @@ def render_bench(files: list[str], rows: list[dict], profile: str, csv: str, md:
         pub = ref[(ref["row"] == row["id"])]["size_mb"].dropna()
         records.append({
             "row": row["id"], **row_labels(row, settings[i] if settings else {}, r.get("settings")),
-            "timm": r["arch"]["timm"], "input": "x".join(map(str, r["arch"]["kwargs"]["img_size"])),
+            "runtime": r.get("runtime", "PyTorch"), "timm": r["arch"]["timm"], "input": "x".join(map(str, r["arch"]["kwargs"]["img_size"])),
             "size_mb": r["size_mb"], "params": r["params"],
             "published_size_mb": float(pub.iloc[0]) if profile == "paper" and len(pub) else None,
             "cpu_speed": (r.get("cpu") or {}).get("it_per_s"),
@@ -241,6 +278,7 @@ def render_bench(files: list[str], rows: list[dict], profile: str, csv: str, md:
     env = _env(Path(templates) if templates else DEFAULT_TEMPLATES)
     with atomic_path(md) as tmp:
         tmp.write_text(env.get_template("bench_arch.md.j2").render(profile=profile, rows=records,
+                                                                   targets=deploy_targets(records, methods or []),
                                                                    baseline=records[0]["model"] if records else "-",
                                                                    fingerprint=records[0]["fingerprint"] if records else {}))
 

@@ -21,6 +21,7 @@ from vitcompress.data import InputAdapter, PreparedData, prepare
 from vitcompress.measure import effective_threads, evaluate, file_size_mb, speed
 from vitcompress.methods import StepContext, get_method
 from vitcompress.models import count_params
+from vitcompress.runtime import load_artifact
 from vitcompress.train import seed_everything
 from vitcompress.workers import in_worker, job_resources
 
@@ -98,8 +99,8 @@ def run_step(step: dict, dataset: str, data_file: str, out: str, device: str = "
     use_threads(threads)
     ctx = StepContext(
         step=step, dataset=dataset, data_file=Path(data_file), device=resolve_device(device), seed=seed,
-        threads=threads, parent=Artifact.load(parent) if parent else None,
-        extra={k: Artifact.load(v) for k, v in (extra or {}).items()},
+        threads=threads, parent=load_artifact(parent) if parent else None,
+        extra={k: load_artifact(v) for k, v in (extra or {}).items()},
     )
     method = get_method(step["method"])()
     log.info("%s: step %s (method %s) on %s", dataset, step["id"], method.name, ctx.device)
@@ -128,12 +129,17 @@ def variant_step(step: dict, variant: str) -> dict:
     return out  # a variant's threads and environment are the rule's (train_variant), not the step's
 
 
+def runtime_name(meta: dict) -> str:
+    """The runtime that runs an artifact, as tables name it."""
+    return "ONNX Runtime" if meta.get("runtime") == "onnxruntime" else "PyTorch"
+
+
 def evaluate_artifact(artifact: str, data_file: str, out: str, eval_batch_size: int = 256,
                       device: str = "auto", threads: int = 1) -> None:
     """Accuracy on the test split, size on disk and parameter count: nothing here depends on the hardware."""
     use_threads(threads)
     dev = resolve_device(device)
-    art = Artifact.load(artifact)
+    art = load_artifact(artifact)
     model = art.build()
     if art.meta.get("cpu_only"):
         dev = "cpu"
@@ -155,6 +161,7 @@ def evaluate_artifact(artifact: str, data_file: str, out: str, eval_batch_size: 
         "in_chans": art.arch["kwargs"]["in_chans"],
         "cpu_only": bool(art.meta.get("cpu_only", False)),
         "eval_device": dev,
+        "runtime": runtime_name(art.meta),
         "settings": art.settings(),
         "train_epochs": art.train_epochs(),
     })
@@ -183,7 +190,9 @@ def measure_model(model, artifact_meta: dict, input_shape, measure: dict, fp: di
         out["gpu"] = speed(model, input_shape, int(measure["batch_size"]), "cuda", baseline=baseline, **common)
     else:
         out["gpu"] = None
-        if artifact_meta.get("cpu_only"):
+        if artifact_meta.get("runtime") == "onnxruntime":
+            out["notes"].append("ONNX Runtime rows run on its CPU execution provider: no GPU timing.")
+        elif artifact_meta.get("cpu_only"):
             out["notes"].append("CPU-only model: no GPU timing.")
         elif not gpu_ok:
             out["notes"].append("no CUDA GPU here: no GPU timing.")
@@ -226,10 +235,10 @@ def measure_speed(artifact: str, out: str, measure: dict, fp: dict, baseline: st
 
     ``baseline``: the artifact of the profile's baseline row (its first), timed call by call beside
     this one for a side-by-side speed-up (not timed when it is this artifact: its speed-up is 1)."""
-    art = Artifact.load(artifact)
+    art = load_artifact(artifact)
     model = art.build()
     is_baseline = baseline is not None and Path(baseline).resolve() == Path(artifact).resolve()
-    ref = Artifact.load(baseline).build() if baseline is not None and not is_baseline else None
+    ref = load_artifact(baseline).build() if baseline is not None and not is_baseline else None
     write_json(out, measure_model(model, art.meta, _input_shape(art.arch), measure, fp, baseline=ref,
                                   is_baseline=is_baseline))
 
@@ -246,6 +255,7 @@ def row_metrics(row: dict, dataset: str, accuracy: str, speed_json: str, out: st
         "row": row["id"],
         **row_labels(row, settings or {}, acc.get("settings")),
         "chain": row["chain"],
+        "runtime": acc.get("runtime", "PyTorch"),
         "accuracy": acc["accuracy"],
         "top5": acc.get("top5"),
         "size_mb": acc["size_mb"],
@@ -267,7 +277,8 @@ def row_metrics(row: dict, dataset: str, accuracy: str, speed_json: str, out: st
 
 
 def build_untrained(chain_steps: list[dict], arch: dict) -> Artifact:
-    """A row's deployable artifact with random weights: each step's structural change, no data."""
+    """A row's deployable PyTorch artifact with random weights: each step's structural change, no data.
+    (Steps that make ONNX artifacts follow in :func:`_deployed`.)"""
     from vitcompress.models import create
 
     model = create(arch)
@@ -284,13 +295,21 @@ def build_untrained(chain_steps: list[dict], arch: dict) -> Artifact:
     return art
 
 
-def _deployed(chain_steps: list[dict], arch: dict) -> tuple[Artifact, nn.Module, float]:
-    """A row's untrained artifact, its size on disk, and the model a deployment would load from it."""
-    art = build_untrained(chain_steps, arch)
-    with tempfile.TemporaryDirectory() as tmp:
+@contextlib.contextmanager
+def _deployed(chain_steps: list[dict], arch: dict):
+    """A row's untrained artifact, the model a deployment would load from it, and its size on disk, for
+    the duration of the block. Steps of another runtime (ONNX export, ORT quantization) each start from
+    the saved file of the one before, as in the workflow."""
+    torch_steps = [s for s in chain_steps if get_method(s["method"]).runtime == "pytorch"]
+    with tempfile.TemporaryDirectory(prefix="vitcompress-bench-") as tmp:
         path = Path(tmp) / "model.pt"
-        art.save(path)
-        return art, Artifact.load(path).build(), file_size_mb(path)
+        build_untrained(torch_steps, arch).save(path)
+        for i, step in enumerate(chain_steps[len(torch_steps):]):
+            child = get_method(step["method"]).untrained_deploy(load_artifact(path), step)
+            path = Path(tmp) / f"model{i}.onnx"
+            child.save(path)
+        art = load_artifact(path)
+        yield art, art.build(), file_size_mb(path)
 
 
 def bench_row(chain_steps: list[dict], arch: dict, measure: dict, fp: dict, out: str,
@@ -300,13 +319,15 @@ def bench_row(chain_steps: list[dict], arch: dict, measure: dict, fp: dict, out:
     ``baseline_steps``/``baseline_arch``: the baseline row's chain and architecture (the profile's
     first row), built the same way and timed call by call beside this one for a side-by-side
     speed-up, as the cells' timings are; the baseline row itself is not timed twice."""
-    art, model, size = _deployed(chain_steps, arch)
     baseline_arch = baseline_arch or arch
     is_baseline = (baseline_steps is not None and baseline_arch == arch
                    and [s["id"] for s in baseline_steps] == [s["id"] for s in chain_steps])
     timed_beside = baseline_steps is not None and not is_baseline
-    ref = _deployed(baseline_steps, baseline_arch)[1] if timed_beside else None
-    result = measure_model(model, art.meta, _input_shape(arch), measure, fp, baseline=ref, is_baseline=is_baseline)
-    result.update(size_mb=size, params=count_params(model), arch=arch, chain=[s["id"] for s in chain_steps],
-                  settings=art.settings())
+    with contextlib.ExitStack() as stack:
+        art, model, size = stack.enter_context(_deployed(chain_steps, arch))
+        ref = stack.enter_context(_deployed(baseline_steps, baseline_arch))[1] if timed_beside else None
+        result = measure_model(model, art.meta, _input_shape(arch), measure, fp, baseline=ref,
+                               is_baseline=is_baseline)
+        result.update(size_mb=size, params=count_params(model), arch=arch, chain=[s["id"] for s in chain_steps],
+                      runtime=runtime_name(art.meta), settings=art.settings())
     write_json(out, result)

@@ -1,7 +1,7 @@
 """Compression methods: one module each, one :class:`~vitcompress.methods.base.Method` subclass each."""
 from vitcompress.methods.base import METHODS, Method, StepContext, register
 from vitcompress.methods import (  # noqa: F401  (importing registers)
-    diffq_noise, distill, dynamic_ptq, fq_vit, lsq, nystrom, prune, train,
+    diffq_noise, distill, dynamic_ptq, fq_vit, lsq, nystrom, onnx_export, ort_dynamic, ort_static, prune, train,
 )
 
 __all__ = ["METHODS", "Method", "StepContext", "register", "get_method"]

@@ -37,6 +37,13 @@ class Method:
     name: ClassVar[str] = ""
     is_root: ClassVar[bool] = False     # builds a model from scratch (must be first in a chain)
     keys: ClassVar[dict[str, type | tuple]] = {}  # method-specific step keys and their types
+    # Which runtime runs the artifact this method makes, and which runtime's artifact it takes as input:
+    # "pytorch" (a .pt artifact, rebuilt from timm + transforms) or "onnxruntime" (a .onnx file).
+    runtime: ClassVar[str] = "pytorch"
+    input_runtime: ClassVar[str] = "pytorch"
+    # Whether the model this method makes is still plain PyTorch that the ONNX exporter can trace
+    # (torch.ao's int8 layers and simulated quantization are not).
+    exportable: ClassVar[bool] = True
 
     @classmethod
     def check_step(cls, step: dict, where: str, profile: dict) -> None:

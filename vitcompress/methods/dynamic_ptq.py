@@ -76,6 +76,7 @@ def int8_skeleton(model: nn.Module) -> nn.Module:
 @register
 class DynamicPTQ(Method):
     name = "dynamic_ptq"
+    exportable = False  # torch.ao int8 Linear layers: export the float model, then ort_int8_dynamic
 
     @classmethod
     def check_model(cls, model, step):

@@ -30,6 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from vitcompress.artifacts import Artifact
+from vitcompress.data import calibration_images
 from vitcompress.errors import ConfigError
 from vitcompress.methods.base import Method, StepContext, register
 from vitcompress.models import ReplacedAttention, vit_blocks
@@ -300,19 +301,6 @@ def calibrate(model: nn.Module, images: torch.Tensor, batch_size: int, before_fr
     return model
 
 
-def calibration_images(ctx_or_file, img_size, count: int, device: str = "cpu", seed: int = 0) -> torch.Tensor:
-    """The first ``count`` images of a seeded shuffle of the training split, model-ready."""
-    from vitcompress.data import InputAdapter, PreparedData
-
-    data = PreparedData(ctx_or_file)
-    x, _ = data.splits["train"]
-    if count > len(x):
-        raise ValueError(f"calib_images = {count} exceeds the {len(x)} training images of this data set; "
-                         f"lower calib_images.")
-    pick = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:count]
-    return InputAdapter(data.meta, img_size, device)(x[pick])
-
-
 VARIANTS = (  # (label, ptf, lis): the ablation of the two tricks under one calibration
     ("min-max LayerNorm inputs, uniform attention", False, False),
     ("PTF, uniform attention", True, False),
@@ -421,6 +409,7 @@ def _spec(step: dict) -> dict:
 @register
 class FQViT(Method):
     name = "fq_vit"
+    exportable = False  # simulated quantization (see the module docstring)
     keys = {"weight_bits": int, "act_bits": int, "attn_bits": int, "observer": str, "calib_images": int,
             "calib_batch_size": int, "ptf": bool, "lis": bool, "ptf_k": int, "percentile": (int, float),
             "ema": (int, float)}

@@ -1,0 +1,227 @@
+"""ONNX export and ONNX Runtime int8: the artifacts a device loads, checked against PyTorch."""
+import copy
+from pathlib import Path
+
+import onnx
+import pytest
+import torch
+
+from tests.conftest import TINY_VIT
+from vitcompress.artifacts import Artifact, ArtifactError
+from vitcompress.config import ConfigError, resolve
+from vitcompress.data import InputAdapter, PreparedData
+from vitcompress.methods import StepContext, get_method
+from vitcompress.models import count_params
+from vitcompress.runtime import OnnxArtifact, OrtModule, load_artifact
+from vitcompress.workflow import bench_row, build_untrained, evaluate_artifact
+
+
+def _ctx(step: dict, parent, data_file) -> StepContext:
+    return StepContext(step=step, dataset="digits", data_file=Path(data_file), device="cpu", parent=parent)
+
+
+def _saved(art, path: Path):
+    art.save(path)
+    return load_artifact(path)
+
+
+@pytest.fixture(scope="module")
+def exported(random_vit, digits_file, tmp_path_factory):
+    """The tiny random ViT as the `onnx` step makes it, saved and reloaded."""
+    tmp = tmp_path_factory.mktemp("onnx")
+    parent = _saved(random_vit, tmp / "vit.pt")
+    art = get_method("onnx")().run(_ctx({"id": "onnx", "method": "onnx"}, parent, digits_file))
+    return parent, _saved(art, tmp / "model.onnx")
+
+
+def test_export_runs_in_onnx_runtime_and_predicts_as_pytorch_does(exported, digits_file):
+    parent, art = exported
+    assert isinstance(art, OnnxArtifact) and art.meta["runtime"] == "onnxruntime" and art.meta["cpu_only"]
+    check = art.meta["export_check"]
+    data = PreparedData(digits_file)
+    assert check["images"] == len(data.splits["test"][1]) and check["agreement"] >= 0.995
+    assert check["top1"] == pytest.approx(check["reference_top1"], abs=100 / check["images"])
+    # the file itself, on a batch size it was not exported at (dynamic batch), computes the PyTorch logits
+    x = InputAdapter(data.meta, art.arch["kwargs"]["img_size"])(data.splits["test"][0][:7])
+    with torch.inference_mode():
+        torch.testing.assert_close(art.build()(x), parent.build()(x), atol=1e-4, rtol=1e-4)
+    # the exporter stores identical tensors once: this untrained model's LayerNorm ones and zeros are shared
+    assert count_params(art.build()) == pytest.approx(count_params(parent.build()), rel=0.05)
+    assert [s["method"] for s in art.meta["steps"]] == ["onnx"] and art.settings() == {}
+
+
+def test_exported_file_holds_no_debug_annotations_and_reloads_its_record(exported):
+    _, art = exported
+    proto = onnx.load(art.path)
+    assert not any(node.metadata_props for node in proto.graph.node)  # no stack traces or local paths
+    again = load_artifact(art.path)
+    assert again.arch == art.arch and again.meta == art.meta and again.transforms == art.transforms
+
+
+def test_an_export_that_computes_another_model_is_refused(random_vit, digits_file, tmp_path, monkeypatch):
+    """The step compares the file's test-set predictions with PyTorch's: a graph of other weights fails."""
+    import vitcompress.methods.onnx_export as onnx_export
+
+    parent = _saved(random_vit, tmp_path / "vit.pt")
+    real_export = onnx_export.export
+
+    def wrong_weights(model, example):
+        torch.manual_seed(123)
+        for p in model.parameters():
+            p.data.normal_()
+        return real_export(model, example)
+
+    monkeypatch.setattr(onnx_export, "export", wrong_weights)
+    with pytest.raises(ValueError, match=r"predicts differently from PyTorch on .* test images"):
+        onnx_export.OnnxExport().run(_ctx({"id": "onnx", "method": "onnx"}, parent, digits_file))
+
+
+def test_static_int8_quantizes_weights_and_activations_with_calibration(exported, digits_file, tmp_path):
+    _, fp32 = exported
+    step = {"id": "int8_static", "method": "ort_int8_static", "calib_images": 64, "calib_batch_size": 16}
+    art = _saved(get_method("ort_int8_static")().run(_ctx(step, fp32, digits_file)), tmp_path / "s8.onnx")
+    graph = onnx.load(art.path).graph
+    ops = {n.op_type for n in graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "MatMul"} <= ops
+    int8_weights = [t for t in graph.initializer if t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 2]
+    assert len(int8_weights) >= 4  # every Linear of the encoder (qkv, proj, fc1, fc2) stores int8 weights
+    # per-channel: a weight's scale has one entry per output channel
+    scales = {t.name: t for t in graph.initializer if t.name.endswith("_scale")}
+    assert any(len(t.dims) == 1 and t.dims[0] > 1 for t in scales.values())
+    assert Path(art.path).stat().st_size < 0.7 * Path(fp32.path).stat().st_size
+    assert art.meta["ort_quantized"] == "static int8 (QDQ)" and "export_check" not in art.meta
+    assert art.settings() == {"calib_images": 64, "per_channel": True}
+
+
+def test_static_calibration_asks_no_more_images_than_the_training_split_has(exported, digits_file):
+    _, fp32 = exported
+    step = {"id": "int8_static", "method": "ort_int8_static", "calib_images": 10 ** 6}
+    with pytest.raises(ValueError, match="calib_images = 1000000 exceeds"):
+        get_method("ort_int8_static")().run(_ctx(step, fp32, digits_file))
+
+
+def test_dynamic_int8_quantizes_at_run_time_and_accuracy_comes_from_onnx_runtime(exported, digits_file, tmp_path):
+    _, fp32 = exported
+    step = {"id": "int8_dynamic", "method": "ort_int8_dynamic"}
+    path = tmp_path / "d8.onnx"
+    _saved(get_method("ort_int8_dynamic")().run(_ctx(step, fp32, digits_file)), path)
+    assert "DynamicQuantizeLinear" in {n.op_type for n in onnx.load(path).graph.node}
+    evaluate_artifact(str(path), str(digits_file), str(tmp_path / "acc.json"))
+    from vitcompress.artifacts import read_json
+
+    acc = read_json(tmp_path / "acc.json")
+    assert acc["runtime"] == "ONNX Runtime" and acc["eval_device"] == "cpu" and acc["test_images"] == 270
+    assert acc["size_mb"] == pytest.approx(path.stat().st_size / 2 ** 20)
+
+
+def test_int8_steps_refuse_a_pytorch_or_an_already_quantized_input(random_vit, exported, digits_file, tmp_path):
+    _, fp32 = exported
+    s8 = _saved(get_method("ort_int8_dynamic")().run(_ctx({"id": "d", "method": "ort_int8_dynamic"}, fp32,
+                                                            digits_file)), tmp_path / "d8.onnx")
+    for method in ("ort_int8_static", "ort_int8_dynamic"):
+        with pytest.raises(ValueError, match="put an `onnx` step before it"):
+            get_method(method)().run(_ctx({"id": "q", "method": method}, random_vit, digits_file))
+        with pytest.raises(ValueError, match="already int8"):
+            get_method(method)().run(_ctx({"id": "q", "method": method, "calib_images": 8}, s8, digits_file))
+
+
+def test_onnx_session_follows_the_thread_count_set_before_eval(exported):
+    _, art = exported
+    model = art.build()
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        model.eval()
+        assert model._session.get_session_options().intra_op_num_threads == 1
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(RuntimeError, match="inference only"):
+        model.train()
+
+
+@pytest.mark.parametrize("content, match", [
+    (b"not a protobuf at all \xff\xfe", "corrupt or truncated ONNX file"),
+    (None, "without vitcompress's record"),
+])
+def test_foreign_or_damaged_onnx_files_are_refused(tmp_path, content, match):
+    path = tmp_path / "model.onnx"
+    if content is None:  # a valid ONNX model that this project did not write
+        node = onnx.helper.make_node("Identity", ["x"], ["y"])
+        info = [onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, [1]) for n in ("x", "y")]
+        onnx.save(onnx.helper.make_model(onnx.helper.make_graph([node], "g", info[:1], info[1:])), path)
+    else:
+        path.write_bytes(content)
+    with pytest.raises(ArtifactError, match=match):
+        load_artifact(path)
+
+
+ROW_CHAINS = {  # every kind of row whose model the exporter must trace, built with random weights
+    "nystrom": [{"id": "ny", "method": "nystrom", "landmarks": 4}],
+    "prune": [{"id": "g", "method": "prune_gates"}, {"id": "p", "method": "prune", "ratio": 0.3}],
+    "lsq": [{"id": "lsq", "method": "lsq", "bits": 4, "min_size": 0.0}],
+}
+
+
+@pytest.mark.parametrize("kind", sorted(ROW_CHAINS))
+def test_compressed_rows_export_and_compute_the_same_logits(kind, tmp_path):
+    arch = copy.deepcopy({**TINY_VIT, "kwargs": {**TINY_VIT["kwargs"], "img_size": [16, 16], "in_chans": 1,
+                                                 "num_classes": 10}})
+    steps = [{"id": "vit", "method": "train"}, *ROW_CHAINS[kind]]
+    torch.manual_seed(0)
+    parent = _saved(build_untrained(steps, arch), tmp_path / "model.pt")
+    art = _saved(get_method("onnx").untrained_deploy(parent, {"id": "onnx", "method": "onnx"}), tmp_path / "m.onnx")
+    assert art.meta["runtime"] == "onnxruntime" and art.transforms[:-1] == parent.transforms
+    x = torch.randn(5, 1, 16, 16, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        torch.testing.assert_close(art.build()(x), parent.build()(x), atol=2e-4, rtol=2e-4)
+
+
+def test_bench_row_times_an_onnx_chain_beside_the_pytorch_baseline(tmp_path):
+    arch = {**TINY_VIT, "kwargs": {**TINY_VIT["kwargs"], "img_size": [16, 16], "in_chans": 1, "num_classes": 10}}
+    base = [{"id": "vit", "method": "train"}]
+    chain = base + [{"id": "onnx", "method": "onnx"}, {"id": "s8", "method": "ort_int8_static"}]
+    measure = {"batch_size": 4, "cpu_threads": 1, "warmup": 1, "repeats": 2}
+    bench_row(chain, arch, measure, {"label": "test"}, str(tmp_path / "b.json"), baseline_steps=base,
+              baseline_arch=arch)
+    from vitcompress.artifacts import read_json
+
+    r = read_json(tmp_path / "b.json")
+    assert r["runtime"] == "ONNX Runtime" and r["cpu"]["vs_baseline"] > 0 and r["gpu"] is None
+    assert r["chain"] == ["vit", "onnx", "s8"] and r["params"] > 0
+    assert any("ONNX Runtime" in n for n in r["notes"])
+
+
+def _profile_with_chain(raw, chain, **step_edits):
+    raw = copy.deepcopy(raw)
+    prof = raw["profiles"]["demo"]
+    for sid, edit in step_edits.items():
+        prof["steps"][sid].update(edit)
+    prof["rows"].append({"id": "x", "model": "X", "method": "Y", "chain": chain})
+    return raw
+
+
+@pytest.mark.parametrize("chain, edits, match", [
+    (["vit", "int8_static"], {}, r"chain\[1\] = 'int8_static' .* needs an ONNX model.*put an `onnx` step"),
+    (["vit", "dynamic_ptq", "onnx"], {}, r"method 'dynamic_ptq' earlier in the chain .* cannot trace"),
+    (["vit", "fq_vit", "onnx"], {}, r"method 'fq_vit' earlier"),
+    (["vit", "onnx", "dynamic_ptq"], {}, r"needs a PyTorch model, but the step before it makes an ONNX model"),
+    (["vit", "onnx", "int8_static", "int8_dynamic"], {}, None),  # config allows; the step refuses int8 input
+    (["vit", "onnx"], {"onnx": {"min_agreement": 1.5}}, r"min_agreement = 1.5"),
+    (["vit", "onnx", "int8_static"], {"int8_static": {"calib_images": 0}}, r"calib_images = 0"),
+    (["vit", "onnx", "int8_static"], {"int8_static": {"per_chanel": True}}, r"unknown key .*per_chanel"),
+])
+def test_chains_that_cannot_run_stop_before_any_job(raw_params, chain, edits, match):
+    raw = _profile_with_chain(raw_params, chain, **edits)
+    if match is None:
+        resolve(raw, {"profile": "demo"})
+        return
+    with pytest.raises(ConfigError, match=match):
+        resolve(raw, {"profile": "demo"})
+
+
+def test_a_pytorch_artifact_never_loads_as_onnx_and_back(random_vit, tmp_path):
+    path = tmp_path / "model.pt"
+    random_vit.save(path)
+    assert type(load_artifact(path)) is Artifact
+    with pytest.raises(ArtifactError):
+        OnnxArtifact.load(path)

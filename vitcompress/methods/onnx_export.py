@@ -1,0 +1,105 @@
+"""``onnx``: export the chain's PyTorch model to ONNX, run it in ONNX Runtime, and prove it is the same model.
+
+The export (torch.export-based, dynamic batch) ends a PyTorch chain: vanilla, DeiT, pruned, Nyström and
+the QAT rows (their dequantized float weights) all export; torch.ao's int8 layers (``dynamic_ptq``) and
+FQ-ViT's simulated quantization do not, and the configuration says so before any job runs. The step then
+predicts the whole test split with both PyTorch and ONNX Runtime and refuses the export when they agree on
+fewer than ``min_agreement`` of the images (default 99.5%): a graph that computes something else must not
+reach a device or the table. The artifact is the ``.onnx`` file itself; its accuracy cell is measured by
+ONNX Runtime (the step's evaluation runs the file), its speed by ONNX Runtime beside PyTorch's vanilla.
+"""
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+import torch
+
+from vitcompress.artifacts import OWN_META
+from vitcompress.methods.base import Method, StepContext, register
+from vitcompress.runtime import RUNTIME, OnnxArtifact, OrtModule, export
+
+log = logging.getLogger("vitcompress")
+
+DEFAULTS = {"min_agreement": 0.995}
+VERIFY_BATCH = 64
+
+
+def _exported(parent, step: dict, example: torch.Tensor) -> OnnxArtifact:
+    proto = export(parent.build(), example)
+    steps = parent.meta.get("steps", []) + [{"id": step["id"], "method": OnnxExport.name}]
+    inherited = {k: v for k, v in parent.meta.items() if k not in OWN_META}
+    meta = {**inherited, "steps": steps, "runtime": RUNTIME, "cpu_only": True}
+    return OnnxArtifact(parent.arch, {}, list(parent.transforms) + [{"method": OnnxExport.name}], meta, None, proto)
+
+
+@torch.inference_mode()
+def agreement(reference: torch.nn.Module, candidate: torch.nn.Module, batches, adapter) -> dict:
+    """How often two models' top-1 predictions agree over ``batches`` of (uint8 images, labels), with each
+    one's accuracy and the largest logit difference."""
+    same = right_ref = right_cand = total = 0
+    max_diff = 0.0
+    for x, y in batches:
+        inputs = adapter(x)
+        a = reference(inputs).float().cpu()
+        b = candidate(inputs.cpu()).float()
+        same += (a.argmax(-1) == b.argmax(-1)).sum().item()
+        right_ref += (a.argmax(-1) == y).sum().item()
+        right_cand += (b.argmax(-1) == y).sum().item()
+        max_diff = max(max_diff, (a - b).abs().max().item())
+        total += len(y)
+    n = max(1, total)
+    return {"images": total, "agreement": same / n, "reference_top1": 100 * right_ref / n,
+            "top1": 100 * right_cand / n, "max_abs_logit_diff": max_diff}
+
+
+@register
+class OnnxExport(Method):
+    name = "onnx"
+    runtime = RUNTIME
+    keys = {"min_agreement": (int, float)}
+
+    @classmethod
+    def check_step(cls, step, where, profile):
+        super().check_step(step, where, profile)
+        value = step.get("min_agreement", DEFAULTS["min_agreement"])
+        if not 0 < value <= 1:
+            from vitcompress.errors import ConfigError
+
+            raise ConfigError(f"params.yaml: {where}.min_agreement = {value!r}: a share of the test images "
+                              f"in (0, 1], e.g. 0.995.")
+
+    def run(self, ctx: StepContext) -> OnnxArtifact:
+        from vitcompress.data import InputAdapter, PreparedData
+
+        parent, step = ctx.parent, {**DEFAULTS, **ctx.step}
+        data = PreparedData(ctx.data_file)
+        adapter = InputAdapter(data.meta, parent.arch["kwargs"]["img_size"], ctx.device)
+        x_test = data.splits["test"][0]
+        art = _exported(parent, step, adapter(x_test[:2]).cpu())
+        with tempfile.TemporaryDirectory() as tmp:  # run the graph as a device would: from its file
+            path = Path(tmp) / "model.onnx"
+            art.save(path)
+            check = agreement(parent.build().to(ctx.device), OrtModule(path).eval(),
+                              data.loader("test", VERIFY_BATCH), adapter)
+        art.path = None
+        log.info("%s: ONNX Runtime agrees with PyTorch on %.2f%% of %d test images (top-1 %.2f%% vs %.2f%%, "
+                 "largest logit difference %.2g)", ctx.dataset, 100 * check["agreement"], check["images"],
+                 check["top1"], check["reference_top1"], check["max_abs_logit_diff"])
+        if check["agreement"] < float(step["min_agreement"]):
+            raise ValueError(
+                f"{ctx.dataset}: the ONNX export of step {step['id']!r} predicts differently from PyTorch on "
+                f"{100 * (1 - check['agreement']):.2f}% of {check['images']} test images (allowed: "
+                f"{100 * (1 - float(step['min_agreement'])):.2f}%); the exported graph does not compute the "
+                f"model. Nothing was written; report the architecture, or lower min_agreement to accept it.")
+        art.meta["export_check"] = check
+        return art
+
+    @classmethod
+    def untrained_deploy(cls, parent, step: dict) -> OnnxArtifact:
+        """The export of an untrained (random-weight) artifact, for architecture benchmarks."""
+        kwargs = parent.arch["kwargs"]
+        example = torch.randn(2, int(kwargs["in_chans"]), *map(int, kwargs["img_size"]),
+                              generator=torch.Generator().manual_seed(0))
+        return _exported(parent, step, example)

@@ -1,0 +1,36 @@
+"""``ort_int8_dynamic``: ONNX Runtime's dynamic int8 quantization of an exported model (``onnx`` step first).
+
+``onnxruntime.quantization.quantize_dynamic``: MatMul/Gemm weights stored as int8 (one scale per tensor,
+or per output channel with ``per_channel``), activations quantized at run time from each batch's own
+range. No calibration data. It is the runtime counterpart of the ``dynamic_ptq`` row (torch.ao, whose
+eager API torch 2.14 deprecates).
+"""
+from __future__ import annotations
+
+from vitcompress.methods.base import Method, StepContext, register
+from vitcompress.methods.ort_static import check_float_onnx
+from vitcompress.runtime import RUNTIME, OnnxArtifact, quantize_dynamic
+
+DEFAULTS = {"per_channel": False}
+
+
+def _child(parent: OnnxArtifact, step: dict) -> OnnxArtifact:
+    check_float_onnx(parent, step["id"])
+    proto = quantize_dynamic(parent.path, bool(step["per_channel"]))
+    steps = parent.meta.get("steps", []) + [{"id": step["id"], "method": OrtDynamic.name}]
+    spec = {"method": OrtDynamic.name, "per_channel": bool(step["per_channel"])}
+    return parent.child_onnx(proto, spec, steps=steps, ort_quantized="dynamic int8")
+
+
+@register
+class OrtDynamic(Method):
+    name = "ort_int8_dynamic"
+    runtime = input_runtime = RUNTIME
+    keys = {"per_channel": bool}
+
+    def run(self, ctx: StepContext) -> OnnxArtifact:
+        return _child(ctx.parent, {**DEFAULTS, **ctx.step})
+
+    @classmethod
+    def untrained_deploy(cls, parent: OnnxArtifact, step: dict) -> OnnxArtifact:
+        return _child(parent, {**DEFAULTS, **step})

@@ -1,0 +1,234 @@
+"""Deployment artifacts for ONNX Runtime: export, load, run, as the rest of the pipeline runs PyTorch models.
+
+An ONNX artifact is the ``.onnx`` file a device loads, nothing else: the model graph and its weights
+(``onnx`` writes them as protocol buffers, which hold no code), plus, in the file's own metadata, the
+same ``arch`` / ``transforms`` / ``meta`` record a PyTorch artifact carries, so reports, chains and
+labels read both alike. Its size on disk is the deployable size.
+
+:class:`OrtModule` wraps an ONNX Runtime session as an ``nn.Module`` that takes and returns torch
+tensors, so accuracy (:func:`vitcompress.measure.evaluate`) and speed (:func:`vitcompress.measure.speed`,
+side by side with the PyTorch baseline) are measured by the same code for both runtimes. The session is
+(re)made with as many intra-op threads as PyTorch has when the module is put in eval mode, which both
+measurement functions do after setting the thread count: a timing never includes building the session.
+
+``onnx``, ``onnxruntime`` and the exporter are imported only by the functions that need them.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from vitcompress.artifacts import FORMAT, OWN_META, Artifact, ArtifactError, atomic_path
+
+log = logging.getLogger("vitcompress")
+
+META_KEY = "vitcompress.artifact"
+INPUT, OUTPUT = "image", "logits"
+RUNTIME = "onnxruntime"
+
+
+def runtime_label() -> str:
+    import onnxruntime as ort
+
+    return f"ONNX Runtime {ort.__version__}"
+
+
+class OrtModule(nn.Module):
+    """An ONNX Runtime CPU session as a module: ``forward(x: Tensor) -> Tensor`` (float logits)."""
+
+    def __init__(self, path: str | Path):
+        super().__init__()
+        self.path = str(path)
+        self._session = None
+        self._threads = None
+
+    def _ensure_session(self):
+        threads = torch.get_num_threads()
+        if self._session is None or self._threads != threads:
+            import onnxruntime as ort
+
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = threads
+            opts.inter_op_num_threads = 1
+            opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+            # every fusion ORT has: QDQ pairs around MatMul become integer MatMul kernels, LayerNorm/GELU fuse
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            self._session = ort.InferenceSession(self.path, opts, providers=["CPUExecutionProvider"])
+            self._input = self._session.get_inputs()[0].name
+            self._threads = threads
+        return self._session
+
+    def train(self, mode: bool = True):
+        if mode:
+            raise RuntimeError("an ONNX Runtime model runs inference only")
+        self._ensure_session()
+        return super().train(False)
+
+    def _apply(self, fn, recurse=True):  # .to(device): the session is CPU-only and holds no torch tensors
+        return self
+
+    def num_params(self) -> int:
+        """Weights in the graph: every stored tensor but the quantization scales and zero points."""
+        import onnx
+
+        graph = onnx.load(self.path, load_external_data=False).graph
+        stored = list(graph.initializer)  # the exporter also folds small tensors into Constant nodes
+        stored += [a.t for n in graph.node if n.op_type == "Constant" for a in n.attribute if a.name == "value"]
+        return sum(int(np.prod(t.dims)) for t in stored if not t.name.endswith(("_scale", "_zero_point")))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type != "cpu":
+            raise RuntimeError("the ONNX Runtime artifacts run on the CPU execution provider only")
+        session = self._ensure_session()
+        out = session.run(None, {self._input: np.ascontiguousarray(x.detach().numpy(), dtype=np.float32)})[0]
+        return torch.from_numpy(out)
+
+
+@dataclass
+class OnnxArtifact(Artifact):
+    """A ``.onnx`` deployment artifact. ``proto``: the ``onnx.ModelProto`` a step made (until saved);
+    ``path``: the file it was loaded from or saved to. ``state_dict`` stays empty: the weights are in the graph."""
+
+    proto: object = None
+    path: str | None = None
+
+    def build(self) -> nn.Module:
+        if self.path is None:
+            raise ArtifactError("this ONNX artifact has not been saved yet: save it, then build it to run it")
+        return OrtModule(self.path).eval()
+
+    def child_onnx(self, proto, transform: dict | None = None, **meta) -> "OnnxArtifact":
+        """The artifact of a step that turned this one's graph into ``proto``."""
+        transforms = list(self.transforms) + ([transform] if transform else [])
+        inherited = {k: v for k, v in self.meta.items() if k not in OWN_META and k != "export_check"}
+        return OnnxArtifact(self.arch, {}, transforms, {**inherited, **meta}, None, proto)
+
+    def save(self, path: str | Path, compress: str | None = None) -> None:
+        """Write the graph atomically, with the artifact record in the file's metadata (``compress`` must be
+        None or "none": a device loads the .onnx file as it is)."""
+        import onnx
+
+        if compress not in (None, "none"):
+            raise ValueError(f"compress = {compress!r}: an ONNX artifact is stored as the runtime reads it")
+        if self.proto is None:
+            raise ArtifactError("an ONNX artifact loaded from a file is already saved; copy the file instead")
+        record = json.dumps({"format": FORMAT, "arch": self.arch, "transforms": self.transforms,
+                             "meta": self.meta}, sort_keys=True)
+        kept = [p for p in self.proto.metadata_props if p.key != META_KEY]
+        del self.proto.metadata_props[:]
+        self.proto.metadata_props.extend(kept)
+        self.proto.metadata_props.add(key=META_KEY, value=record)
+        with atomic_path(path) as tmp:
+            onnx.save_model(self.proto, str(tmp), save_as_external_data=False)
+        self.path = str(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "OnnxArtifact":
+        import onnx
+
+        path = Path(path)
+        if not path.exists():
+            raise ArtifactError(f"{path}: no such artifact; run the workflow step that makes it.")
+        try:
+            proto = onnx.load(str(path), load_external_data=False)
+        except Exception as exc:  # protobuf's DecodeError and friends: a damaged file
+            raise ArtifactError(f"{path}: corrupt or truncated ONNX file ({type(exc).__name__}); delete it and "
+                                f"re-run the workflow to rebuild it.") from None
+        record = next((p.value for p in proto.metadata_props if p.key == META_KEY), None)
+        if record is None:
+            raise ArtifactError(f"{path}: an ONNX file without vitcompress's record ({META_KEY!r} metadata); "
+                                f"only ONNX files this project wrote are artifacts.")
+        payload = json.loads(record)
+        if payload.get("format") != FORMAT:
+            raise ArtifactError(f"{path}: not a vitcompress artifact (expected format {FORMAT!r}).")
+        return cls(payload["arch"], {}, payload["transforms"], payload["meta"], None, None, str(path))
+
+
+def load_artifact(path: str | Path) -> Artifact:
+    """A PyTorch (``.pt``) or ONNX (``.onnx``) artifact, by the file's suffix."""
+    return OnnxArtifact.load(path) if Path(path).suffix == ".onnx" else Artifact.load(path)
+
+
+def export(model: nn.Module, example: torch.Tensor):
+    """``model`` as an ``onnx.ModelProto`` with a dynamic batch dimension (torch.export-based exporter).
+
+    The batch of ``example`` must be at least 2: exported at batch 1, the graph would be specialised to it."""
+    import warnings
+
+    from torch.export import Dim
+
+    model = model.cpu().eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(model, (example.cpu(),), dynamo=True, input_names=[INPUT], output_names=[OUTPUT],
+                                    dynamic_shapes=({0: Dim("batch")},), optimize=True, verbose=False,
+                                    external_data=False)
+    proto = program.model_proto
+    # the exporter annotates every node with its Python stack trace and module path: debugging aids that
+    # are a quarter of a small model's file and name this machine's paths; a deployed file carries neither
+    for node in proto.graph.node:
+        del node.metadata_props[:]
+        node.doc_string = ""
+    return proto
+
+
+class _Batches:
+    """``onnxruntime.quantization.CalibrationDataReader`` over model-ready images in batches, readable one
+    stretch of batches at a time (``set_range``: what ORT's strided min-max calibration asks for)."""
+
+    def __init__(self, images: torch.Tensor, batch_size: int, input_name: str):
+        self._batches = [{input_name: b.numpy().astype(np.float32)} for b in images.split(batch_size)]
+        self.set_range(0, len(self._batches))
+
+    def __len__(self) -> int:
+        return len(self._batches)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self._iter = iter(self._batches[start_index:end_index])
+
+    def get_next(self):
+        return next(self._iter, None)
+
+
+def quantize_static(parent_path: str | Path, images: torch.Tensor, batch_size: int, per_channel: bool = True):
+    """ONNX Runtime static int8 quantization (QDQ format) of ``parent_path``, calibrated (min-max) on
+    ``images``: int8 weights (per output channel when ``per_channel``), uint8 activations; returns the
+    ``onnx.ModelProto``. The classifier head stays float: ORT cannot give its bias an int32 scale when its
+    input comes from a Gather (the class token) or a ReduceMean (average pooling); it is 0.1% of ViT-B."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
+    from onnxruntime.quantization import quantize_static as ort_quantize_static
+
+    heads = [n.name for n in onnx.load(str(parent_path), load_external_data=False).graph.node if n.op_type == "Gemm"]
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "int8.onnx"
+        ort_quantize_static(
+            str(parent_path), str(out), _Batches(images, batch_size, INPUT), quant_format=QuantFormat.QDQ,
+            per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=heads,
+            # ranges are reduced after every batch and merged (min of mins, max of maxes): kept until the end,
+            # ViT-B's intermediate tensors take about 170 MB an image. (CalibMaxIntermediateOutputs, meant for
+            # this, drops the batches it clears in onnxruntime 1.32 without reducing them.)
+            extra_options={"CalibStridedMinMax": 1},
+        )
+        return onnx.load(str(out))
+
+
+def quantize_dynamic(parent_path: str | Path, per_channel: bool = False):
+    """ONNX Runtime dynamic int8 quantization of ``parent_path``'s MatMul/Gemm weights (activations
+    quantized at run time); returns the ``onnx.ModelProto``."""
+    import onnx
+    from onnxruntime.quantization import QuantType
+    from onnxruntime.quantization import quantize_dynamic as ort_quantize_dynamic
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "int8.onnx"
+        ort_quantize_dynamic(str(parent_path), str(out), weight_type=QuantType.QInt8, per_channel=per_channel)
+        return onnx.load(str(out))
