@@ -165,6 +165,8 @@ def export(model: nn.Module, example: torch.Tensor):
     from torch.export import Dim
 
     model = model.cpu().eval()
+    for name in ("onnx_ir", "onnxscript", "torch.onnx"):  # a line per folded constant at INFO: not job-log news
+        logging.getLogger(name).setLevel(logging.WARNING)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(model, (example.cpu(),), dynamo=True, input_names=[INPUT], output_names=[OUTPUT],
