@@ -40,6 +40,20 @@ def test_paper_scale_sizes_from_real_artifacts(row):
         assert size == pytest.approx(expected, rel=tolerance), f"{ds} {row}: {size:.1f} MB"
 
 
+@ran
+@pytest.mark.parametrize("ds", ["cifar10", "cifar100"])
+def test_onnx_runtime_artifacts_at_paper_scale(ds):
+    """The deployment rows' .onnx files: the export as large as the float model, int8 at most 26% of it
+    (issue #19's size target), and the export's check against PyTorch passed on the test split."""
+    cell = {row: read_json(RESULTS / ds / "rows" / f"{row}.json")
+            for row in ("vanilla", "ort_fp32", "ort_int8_static", "ort_int8_dynamic")}
+    vanilla = cell["vanilla"]["size_mb"]
+    assert cell["ort_fp32"]["size_mb"] == pytest.approx(vanilla, rel=0.01)
+    for row in ("ort_int8_static", "ort_int8_dynamic"):
+        assert cell[row]["size_mb"] <= 0.26 * vanilla and cell[row]["runtime"] == "ONNX Runtime", row
+    assert (RESULTS / ds / "vit+onnx+int8_static" / "model.onnx").is_file()
+
+
 def test_the_smoke_profile_is_the_paper_profile_with_only_sizes_steps_and_repeats_cut(raw_params):
     """It extends `paper`, so it cannot drift: same models (but local weights), input, rows, chains, methods."""
     paper, smoke = (resolve(raw_params, {"profile": p}) for p in ("paper", "paper_smoke"))
