@@ -6,13 +6,13 @@ import onnx
 import pytest
 import torch
 
-from tests.conftest import TINY_VIT
+from conftest import TINY_VIT
 from vitcompress.artifacts import Artifact, ArtifactError
 from vitcompress.config import ConfigError, resolve
 from vitcompress.data import InputAdapter, PreparedData
 from vitcompress.methods import StepContext, get_method
 from vitcompress.models import count_params
-from vitcompress.runtime import OnnxArtifact, OrtModule, load_artifact
+from vitcompress.runtime import OnnxArtifact, load_artifact
 from vitcompress.workflow import bench_row, build_untrained, evaluate_artifact
 
 

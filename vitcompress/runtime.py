@@ -27,17 +27,10 @@ import torch.nn as nn
 
 from vitcompress.artifacts import FORMAT, OWN_META, Artifact, ArtifactError, atomic_path
 
-log = logging.getLogger("vitcompress")
 
 META_KEY = "vitcompress.artifact"
 INPUT, OUTPUT = "image", "logits"
 RUNTIME = "onnxruntime"
-
-
-def runtime_label() -> str:
-    import onnxruntime as ort
-
-    return f"ONNX Runtime {ort.__version__}"
 
 
 class OrtModule(nn.Module):
