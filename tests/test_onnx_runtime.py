@@ -155,18 +155,25 @@ def test_foreign_or_damaged_onnx_files_are_refused(tmp_path, content, match):
         load_artifact(path)
 
 
+DEIT = {"timm": "deit_tiny_distilled_patch16_224", "kwargs": {"patch_size": 4, "embed_dim": 16, "depth": 1,
+                                                                "num_heads": 1}}
 ROW_CHAINS = {  # every kind of row whose model the exporter must trace, built with random weights
-    "nystrom": [{"id": "ny", "method": "nystrom", "landmarks": 4}],
-    "prune": [{"id": "g", "method": "prune_gates"}, {"id": "p", "method": "prune", "ratio": 0.3}],
-    "lsq": [{"id": "lsq", "method": "lsq", "bits": 4, "min_size": 0.0}],
+    "vanilla": (TINY_VIT, []),
+    "deit_distilled": (DEIT, []),  # class + distillation token, two heads averaged at inference
+    "nystrom": (TINY_VIT, [{"id": "ny", "method": "nystrom", "landmarks": 4}]),
+    "prune": (TINY_VIT, [{"id": "g", "method": "prune_gates"}, {"id": "p", "method": "prune", "ratio": 0.3}]),
+    "lsq": (TINY_VIT, [{"id": "lsq", "method": "lsq", "bits": 4, "min_size": 0.0}]),
+    "diffq": (TINY_VIT, [{"id": "dq", "method": "diffq", "min_size": 0.0, "group_size": 8, "init_bits": 4,
+                          "exclude": ["head.bias"]}]),
 }
 
 
 @pytest.mark.parametrize("kind", sorted(ROW_CHAINS))
 def test_compressed_rows_export_and_compute_the_same_logits(kind, tmp_path):
-    arch = copy.deepcopy({**TINY_VIT, "kwargs": {**TINY_VIT["kwargs"], "img_size": [16, 16], "in_chans": 1,
-                                                 "num_classes": 10}})
-    steps = [{"id": "vit", "method": "train"}, *ROW_CHAINS[kind]]
+    model, chain = ROW_CHAINS[kind]
+    arch = copy.deepcopy({**model, "kwargs": {**model["kwargs"], "img_size": [16, 16], "in_chans": 1,
+                                              "num_classes": 10}})
+    steps = [{"id": "vit", "method": "train"}, *chain]
     torch.manual_seed(0)
     parent = _saved(build_untrained(steps, arch), tmp_path / "model.pt")
     art = _saved(get_method("onnx").untrained_deploy(parent, {"id": "onnx", "method": "onnx"}), tmp_path / "m.onnx")
