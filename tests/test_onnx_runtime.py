@@ -65,11 +65,12 @@ def test_an_export_that_computes_another_model_is_refused(random_vit, digits_fil
     parent = _saved(random_vit, tmp_path / "vit.pt")
     real_export = onnx_export.export
 
-    def wrong_weights(model, example):
+    def wrong_weights(model, example):  # a graph of another model than the one the step checks against
+        other = copy.deepcopy(model)
         torch.manual_seed(123)
-        for p in model.parameters():
+        for p in other.parameters():
             p.data.normal_()
-        return real_export(model, example)
+        return real_export(other, example)
 
     monkeypatch.setattr(onnx_export, "export", wrong_weights)
     with pytest.raises(ValueError, match=r"predicts differently from PyTorch on .* test images"):

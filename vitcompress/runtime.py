@@ -97,12 +97,6 @@ class OnnxArtifact(Artifact):
             raise ArtifactError("this ONNX artifact has not been saved yet: save it, then build it to run it")
         return OrtModule(self.path).eval()
 
-    def child_onnx(self, proto, transform: dict | None = None, **meta) -> "OnnxArtifact":
-        """The artifact of a step that turned this one's graph into ``proto``."""
-        transforms = list(self.transforms) + ([transform] if transform else [])
-        inherited = {k: v for k, v in self.meta.items() if k not in OWN_META and k != "export_check"}
-        return OnnxArtifact(self.arch, {}, transforms, {**inherited, **meta}, None, proto)
-
     def save(self, path: str | Path, compress: str | None = None) -> None:
         """Write the graph atomically, with the artifact record in the file's metadata (``compress`` must be
         None or "none": a device loads the .onnx file as it is)."""
@@ -142,6 +136,15 @@ class OnnxArtifact(Artifact):
         if payload.get("format") != FORMAT:
             raise ArtifactError(f"{path}: not a vitcompress artifact (expected format {FORMAT!r}).")
         return cls(payload["arch"], {}, payload["transforms"], payload["meta"], None, None, str(path))
+
+
+def onnx_child(parent: Artifact, proto, transform: dict, step: dict, **meta) -> OnnxArtifact:
+    """The artifact of ``step``, which turned ``parent`` (PyTorch or ONNX) into the graph ``proto``: the
+    parent's record, its transforms plus ``transform``, its chain plus this step, and ``meta``."""
+    inherited = {k: v for k, v in parent.meta.items() if k not in OWN_META and k != "export_check"}
+    steps = parent.meta.get("steps", []) + [{"id": step["id"], "method": step["method"]}]
+    meta = {**inherited, "steps": steps, "runtime": RUNTIME, "cpu_only": True, **meta}
+    return OnnxArtifact(parent.arch, {}, list(parent.transforms) + [transform], meta, None, proto)
 
 
 def load_artifact(path: str | Path) -> Artifact:

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import torch
 
-from vitcompress.artifacts import OWN_META
+from vitcompress.errors import ConfigError
 from vitcompress.methods.base import Method, StepContext, register
-from vitcompress.runtime import RUNTIME, OnnxArtifact, OrtModule, export
+from vitcompress.runtime import RUNTIME, OnnxArtifact, OrtModule, export, onnx_child
 
 log = logging.getLogger("vitcompress")
 
@@ -26,12 +26,8 @@ DEFAULTS = {"min_agreement": 0.995}
 VERIFY_BATCH = 64
 
 
-def _exported(parent, step: dict, example: torch.Tensor) -> OnnxArtifact:
-    proto = export(parent.build(), example)
-    steps = parent.meta.get("steps", []) + [{"id": step["id"], "method": OnnxExport.name}]
-    inherited = {k: v for k, v in parent.meta.items() if k not in OWN_META}
-    meta = {**inherited, "steps": steps, "runtime": RUNTIME, "cpu_only": True}
-    return OnnxArtifact(parent.arch, {}, list(parent.transforms) + [{"method": OnnxExport.name}], meta, None, proto)
+def _exported(parent, model: torch.nn.Module, step: dict, example: torch.Tensor) -> OnnxArtifact:
+    return onnx_child(parent, export(model, example), {"method": OnnxExport.name}, step)
 
 
 @torch.inference_mode()
@@ -65,8 +61,6 @@ class OnnxExport(Method):
         super().check_step(step, where, profile)
         value = step.get("min_agreement", DEFAULTS["min_agreement"])
         if not 0 < value <= 1:
-            from vitcompress.errors import ConfigError
-
             raise ConfigError(f"params.yaml: {where}.min_agreement = {value!r}: a share of the test images "
                               f"in (0, 1], e.g. 0.995.")
 
@@ -76,13 +70,13 @@ class OnnxExport(Method):
         parent, step = ctx.parent, {**DEFAULTS, **ctx.step}
         data = PreparedData(ctx.data_file)
         adapter = InputAdapter(data.meta, parent.arch["kwargs"]["img_size"], ctx.device)
-        x_test = data.splits["test"][0]
-        art = _exported(parent, step, adapter(x_test[:2]).cpu())
+        model = parent.build()
+        art = _exported(parent, model, step, adapter(data.splits["test"][0][:2]).cpu())
         with tempfile.TemporaryDirectory() as tmp:  # run the graph as a device would: from its file
             path = Path(tmp) / "model.onnx"
             art.save(path)
-            check = agreement(parent.build().to(ctx.device), OrtModule(path).eval(),
-                              data.loader("test", VERIFY_BATCH), adapter)
+            check = agreement(model.to(ctx.device), OrtModule(path).eval(), data.loader("test", VERIFY_BATCH),
+                              adapter)
         art.path = None
         log.info("%s: ONNX Runtime agrees with PyTorch on %.2f%% of %d test images (top-1 %.2f%% vs %.2f%%, "
                  "largest logit difference %.2g)", ctx.dataset, 100 * check["agreement"], check["images"],
@@ -102,4 +96,4 @@ class OnnxExport(Method):
         kwargs = parent.arch["kwargs"]
         example = torch.randn(2, int(kwargs["in_chans"]), *map(int, kwargs["img_size"]),
                               generator=torch.Generator().manual_seed(0))
-        return _exported(parent, step, example)
+        return _exported(parent, parent.build(), step, example)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from vitcompress.methods.base import Method, StepContext, register
 from vitcompress.methods.ort_static import check_float_onnx
-from vitcompress.runtime import RUNTIME, OnnxArtifact, quantize_dynamic
+from vitcompress.runtime import RUNTIME, OnnxArtifact, onnx_child, quantize_dynamic
 
 DEFAULTS = {"per_channel": False}
 
@@ -17,9 +17,8 @@ DEFAULTS = {"per_channel": False}
 def _child(parent: OnnxArtifact, step: dict) -> OnnxArtifact:
     check_float_onnx(parent, step["id"])
     proto = quantize_dynamic(parent.path, bool(step["per_channel"]))
-    steps = parent.meta.get("steps", []) + [{"id": step["id"], "method": OrtDynamic.name}]
     spec = {"method": OrtDynamic.name, "per_channel": bool(step["per_channel"])}
-    return parent.child_onnx(proto, spec, steps=steps, ort_quantized="dynamic int8")
+    return onnx_child(parent, proto, spec, step, ort_quantized="dynamic int8")
 
 
 @register

@@ -14,7 +14,7 @@ import torch
 
 from vitcompress.errors import ConfigError
 from vitcompress.methods.base import Method, StepContext, register
-from vitcompress.runtime import RUNTIME, OnnxArtifact, quantize_static
+from vitcompress.runtime import RUNTIME, OnnxArtifact, onnx_child, quantize_static
 
 DEFAULTS = {"calib_images": 256, "calib_batch_size": 8, "per_channel": True}  # 8 ViT-B images: ~1.4 GB
 UNTRAINED_CALIB = 16  # random images calibrate an untrained (architecture benchmark) model
@@ -31,9 +31,8 @@ def check_float_onnx(parent, step_id: str) -> None:
 def _child(parent: OnnxArtifact, step: dict, images: torch.Tensor) -> OnnxArtifact:
     check_float_onnx(parent, step["id"])
     proto = quantize_static(parent.path, images, int(step["calib_batch_size"]), bool(step["per_channel"]))
-    steps = parent.meta.get("steps", []) + [{"id": step["id"], "method": OrtStatic.name}]
     spec = {"method": OrtStatic.name, "calib_images": len(images), "per_channel": bool(step["per_channel"])}
-    return parent.child_onnx(proto, spec, steps=steps, ort_quantized="static int8 (QDQ)")
+    return onnx_child(parent, proto, spec, step, ort_quantized="static int8 (QDQ)")
 
 
 @register
