@@ -47,6 +47,7 @@ def test_step_train_settings_merge_profile_dataset_and_step(raw_params):
     demo = raw["profiles"]["demo"]
     demo["train_overrides"] = {"digit_pairs": {"epochs": 7, "lr": 0.5}}
     demo["steps"]["vit"]["train"] = {"lr": 0.25}
+    demo["steps"]["vit"].pop("train_overrides", None)  # the repository's own (digits: batch 32)
     prof = resolve(raw)
     assert prof.step_cfg("vit", "digits")["train"]["epochs"] == demo["train"]["epochs"]
     pairs = prof.step_cfg("vit", "digit_pairs")["train"]

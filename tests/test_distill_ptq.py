@@ -8,9 +8,11 @@ import torch.nn.functional as F
 from vitcompress.artifacts import Artifact
 from vitcompress.config import ConfigError, resolve
 from vitcompress.data import InputAdapter, PreparedData, prepare
-from vitcompress.methods.distill import DistillationLoss, TeacherCache, _DistilledTraining, make_student
+from vitcompress.methods.distill import (DistillationLoss, TeacherCache, _DistilledTraining, init_from_teacher,
+                                        make_student)
 from vitcompress.methods.dynamic_ptq import int8_skeleton, quantize
 from vitcompress.models import arch_for, create
+from vitcompress.preflight import preflight
 
 META = {"num_classes": 10, "channels": 1, "size": [8, 8]}
 STUDENT = {"timm": "deit_tiny_distilled_patch16_224", "kwargs": {"patch_size": 4, "embed_dim": 16, "depth": 1, "num_heads": 1}}
@@ -133,6 +135,54 @@ def test_distill_settings_are_checked(raw_params):
     raw = copy.deepcopy(raw_params)
     raw["profiles"]["demo"]["steps"]["deit_base"]["teacher"] = "vit+nope"
     with pytest.raises(ConfigError, match=r"steps.deit_base.teacher = 'vit\+nope'"):
+        resolve(raw)
+
+
+POOLED = {"timm": "vit_small_patch16_224", "kwargs": {"patch_size": 4, "embed_dim": 16, "depth": 2, "num_heads": 2,
+                                                     "global_pool": "avg", "class_token": False}}
+BASE_STUDENT = {"timm": "deit_base_distilled_patch16_224",
+                "kwargs": {"patch_size": 4, "embed_dim": 16, "depth": 2, "num_heads": 2}}
+
+
+def test_a_student_initialised_from_its_teacher_computes_the_teachers_features():
+    """init: teacher copies the encoder: on the patch tokens alone the student's blocks and norm compute the
+    teacher's features, and both heads the teacher's logits; the class and distillation tokens stay new."""
+    torch.manual_seed(0)
+    teacher = create(arch_for(POOLED, META, "native", 2)).eval()
+    student = make_student(arch_for(BASE_STUDENT, META, "native", 2)).eval()
+    tokens_before = student.cls_token.clone()
+    x = torch.randn(3, 1, 16, 16)
+    assert init_from_teacher(student, teacher) == len(teacher.state_dict()) + 2  # the head goes to both heads
+    with torch.no_grad():
+        features = teacher.fc_norm(teacher.forward_features(x))
+        mine = student.norm(student.blocks(student.patch_embed(x) + student.pos_embed[:, 2:]))
+        assert torch.allclose(mine, features, atol=1e-6)
+        logits, pooled = teacher(x), student.blocks(student.patch_embed(x) + student.pos_embed[:, 2:]).mean(1)
+        assert torch.allclose(student.head(student.norm(pooled)), logits, atol=1e-5)  # pool, norm, head
+        assert torch.allclose(student.head_dist(student.norm(pooled)), logits, atol=1e-5)
+    assert torch.equal(student.cls_token, tokens_before)
+
+
+def test_init_from_a_teacher_of_another_shape_is_refused():
+    teacher = create(arch_for(POOLED, META, "native", 2))
+    wide = {**BASE_STUDENT, "kwargs": {**BASE_STUDENT["kwargs"], "embed_dim": 32}}
+    with pytest.raises(ValueError, match=r"teacher's .* has shape .*embed_dim, depth and patch size"):
+        init_from_teacher(make_student(arch_for(wide, META, "native", 2)), teacher)
+
+
+def test_init_setting_is_checked_before_any_job(raw_params):
+    raw = copy.deepcopy(raw_params)
+    raw["profiles"]["demo"]["steps"]["deit_base"]["init"] = "imagenet"
+    with pytest.raises(ConfigError, match=r"steps.deit_base.init = 'imagenet': use 'scratch'"):
+        resolve(raw)
+    raw = copy.deepcopy(raw_params)
+    raw["profiles"]["demo"]["steps"]["deit_tiny"]["init"] = "teacher"  # 24 wide, the teacher 64
+    with pytest.raises(ConfigError, match=r"steps.deit_tiny \(data set digits\): init: teacher: the teacher's "
+                                          r"\S+ has shape .*needs the teacher's embed_dim"):
+        preflight(resolve(raw))
+    raw = copy.deepcopy(raw_params)
+    raw["profiles"]["demo"]["steps"]["deit_base"]["teacher"] = "vit+dynamic_ptq"
+    with pytest.raises(ConfigError, match=r"a chain of one `train` step\), not 'vit\+dynamic_ptq'"):
         resolve(raw)
 
 

@@ -60,6 +60,9 @@ CASES = {
         lambda r, t: (torch.save({"encoder.weight": torch.zeros(3)}, t / "other.pth"),
                       _demo(r)["models"]["vit"].update(pretrained=True, pretrained_file=str(t / "other.pth"))),
         ["models.vit.pretrained_file", "other.pth", "only 0 of the"]),
+    "student initialised from a teacher of another shape": (
+        lambda r, t: _demo(r)["models"]["deit_base"]["kwargs"].update(depth=3),
+        ["steps.deit_base", "data set digits", "init: teacher", "4 blocks and the student 3"]),
     "split fractions do not sum to 1": (lambda r, t: r["datasets"]["digits"].update(split=[0.7, 0.2, 0.2]),
                                         ["datasets.digits.split", "sum to 1.1"]),
 }
@@ -85,7 +88,8 @@ def test_the_repository_profiles_pass_and_a_pass_is_remembered(raw_params, tmp_p
         assert preflight(prof, cache_dir=tmp_path) is True  # models built
         assert preflight(prof, cache_dir=tmp_path) is False  # remembered: a no-op start skips timm
     changed = copy.deepcopy(raw_params)
-    _demo(changed)["models"]["vit"]["kwargs"]["depth"] = 2
+    for model in ("vit", "deit_base"):  # DeiT base starts from the ViT's encoder: the same depth
+        _demo(changed)["models"][model]["kwargs"]["depth"] = 2
     assert preflight(resolve(changed), cache_dir=tmp_path) is True
 
 

@@ -4,7 +4,8 @@ import json
 import pandas as pd
 import pytest
 
-from vitcompress.report import CSV_COLUMNS, fmt, fmt_speed, pareto_front, published, render_tables, tex, tradeoff_figure
+from vitcompress.report import (CSV_COLUMNS, build_frame, fmt, fmt_speed, pareto_front, published, render_tables, study_findings, tex,
+                                tradeoff_figure)
 
 FP = {"cpu": "Test CPU", "cpu_threads": 2, "gpu": None, "torch": "x", "timm": "y"}
 
@@ -73,12 +74,66 @@ def test_comparison_with_the_study_sets_each_rows_change_beside_the_studys(tmp_p
                   study_rows={"nystrom_0.75": "nystrom_64"})
     md = out["md"].read_text()
     part = md[md.index("## What the demo run shows beside the study"):]
+    part = part[:part.index("\n## ", 3)]
     lines = {line.split("|")[1].strip(): line for line in part.splitlines() if line.startswith("| ")}
     study = ref.loc[("cifar10", "nystrom_64"), "accuracy"] - ref.loc[("cifar10", "vanilla"), "accuracy"]
     assert "| nystrom_64 | −0.50 | −1.00 | " + f"−{abs(study):.2f} |" in lines["nystrom_0.75"]
     assert "milder here" in lines["nystrom_0.75"]  # within a point here; the study lost 7 to 19
     assert "contradicts: gains here" in lines["prune_0.1"] and "| 90.0 / 90.0 |" in lines["prune_0.1"]
     assert "not in the study" in lines["mine"] and lines["mine"].rstrip().endswith("| - |")
+
+
+def _findings(tmp_path, cells, test_images=200):
+    files = [_cell(tmp_path, "digits", row, profile="demo", accuracy=acc, size_mb=size, chain=chain,
+                   cpu_speedup=speedup, test_images=test_images) for row, chain, acc, size, speedup in cells]
+    rows = [c[0] for c in cells]
+    df = build_frame(files, "demo", rows)  # the frame render_tables builds
+    return {f["finding"]: f for f in study_findings(df, ["digits"], rows, {"nystrom_a": "nystrom_24",
+                                                                             "nystrom_b": "nystrom_64"})}
+
+
+def test_findings_check_each_rows_change_size_speed_and_orders(tmp_path):
+    """One test image is 0.5 points here: orders may break by that much and no more."""
+    found = _findings(tmp_path, [
+        ("vanilla", ["vit"], 97.0, 1.0, 1.0),
+        ("dynamic_ptq", ["vit", "dynamic_ptq"], 95.9, 0.25, 1.3),     # 1.1 down: beyond 1 point
+        ("diffq", ["vit", "diffq"], 90.0, 0.09, 1.0),                  # 9% of the size: beyond 8%
+        ("deit_tiny", ["deit_tiny"], 92.0, 0.1, 2.4),                  # 5 down but only 2.4x
+        ("prune_0.1", ["vit", "gates", "prune_0.1"], 95.0, 0.9, 1.0),
+        ("prune_0.2", ["vit", "gates", "prune_0.2"], 95.5, 0.8, 1.1),  # 0.5 above r = 0.1: one image, allowed
+        ("nystrom_a", ["vit", "nystrom_a"], 96.0, 1.0, 0.5),
+        ("nystrom_b", ["vit", "nystrom_b"], 95.0, 1.0, 0.4),           # 1 point below the smaller m: two images
+    ])
+    assert found["dynamic_ptq"]["met"] == {"digits": False} and found["dynamic_ptq"]["measured"]["digits"] == "-1.10"
+    assert found["diffq"]["met"]["digits"] is False and "9.0%" in found["diffq"]["measured"]["digits"]
+    assert found["deit_tiny"]["met"]["digits"] is False and "2.40x" in found["deit_tiny"]["measured"]["digits"]
+    assert found["prune_0.1 / prune_0.2"]["met"]["digits"] is True
+    assert found["nystrom_a / nystrom_b"]["met"]["digits"] is False
+    assert found["nystrom_b"]["met"]["digits"] is True  # the largest m: within 3 points
+    assert found["no row beats the model it was made from"]["met"]["digits"] is True
+    assert "lsq" not in found  # no such row in the run: no finding
+
+
+@pytest.mark.parametrize("row,chain,acc,met", [
+    ("deit_tiny", ["deit_tiny"], 98.9, True),           # a student 1.9 above its teacher: allowed
+    ("deit_tiny", ["deit_tiny"], 99.1, False),          # 2.1 above
+    ("lsq", ["vit", "lsq"], 98.1, False),               # a compressed vanilla 1.1 above it
+    ("deit_base+dynamic_ptq", ["deit_base", "dynamic_ptq"], 98.9, True),  # 0.9 above its own source, deit_base
+])
+def test_no_row_may_beat_the_model_it_was_made_from(tmp_path, row, chain, acc, met):
+    found = _findings(tmp_path, [("vanilla", ["vit"], 97.0, 1.0, 1.0), ("deit_base", ["deit_base"], 98.0, 1.0, 1.0),
+                                 (row, chain, acc, 0.5, 1.0)])
+    check = found["no row beats the model it was made from"]
+    assert check["met"]["digits"] is met, check
+
+
+def test_findings_are_rendered_in_the_tables(tmp_path):
+    files = [_cell(tmp_path, "digits", "vanilla", profile="demo", chain=["vit"], accuracy=97.0),
+             _cell(tmp_path, "digits", "lsq", profile="demo", chain=["vit", "lsq"], accuracy=93.0)]
+    md = _render(tmp_path, files, "demo", ["digits"], ["vanilla", "lsq"])["md"].read_text()
+    part = md[md.index("## The study's findings, checked on this run"):]
+    line = next(x for x in part.splitlines() if x.startswith("| lsq |"))
+    assert "within 3 points of vanilla" in line and "-4.00 (not met)" in line and line.endswith("| no |")
 
 
 def test_demo_profile_has_no_published_column(tmp_path):

@@ -104,29 +104,43 @@ def check_models(profile: Profile) -> None:
     for ds in profile.datasets:
         meta = describe(profile.dataset_cfg(ds))
         built: dict[str, object] = {}
+
+        def build_root(root_id):
+            step = profile.step_cfg(root_id, ds)
+            where = f"{base}.models.{step['model']}"
+            arch = arch_for(step["model_cfg"], meta, step["image_size"], step["image_scale"])
+            try:
+                with torch.device("meta"):
+                    model = create(arch)
+                    model.eval()(torch.empty(1, arch["kwargs"]["in_chans"], *arch["kwargs"]["img_size"]))
+            except Exception as exc:  # noqa: BLE001: any failure to build is the model's settings
+                raise _model_error(exc, where, step["model_cfg"], ds, arch) from None
+            model_cfg = step["model_cfg"]
+            if model_cfg.get("pretrained") and model_cfg.get("pretrained_file"):
+                try:  # the file's tensor names and shapes against the model's (memory-mapped: cheap)
+                    load_pretrained_file(model, model_cfg["timm"], model_cfg["pretrained_file"])
+                except PretrainedUnavailable as exc:
+                    raise ConfigError(f"{where}.pretrained_file (data set {ds}): {exc}") from None
+            method = get_method(step["method"])
+            try:
+                method.check_model(model, step)
+            except ValueError as exc:
+                raise ConfigError(f"{base}.steps.{root_id} (data set {ds}): {exc}") from None
+            built[root_id] = model  # before its inputs: a (mistaken) cycle of teachers ends here
+            inputs = {}
+            for name, chain in method.step_inputs(step, profile).items():
+                other = chain.split(CHAIN_SEP)[0]
+                inputs[name] = built[other] if other in built else build_root(other)
+            try:
+                method.check_inputs(model, step, inputs)
+            except ValueError as exc:
+                raise ConfigError(f"{base}.steps.{root_id} (data set {ds}): {exc}") from None
+            return model
+
         for row in profile.rows:
             root_id = row["chain"][0]
             if root_id not in built:
-                step = profile.step_cfg(root_id, ds)
-                where = f"{base}.models.{step['model']}"
-                arch = arch_for(step["model_cfg"], meta, step["image_size"], step["image_scale"])
-                try:
-                    with torch.device("meta"):
-                        model = create(arch)
-                        model.eval()(torch.empty(1, arch["kwargs"]["in_chans"], *arch["kwargs"]["img_size"]))
-                except Exception as exc:  # noqa: BLE001: any failure to build is the model's settings
-                    raise _model_error(exc, where, step["model_cfg"], ds, arch) from None
-                model_cfg = step["model_cfg"]
-                if model_cfg.get("pretrained") and model_cfg.get("pretrained_file"):
-                    try:  # the file's tensor names and shapes against the model's (memory-mapped: cheap)
-                        load_pretrained_file(model, model_cfg["timm"], model_cfg["pretrained_file"])
-                    except PretrainedUnavailable as exc:
-                        raise ConfigError(f"{where}.pretrained_file (data set {ds}): {exc}") from None
-                try:
-                    get_method(step["method"]).check_model(model, step)
-                except ValueError as exc:
-                    raise ConfigError(f"{base}.steps.{root_id} (data set {ds}): {exc}") from None
-                built[root_id] = model
+                build_root(root_id)
             for sid in row["chain"][1:]:
                 step = profile.step_cfg(sid, ds)
                 try:

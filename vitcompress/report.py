@@ -158,6 +158,114 @@ def study_comparison(df: pd.DataFrame, datasets: list[str], rows: list[str], stu
     return out
 
 
+# The study's findings (its Tables 1-2, sections 4.1-4.2) as checks on a run, by the study row a row stands
+# for: its accuracy change against its chain's uncompressed model within ``within`` points, its size at most
+# ``size_pct`` % of the first row's, its CPU speed-up at least ``speedup``.
+FINDINGS = {
+    "dynamic_ptq": {"within": 1.0}, "fq_vit": {"within": 2.0}, "lsq": {"within": 3.0},
+    "diffq": {"within": 8.0, "size_pct": 8.0}, "deit_base": {"within": 2.0},
+    "deit_tiny": {"within": 8.0, "speedup": 2.5}, "prune_0.1": {"within": 5.0}, "prune_0.2": {"within": 5.0},
+    "nystrom_64": {"within": 3.0},
+}
+ORDERED = (("prune_0.1", "prune_0.2"), ("nystrom_24", "nystrom_32", "nystrom_64"))  # larger compression later
+STUDENT_MARGIN, ROW_MARGIN = 2.0, 1.0  # how far a distilled student / any other row may score above its source
+
+
+def study_findings(df: pd.DataFrame, datasets: list[str], rows: list[str], study_rows: dict | None = None) -> list[dict]:
+    """Each finding of :data:`FINDINGS` and :data:`ORDERED` that the run's rows can show, per data set, and
+    whether no row beats the model it was made from: its chain's first step's row (the first row for a
+    root row such as a distilled student, which may beat it by ``STUDENT_MARGIN``; others ``ROW_MARGIN``).
+    Orders hold within one test image. Each entry: {"finding", "target", "measured": {ds: text}, "met": {ds: bool}}."""
+    study_rows = study_rows or {}
+    by_study = {study_rows.get(r, r): r for r in rows}
+    cell = {(str(r["dataset"]), str(r["row"])): r for r in df.to_dict("records")}
+    out = []
+
+    def add(finding, target, check):
+        measured, met = {}, {}
+        for ds in datasets:
+            result = check(ds)
+            if result is not None:
+                measured[ds], met[ds] = result
+        if measured:
+            out.append({"finding": finding, "target": target, "measured": measured, "met": met})
+
+    def acc(ds, row):
+        c = cell.get((ds, row))
+        return None if c is None or _missing(c["accuracy"]) else c["accuracy"]
+
+    first = rows[0] if rows else None
+    for sid, spec in FINDINGS.items():
+        row = by_study.get(sid)
+        if row is None or row == first:
+            continue
+
+        def check(ds, row=row, spec=spec):
+            mine, base = acc(ds, row), acc(ds, first)
+            if mine is None or base is None:
+                return None
+            c, b = cell[(ds, row)], cell[(ds, first)]
+            parts, ok = [f"{mine - base:+.2f}"], abs(mine - base) <= spec["within"]
+            if "size_pct" in spec:
+                pct = 100.0 * c["size_mb"] / b["size_mb"]
+                parts.append(f"{pct:.1f}%")
+                ok = ok and pct <= spec["size_pct"]
+            if "speedup" in spec:
+                sp = c.get("cpu_speedup")
+                parts.append("no speed" if _missing(sp) else f"{sp:.2f}x")
+                ok = ok and not _missing(sp) and sp >= spec["speedup"]
+            return ", ".join(parts), bool(ok)
+
+        target = f"within {spec['within']:g} point{'s' if spec['within'] != 1 else ''} of {first}"
+        if "size_pct" in spec:
+            target += f", <= {spec['size_pct']:g}% of its size"
+        if "speedup" in spec:
+            target += f", >= {spec['speedup']:g}x its CPU speed"
+        add(f"{row}", target, check)
+
+    for group in ORDERED:
+        members = [by_study[s] for s in group if s in by_study]
+        if len(members) < 2:
+            continue
+        rising = group[0].startswith("nystrom")  # more landmarks: closer to exact attention
+
+        def check(ds, members=members, rising=rising):
+            accs = [acc(ds, r) for r in members]
+            if any(a is None for a in accs):
+                return None
+            images = cell[(ds, members[0])].get("test_images")
+            slack = 100.0 / images if images and not _missing(images) else 0.0
+            pairs = list(zip(accs, accs[1:]))
+            ok = all(b >= a - slack - 1e-9 for a, b in pairs) if rising else \
+                all(b <= a + slack + 1e-9 for a, b in pairs)
+            return " / ".join(f"{a:.2f}" for a in accs), ok
+
+        add(" / ".join(members), "accuracy rises with m (within one test image)" if rising else
+            "the larger ratio loses at least as much (within one test image)", check)
+
+    def beats_source(ds):
+        worst = None
+        for row in rows[1:]:
+            c = cell.get((ds, row))
+            if c is None or _missing(c["accuracy"]) or not c.get("chain"):
+                continue
+            root = next((r for r in rows if (cell.get((ds, r)) or {}).get("chain") == c["chain"][:1]), None)
+            source, margin = (first, STUDENT_MARGIN) if root in (None, row) else (root, ROW_MARGIN)
+            base = acc(ds, source)
+            if base is None or source == row:
+                continue
+            over = c["accuracy"] - base - margin
+            if worst is None or over > worst[0]:
+                worst = (over, row, source, c["accuracy"] - base)
+        if worst is None:
+            return None
+        return f"highest: {worst[1]} {worst[3]:+.2f} over {worst[2]}", bool(worst[0] <= 1e-9)
+
+    add("no row beats the model it was made from", f"by more than {ROW_MARGIN:g} point "
+        f"(a distilled student its teacher by {STUDENT_MARGIN:g})", beats_source)
+    return out
+
+
 def render_tables(files: list[str], profile: str, datasets: list[str], rows: list[str], md: str, tex: str,
                   csv: str, metrics_dir: str, templates: str | Path | None = None, figures: list[str] = (),
                   benchmarks: list[str] = (), jobs_csv: str | None = None, study_rows: dict | None = None) -> None:
@@ -193,6 +301,7 @@ def render_tables(files: list[str], profile: str, datasets: list[str], rows: lis
     env = _env(Path(templates) if templates else DEFAULT_TEMPLATES)
     ctx = {"profile": profile, "tables": tables, "published": profile == "paper", "figures": links,
            "resources": resources_ctx, "comparison": study_comparison(df, datasets, rows, study_rows),
+           "findings": study_findings(df, datasets, rows, study_rows),
            "datasets": [{"id": ds, "title": DATASET_TITLES.get(ds, ds)} for ds in datasets],
            "study_datasets": [{"id": ds, "title": DATASET_TITLES[ds]} for ds in STUDY_DATASETS],
            "first_row": tables[0]["baseline"] if tables else None}

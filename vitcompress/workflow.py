@@ -258,6 +258,7 @@ def row_metrics(row: dict, dataset: str, accuracy: str, speed_json: str, out: st
         "runtime": acc.get("runtime", "PyTorch"),
         "accuracy": acc["accuracy"],
         "top5": acc.get("top5"),
+        "test_images": acc.get("test_images"),
         "size_mb": acc["size_mb"],
         "params": acc["params"],
         "train_epochs": acc.get("train_epochs"),

@@ -64,6 +64,11 @@ class Method:
         of its chain, built on the meta device (shapes only) before any job runs. Default: no condition."""
 
     @classmethod
+    def check_inputs(cls, model: nn.Module, step: dict, inputs: dict[str, nn.Module]) -> None:
+        """Like :meth:`check_model`, for a root step against the root models of the chains it declares in
+        :meth:`step_inputs` (``inputs``: name -> model, shapes only). Default: no condition."""
+
+    @classmethod
     def step_inputs(cls, step: dict, profile) -> dict[str, str]:
         """Other chains this step needs besides its parent: {name: chain id}. Default: none."""
         return {}

@@ -10,9 +10,15 @@ Losses (``loss:`` in the step):
 - ``soft`` (Eq. 4): (1−λ)·CE(class head, labels) + λ·τ²·KL(softmax(distillation head/τ) ‖ softmax(teacher/τ))
 
 Training uses both heads (timm's ``set_distilled_training``); inference averages them.
+
+``init`` (in the step): ``scratch`` (default; or the model's ``pretrained`` weights) or ``teacher``: the
+student starts from the teacher's encoder (patch embedding, positions, blocks, final norm, head), its
+class and distillation tokens new. The study fine-tunes ImageNet-pretrained DeiT models; where no
+pretrained weights exist (the offline demo), the teacher's is the only trained encoder of that shape.
 """
 from __future__ import annotations
 
+import copy
 import logging
 
 import torch
@@ -122,6 +128,46 @@ class TeacherCache:
         return torch.stack(rows).to(x.device)
 
 
+def init_from_teacher(student: nn.Module, teacher: nn.Module) -> int:
+    """Copy ``teacher``'s weights into ``student`` where they mean the same thing: every tensor of the same
+    name and shape; the teacher's patch positions into the positions after the student's extra tokens; a
+    pooled teacher's ``fc_norm`` into the student's ``norm``; its ``head`` into both of the student's heads.
+    Returns the number of tensors copied; raises ValueError, naming the first, if an encoder tensor cannot be."""
+    src, dst = teacher.state_dict(), student.state_dict()
+    copied = 0
+    for name, value in src.items():
+        targets = [name]
+        if name.startswith("fc_norm.") and not any(k.startswith("fc_norm.") for k in dst):
+            targets = ["norm." + name[len("fc_norm."):]]
+        elif name.startswith("head."):
+            targets = [name, "head_dist." + name[len("head."):]]
+        for target in targets:
+            if target not in dst:
+                continue
+            have = dst[target]
+            if have.shape == value.shape:
+                have.copy_(value)
+            elif name == "pos_embed" and have.shape[0] == value.shape[0] and have.shape[2:] == value.shape[2:] \
+                    and have.shape[1] > value.shape[1]:
+                have[:, have.shape[1] - value.shape[1]:].copy_(value)  # the patches' positions; tokens' stay new
+            elif name.startswith(("blocks.", "patch_embed.", "pos_embed")):
+                raise ValueError(f"init: teacher: the teacher's {name} has shape {tuple(value.shape)}, the student's "
+                                 f"{target} {tuple(have.shape)}; a student initialised from its teacher needs the "
+                                 f"teacher's embed_dim, depth and patch size (or use init: scratch)")
+            else:
+                continue
+            copied += 1
+    def blocks(state):
+        return len({k.split(".")[1] for k in state if k.startswith("blocks.")})
+
+    if blocks(src) != blocks(dst) or not blocks(src):
+        raise ValueError(f"init: teacher: the teacher has {blocks(src)} blocks and the student {blocks(dst)}; a "
+                         f"student initialised from its teacher needs the teacher's embed_dim, depth and patch "
+                         f"size (or use init: scratch)")
+    student.load_state_dict(dst)
+    return copied
+
+
 def make_student(arch: dict, pretrained: bool = False, pretrained_file: str | None = None) -> nn.Module:
     student = create(arch, pretrained=pretrained, pretrained_file=pretrained_file)
     if not hasattr(student, "set_distilled_training"):
@@ -149,7 +195,8 @@ class _DistilledTraining:
 class Distill(Method):
     name = "distill"
     is_root = True
-    keys = {"teacher": str, "loss": str, "lambda": (int, float), "tau": (int, float)}
+    keys = {"teacher": str, "loss": str, "lambda": (int, float), "tau": (int, float), "init": str}
+    INITS = ("scratch", "teacher")
 
     @classmethod
     def check_step(cls, step, where, profile):
@@ -170,6 +217,16 @@ class Distill(Method):
             raise ConfigError(f"params.yaml: {where}.lambda = {step['lambda']!r} must be between 0 and 1.")
         if step.get("tau", 1.0) <= 0:
             raise ConfigError(f"params.yaml: {where}.tau = {step['tau']!r} must be positive.")
+        init = step.get("init", "scratch")
+        if init not in cls.INITS:
+            raise ConfigError(f"params.yaml: {where}.init = {init!r}: use 'scratch' (random, or the model's "
+                              f"pretrained weights) or 'teacher' (start from the teacher's encoder).")
+        # the teacher must be one trained model; shapes are compared once the models are built
+        # (check_inputs), after each model's own settings have been checked
+        parts = teacher.split("+")
+        if init == "teacher" and (len(parts) > 1 or profile["steps"][parts[0]].get("method") != "train"):
+            raise ConfigError(f"params.yaml: {where}.init = 'teacher' needs a teacher that is a trained model "
+                              f"(a chain of one `train` step), not {teacher!r}; or use init: scratch.")
 
     @classmethod
     def check_model(cls, model, step):
@@ -182,6 +239,11 @@ class Distill(Method):
     def step_inputs(cls, step, profile):
         return {"teacher": step["teacher"]}
 
+    @classmethod
+    def check_inputs(cls, model, step, inputs):
+        if step.get("init", "scratch") == "teacher":  # the job's own copy, on shapes only (meta tensors)
+            init_from_teacher(copy.deepcopy(model), inputs["teacher"])
+
     def run(self, ctx: StepContext) -> Artifact:
         step = ctx.step
         data = PreparedData(ctx.data_file)
@@ -190,6 +252,9 @@ class Distill(Method):
         student = make_student(arch, bool(model_cfg.get("pretrained")), model_cfg.get("pretrained_file"))
         teacher_art: Artifact = ctx.extra["teacher"]
         teacher = teacher_art.build().to(ctx.device)
+        if step.get("init", "scratch") == "teacher":
+            copied = init_from_teacher(student, teacher)
+            log.info("%s: student initialised from the teacher (%d tensors)", step["id"], copied)
         loss = DistillationLoss(teacher, step.get("loss", "hard"), step.get("lambda", 0.5), step.get("tau", 1.0),
                                 step["train"].get("label_smoothing", 0.0), teacher_art.arch["kwargs"]["img_size"])
         _DistilledTraining(student)
@@ -208,5 +273,6 @@ class Distill(Method):
         student.set_distilled_training(False)
         return Artifact(arch=arch, state_dict=student.cpu().state_dict(), transforms=[], meta={
             "steps": [{"id": step["id"], "method": self.name, "teacher": step["teacher"],
-                       "loss": step.get("loss", "hard"), "training": summary(history)}],
+                       "loss": step.get("loss", "hard"), "init": step.get("init", "scratch"),
+                       "training": summary(history)}],
         })
