@@ -104,7 +104,7 @@ def test_findings_check_each_rows_change_size_speed_and_orders(tmp_path):
         ("nystrom_a", ["vit", "nystrom_a"], 96.0, 1.0, 0.5),
         ("nystrom_b", ["vit", "nystrom_b"], 95.0, 1.0, 0.4),           # 1 point below the smaller m: two images
     ])
-    assert found["dynamic_ptq"]["met"] == {"digits": False} and found["dynamic_ptq"]["measured"]["digits"] == "-1.10"
+    assert found["dynamic_ptq"]["met"] == {"digits": False} and found["dynamic_ptq"]["measured"]["digits"] == "−1.10"
     assert found["diffq"]["met"]["digits"] is False and "9.0%" in found["diffq"]["measured"]["digits"]
     assert found["deit_tiny"]["met"]["digits"] is False and "2.40x" in found["deit_tiny"]["measured"]["digits"]
     assert found["prune_0.1 / prune_0.2"]["met"]["digits"] is True
@@ -133,7 +133,7 @@ def test_findings_are_rendered_in_the_tables(tmp_path):
     md = _render(tmp_path, files, "demo", ["digits"], ["vanilla", "lsq"])["md"].read_text()
     part = md[md.index("## The study's findings, checked on this run"):]
     line = next(x for x in part.splitlines() if x.startswith("| lsq |"))
-    assert "within 3 points of vanilla" in line and "-4.00 (not met)" in line and line.endswith("| no |")
+    assert "within 3 points of vanilla" in line and "−4.00 (not met)" in line and line.endswith("| no |")
 
 
 def test_demo_profile_has_no_published_column(tmp_path):

@@ -205,7 +205,7 @@ def study_findings(df: pd.DataFrame, datasets: list[str], rows: list[str], study
             if mine is None or base is None:
                 return None
             c, b = cell[(ds, row)], cell[(ds, first)]
-            parts, ok = [f"{mine - base:+.2f}"], abs(mine - base) <= spec["within"]
+            parts, ok = [fmt_delta(mine - base)], abs(mine - base) <= spec["within"]
             if "size_pct" in spec:
                 pct = 100.0 * c["size_mb"] / b["size_mb"]
                 parts.append(f"{pct:.1f}%")
@@ -259,7 +259,7 @@ def study_findings(df: pd.DataFrame, datasets: list[str], rows: list[str], study
                 worst = (over, row, source, c["accuracy"] - base)
         if worst is None:
             return None
-        return f"highest: {worst[1]} {worst[3]:+.2f} over {worst[2]}", bool(worst[0] <= 1e-9)
+        return f"highest: {worst[1]} {fmt_delta(worst[3])} over {worst[2]}", bool(worst[0] <= 1e-9)
 
     add("no row beats the model it was made from", f"by more than {ROW_MARGIN:g} point "
         f"(a distilled student its teacher by {STUDENT_MARGIN:g})", beats_source)
