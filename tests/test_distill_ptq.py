@@ -163,6 +163,30 @@ def test_a_student_initialised_from_its_teacher_computes_the_teachers_features()
     assert torch.equal(student.cls_token, tokens_before)
 
 
+def test_the_distill_step_with_init_teacher_starts_from_the_teachers_weights(digits_file, tmp_path):
+    """The step as a job runs it (run_step): with no epochs to train, the saved student is the teacher's
+    encoder with new tokens, and its artifact records the initialisation."""
+    from vitcompress.runtime import load_artifact
+    from vitcompress.workflow import run_step
+
+    torch.manual_seed(1)
+    meta = PreparedData(digits_file).meta
+    teacher_arch = arch_for(POOLED, meta, "native", 2)
+    teacher = create(teacher_arch)
+    Artifact(teacher_arch, teacher.state_dict(), [], {"steps": [{"id": "vit", "method": "train"}]}).save(
+        tmp_path / "teacher.pt")
+    step = {"id": "deit_base", "method": "distill", "model": "deit_base", "teacher": "vit", "init": "teacher",
+            "model_cfg": BASE_STUDENT, "image_size": "native", "image_scale": 2,
+            "train": {"epochs": 0, "batch_size": 64, "lr": 0.001}}
+    run_step(step, "digits", str(digits_file), str(tmp_path / "student.pt"), device="cpu",
+             extra={"teacher": str(tmp_path / "teacher.pt")})
+    student = load_artifact(tmp_path / "student.pt")
+    assert student.meta["steps"][-1]["init"] == "teacher"
+    mine, theirs = student.state_dict, teacher.state_dict()
+    assert all(torch.equal(mine[k], v) for k, v in theirs.items() if k.startswith(("blocks.", "patch_embed.")))
+    assert torch.equal(mine["pos_embed"][:, 2:], theirs["pos_embed"])
+
+
 def test_init_from_a_teacher_of_another_shape_is_refused():
     teacher = create(arch_for(POOLED, META, "native", 2))
     wide = {**BASE_STUDENT, "kwargs": {**BASE_STUDENT["kwargs"], "embed_dim": 32}}
