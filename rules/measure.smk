@@ -99,6 +99,9 @@ rule attention_scaling:
         fingerprint=FINGERPRINT,
     log:
         f"{LOGS}/attention_scaling.log",
+    # It needs no data and claims every core: first in line it would hold the whole run back by its length;
+    # last, it runs among the timing jobs, which run one at a time anyway.
+    priority: -1
     threads: ALL_CORES
     resources:
         gpu=GPU_JOB,

@@ -17,7 +17,9 @@ rule train:
     log:
         f"{LOGS}/{{dataset}}/{{step}}/step.log",
     threads: STEP_SLOTS
-    priority: 10  # root steps head the longest paths (vit -> deit teachers, every compression)
+    # Root steps head the longest paths (vit -> deit students, every compression); among them the longer
+    # training first, so the last to finish (digit pairs' DeiT tiny behind its ViT) starts when a CPU frees up.
+    priority: lambda wildcards: 10 + int(P.step_cfg(wildcards.step, wildcards.dataset)["train"].get("epochs", 0)) / 1000
     resources:
         gpu=GPU_JOB,
     run:
