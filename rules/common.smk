@@ -114,6 +114,15 @@ def step_job(input, output, params, wildcards, log):
     )
 
 
+def step_priority(wildcards):
+    """Longer work first (the scheduler's tie-breaker among ready jobs): a step's epochs of training, whether
+    it trains from scratch (`train.epochs`) or fine-tunes (its own `epochs`, e.g. QAT); 0 for one-shot steps.
+    The job that finishes last then starts as soon as a CPU frees up, not behind shorter ones."""
+    step = P.step_cfg(wildcards.step, wildcards.dataset)
+    root = get_method(step["method"]).is_root
+    return int(step.get("epochs", step["train"].get("epochs", 0) if root else 0) or 0) / 1000
+
+
 def step_params(wildcards):
     return P.step_cfg(wildcards.step, wildcards.dataset)
 

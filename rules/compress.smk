@@ -20,6 +20,7 @@ rule compress:
         step=step_alternation("pytorch"),
     log:
         f"{LOGS}/{{dataset}}/{{prefix}}+{{step}}/step.log",
+    priority: step_priority
     threads: STEP_SLOTS
     resources:
         gpu=GPU_JOB,

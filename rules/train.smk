@@ -17,9 +17,7 @@ rule train:
     log:
         f"{LOGS}/{{dataset}}/{{step}}/step.log",
     threads: STEP_SLOTS
-    # Root steps head the longest paths (vit -> deit students, every compression); among them the longer
-    # training first, so the last to finish (digit pairs' DeiT tiny behind its ViT) starts when a CPU frees up.
-    priority: lambda wildcards: 10 + int(P.step_cfg(wildcards.step, wildcards.dataset)["train"].get("epochs", 0)) / 1000
+    priority: step_priority
     resources:
         gpu=GPU_JOB,
     run:
