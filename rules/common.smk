@@ -7,7 +7,7 @@ from snakemake.exceptions import WorkflowError
 
 from vitcompress.config import CHAIN_SEP, ConfigError, resolve, split_chain
 from vitcompress.preflight import preflight
-from vitcompress.workflow import VARIANTS, DeviceError, resolve_device, variant_step
+from vitcompress.workflow import VARIANTS, DeviceError, job_priority, resolve_device, variant_step
 
 # With a cluster executor (profiles/slurm sets `submit_only`) this process only submits jobs: the GPU a
 # job asks for is on the node that runs it, and every job checks its device when it starts.
@@ -115,12 +115,7 @@ def step_job(input, output, params, wildcards, log):
 
 
 def step_priority(wildcards):
-    """Longer work first (the scheduler's tie-breaker among ready jobs): a step's epochs of training, whether
-    it trains from scratch (`train.epochs`) or fine-tunes (its own `epochs`, e.g. QAT); 0 for one-shot steps.
-    The job that finishes last then starts as soon as a CPU frees up, not behind shorter ones."""
-    step = P.step_cfg(wildcards.step, wildcards.dataset)
-    root = get_method(step["method"]).is_root
-    return int(step.get("epochs", step["train"].get("epochs", 0) if root else 0) or 0) / 1000
+    return job_priority(P.step_cfg(wildcards.step, wildcards.dataset))
 
 
 def step_params(wildcards):

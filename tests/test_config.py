@@ -169,3 +169,17 @@ def test_mixed_precision_setting():
     assert amp_settings("bf16", "cpu") == (True, torch.bfloat16)
     assert amp_settings("fp16", "cuda") == (True, torch.float16)
     assert amp_settings("none", "cuda") == (False, torch.float32)
+
+
+def test_longer_step_jobs_go_first_among_ready_ones(raw_params):
+    """Snakemake's priority for a step job: its epochs, from training (a root step) or its own fine-tune."""
+    from vitcompress.workflow import job_priority
+
+    prof = resolve(raw_params)
+    prio = {(s, d): job_priority(prof.step_cfg(s, d)) for s in prof.steps for d in prof.datasets}
+    demo = raw_params["profiles"]["demo"]["steps"]
+    assert prio[("deit_tiny", "digit_pairs")] == demo["deit_tiny"]["train_overrides"]["digit_pairs"]["epochs"] / 1000
+    # digit pairs' DeiT tiny (the critical path) before its 10-epoch DeiT base and DiffQ's 7-epoch fine-tune
+    assert prio[("deit_tiny", "digit_pairs")] > prio[("deit_base", "digit_pairs")] > prio[("diffq", "digit_pairs")]
+    assert prio[("diffq", "digits")] == demo["diffq"]["epochs"] / 1000 > prio[("lsq", "digits")] > 0
+    assert prio[("dynamic_ptq", "digits")] == prio[("prune_0.1", "digits")] == prio[("onnx", "digits")] == 0

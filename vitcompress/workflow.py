@@ -121,6 +121,16 @@ VARIANTS = {
 }
 
 
+def job_priority(step: dict) -> float:
+    """A step job's place among ready jobs (Snakemake's `priority`, higher first): its epochs of training,
+    whether it trains from scratch (`train.epochs`) or fine-tunes (its own `epochs`, e.g. QAT), in
+    thousandths; 0 for one-shot steps. Longer work first: the job that would finish last starts as soon as a
+    CPU frees up, not behind shorter ones."""
+    root = get_method(step["method"]).is_root
+    epochs = step.get("epochs", step["train"].get("epochs", 0) if root else 0)
+    return int(epochs or 0) / 1000
+
+
 def variant_step(step: dict, variant: str) -> dict:
     """The resolved settings of ``step`` (a root step) under ``variant``."""
     spec = VARIANTS[variant]

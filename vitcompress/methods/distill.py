@@ -157,6 +157,7 @@ def init_from_teacher(student: nn.Module, teacher: nn.Module) -> int:
             else:
                 continue
             copied += 1
+
     def blocks(state):
         return len({k.split(".")[1] for k in state if k.startswith("blocks.")})
 
