@@ -127,15 +127,25 @@ def test_student_must_have_a_distillation_token():
         make_student(arch_for(TEACHER, META))
 
 
-def test_distill_settings_are_checked(raw_params):
+@pytest.mark.parametrize("key,value,message", [
+    ("loss", "medium", r"steps.deit_base.loss = 'medium'"),
+    ("teacher", "vit+nope", r"steps.deit_base.teacher = 'vit\+nope'"),
+    ("init", "imagenet", r"steps.deit_base.init = 'imagenet': use 'scratch'"),
+    ("teacher", "vit+dynamic_ptq", r"a chain of one `train` step\), not 'vit\+dynamic_ptq'"),
+])
+def test_distill_settings_are_checked(raw_params, key, value, message):
     raw = copy.deepcopy(raw_params)
-    raw["profiles"]["demo"]["steps"]["deit_base"]["loss"] = "medium"
-    with pytest.raises(ConfigError, match=r"steps.deit_base.loss = 'medium'"):
+    raw["profiles"]["demo"]["steps"]["deit_base"][key] = value
+    with pytest.raises(ConfigError, match=message):
         resolve(raw)
+
+
+def test_a_student_of_another_shape_than_its_teacher_is_refused_before_any_job(raw_params):
     raw = copy.deepcopy(raw_params)
-    raw["profiles"]["demo"]["steps"]["deit_base"]["teacher"] = "vit+nope"
-    with pytest.raises(ConfigError, match=r"steps.deit_base.teacher = 'vit\+nope'"):
-        resolve(raw)
+    raw["profiles"]["demo"]["steps"]["deit_tiny"]["init"] = "teacher"  # 24 wide, the teacher 64
+    with pytest.raises(ConfigError, match=r"steps.deit_tiny \(data set digits\): init: teacher: the teacher's "
+                                          r"\S+ has shape .*needs the teacher's embed_dim"):
+        preflight(resolve(raw))
 
 
 POOLED = {"timm": "vit_small_patch16_224", "kwargs": {"patch_size": 4, "embed_dim": 16, "depth": 2, "num_heads": 2,
@@ -192,22 +202,6 @@ def test_init_from_a_teacher_of_another_shape_is_refused():
     wide = {**BASE_STUDENT, "kwargs": {**BASE_STUDENT["kwargs"], "embed_dim": 32}}
     with pytest.raises(ValueError, match=r"teacher's .* has shape .*embed_dim, depth and patch size"):
         init_from_teacher(make_student(arch_for(wide, META, "native", 2)), teacher)
-
-
-def test_init_setting_is_checked_before_any_job(raw_params):
-    raw = copy.deepcopy(raw_params)
-    raw["profiles"]["demo"]["steps"]["deit_base"]["init"] = "imagenet"
-    with pytest.raises(ConfigError, match=r"steps.deit_base.init = 'imagenet': use 'scratch'"):
-        resolve(raw)
-    raw = copy.deepcopy(raw_params)
-    raw["profiles"]["demo"]["steps"]["deit_tiny"]["init"] = "teacher"  # 24 wide, the teacher 64
-    with pytest.raises(ConfigError, match=r"steps.deit_tiny \(data set digits\): init: teacher: the teacher's "
-                                          r"\S+ has shape .*needs the teacher's embed_dim"):
-        preflight(resolve(raw))
-    raw = copy.deepcopy(raw_params)
-    raw["profiles"]["demo"]["steps"]["deit_base"]["teacher"] = "vit+dynamic_ptq"
-    with pytest.raises(ConfigError, match=r"a chain of one `train` step\), not 'vit\+dynamic_ptq'"):
-        resolve(raw)
 
 
 def test_dynamic_ptq_is_int8_smaller_close_and_reloads_without_requantizing(tmp_path):

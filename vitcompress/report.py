@@ -221,7 +221,7 @@ def study_findings(df: pd.DataFrame, datasets: list[str], rows: list[str], study
             target += f", <= {spec['size_pct']:g}% of its size"
         if "speedup" in spec:
             target += f", >= {spec['speedup']:g}x its CPU speed"
-        add(f"{row}", target, check)
+        add(row, target, check)
 
     for group in ORDERED:
         members = [by_study[s] for s in group if s in by_study]
