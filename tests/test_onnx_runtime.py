@@ -9,7 +9,7 @@ import torch
 from conftest import TINY_VIT
 from vitcompress.artifacts import Artifact, ArtifactError
 from vitcompress.config import ConfigError, resolve
-from vitcompress.data import InputAdapter, PreparedData
+from vitcompress.data import InputAdapter, PreparedData, calibration_images
 from vitcompress.methods import StepContext, get_method
 from vitcompress.models import count_params
 from vitcompress.runtime import OnnxArtifact, load_artifact
@@ -92,6 +92,28 @@ def test_static_int8_quantizes_weights_and_activations_with_calibration(exported
     assert Path(art.path).stat().st_size < 0.7 * Path(fp32.path).stat().st_size
     assert art.meta["ort_quantized"] == "static int8 (QDQ)" and "export_check" not in art.meta
     assert art.settings() == {"calib_images": 64, "per_channel": True}
+
+
+def test_static_int8_runs_integer_matmuls_and_a_float_softmax(exported, digits_file, tmp_path):
+    """What the session runs after ORT's own fusions: integer MatMul kernels, and softmax in float (ORT's
+    QLinearSoftmax is the slower one); the int8 model still predicts like the float one."""
+    import numpy as np
+    import onnxruntime as ort
+
+    _, fp32 = exported
+    step = {"id": "int8_static", "method": "ort_int8_static", "calib_images": 64, "calib_batch_size": 16}
+    art = _saved(get_method("ort_int8_static")().run(_ctx(step, fp32, digits_file)), tmp_path / "s8.onnx")
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.optimized_model_filepath = str(tmp_path / "as_run.onnx")
+    session = ort.InferenceSession(art.path, opts, providers=["CPUExecutionProvider"])
+    ran = [n.op_type for n in onnx.load(str(tmp_path / "as_run.onnx")).graph.node]
+    assert "QLinearMatMul" in ran and "MatMulIntegerToFloat" in ran  # int8 GEMMs; q·kᵀ with a float output
+    assert "Softmax" in ran and "QLinearSoftmax" not in ran
+    images = calibration_images(digits_file, fp32.arch["kwargs"]["img_size"], 256, "cpu", 1)
+    float_out = fp32.build()(images)
+    int8_out = torch.from_numpy(session.run(None, {session.get_inputs()[0].name: images.numpy()})[0])
+    assert (float_out.argmax(1) == int8_out.argmax(1)).float().mean() >= 0.9
 
 
 def test_static_calibration_asks_no_more_images_than_the_training_split_has(exported, digits_file):

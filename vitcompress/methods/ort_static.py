@@ -4,9 +4,10 @@
 (``per_channel``), uint8 activations with one scale per tensor, their ranges calibrated (min-max) on
 ``calib_images`` training images, as FQ-ViT calibrates. At session start ONNX Runtime fuses each
 QuantizeLinear/DequantizeLinear pair around a MatMul into an integer MatMul kernel (VNNI where the CPU
-has it), so this row runs int8 arithmetic for real, unlike the simulated FQ-ViT row. LayerNorm, GELU and
-softmax stay float: ORT has no integer kernels for them, so FQ-ViT's PTF LayerNorm and 4-bit log2 softmax
-have nothing to map onto, and the FQ-ViT row keeps no speed.
+has it), so this row runs int8 arithmetic for real, unlike the simulated FQ-ViT row. LayerNorm and GELU
+stay float (ORT has no integer kernels for them), and so does softmax by choice: ORT's QLinearSoftmax is
+slower than the float one (see :func:`vitcompress.runtime.quantize_static`). FQ-ViT's PTF LayerNorm and
+4-bit log2 softmax thus have nothing to map onto, and the FQ-ViT row keeps no speed.
 """
 from __future__ import annotations
 
