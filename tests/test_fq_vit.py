@@ -9,7 +9,7 @@ from vitcompress.data import InputAdapter, PreparedData
 from vitcompress.measure import evaluate
 from vitcompress.models import count_params
 from vitcompress.methods import StepContext, get_method
-from vitcompress.methods.fq_vit import ActQuant, fake_quant, log2_quant, uniform_qparams
+from vitcompress.fqvit.observers import ActQuant, fake_quant, log2_quant, uniform_qparams
 from vitcompress.workflow import measure_model
 
 
@@ -96,7 +96,7 @@ def test_fq_vit_artifact_is_uint8_reloads_identically_and_is_never_timed(random_
 
 
 def test_ablation_reports_all_variants_and_matches_the_row(random_vit, digits_file, tmp_path):
-    from vitcompress.methods.fq_vit import ablation
+    from vitcompress.fqvit.ablation import ablation
 
     random_vit.save(tmp_path / "vit.pt")
     step = {"method": "fq_vit", "calib_images": 128, "calib_batch_size": 64}

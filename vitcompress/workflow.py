@@ -223,7 +223,7 @@ def measure_speed_in_worker(artifact: str, out: str, measure: dict, fp: dict, ba
 
 
 def _ablation(threads: int, device: str, **kwargs) -> None:
-    from vitcompress.methods.fq_vit import ablation
+    from vitcompress.fqvit.ablation import ablation
 
     use_threads(threads)
     ablation(device=resolve_device(device), **kwargs)

@@ -1,0 +1,113 @@
+"""FQ-ViT's ablation (PTF and LIS on and off under one calibration) and the study's Figure 1 from it."""
+from __future__ import annotations
+
+import logging
+
+import torch
+import torch.nn as nn
+
+from vitcompress.artifacts import Artifact
+from vitcompress.data import calibration_images
+from vitcompress.fqvit.modules import QLayerNorm, calibrate, quantize_model
+from vitcompress.methods.fq_vit import settings
+
+log = logging.getLogger("vitcompress")
+
+
+VARIANTS = (  # (label, ptf, lis): the ablation of the two tricks under one calibration
+    ("min-max LayerNorm inputs, uniform attention", False, False),
+    ("PTF, uniform attention", True, False),
+    ("min-max LayerNorm inputs, LIS attention", False, True),
+    ("PTF + LIS (FQ-ViT)", True, True),
+)
+
+
+def _figure_stats(model: nn.Module, images: torch.Tensor, batch_size: int) -> dict:
+    """Calibrate ``model`` and keep, from the same pass, the per-channel min/max of the last
+    LayerNorm's inputs and the first layer's attention probabilities (the study's Figure 1)."""
+    stats: dict = {"probs": []}
+    hook = model.blocks[0].attn.prob_quant.register_forward_hook(
+        lambda mod, inp, out: stats["probs"].append(inp[0].detach().flatten()[:200_000].cpu()))
+
+    def keep(m):
+        norms = [q for q in m.modules() if isinstance(q, QLayerNorm)]
+        stats["ln_min"], stats["ln_max"] = norms[-1].input_quant.channel_range()
+
+    calibrate(model, images, batch_size, before_freeze=keep)
+    hook.remove()
+    stats["probs"] = torch.cat(stats["probs"])
+    return stats
+
+
+def plot_figure1(stats: dict, bits: int, out: str, title: str) -> None:
+    """The study's Figure 1 from this model's calibration data."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from vitcompress.artifacts import atomic_path
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    channels = torch.arange(len(stats["ln_min"]))
+    ax1.vlines(channels, stats["ln_min"], stats["ln_max"], color="tab:blue", linewidth=1)
+    ax1.scatter(channels, stats["ln_max"], s=4, color="tab:red", label="max")
+    ax1.scatter(channels, stats["ln_min"], s=4, color="tab:green", label="min")
+    ax1.set(xlabel="channel", ylabel="value", title="Last LayerNorm inputs: per-channel range")
+    ax1.legend()
+    p = stats["probs"].clamp(min=1e-6)
+    ax2.hist(p.numpy(), bins=torch.logspace(-6, 0, 80).numpy(), color="0.6")
+    ax2.set(xscale="log", yscale="log", xlabel="attention probability", ylabel="count",
+            title=f"First-layer attention, {bits}-bit bins")
+    top = 2 ** bits - 1
+    for k in range(1, top + 1):
+        ax2.axvline(k / top, color="tab:orange", linewidth=0.8, label="uniform levels" if k == 1 else None)
+    for q in range(top):
+        ax2.axvline(2.0 ** -q, color="tab:purple", linestyle="--", linewidth=0.8, label="log2 levels" if q == 0 else None)
+    ax2.legend(loc="upper left")
+    fig.suptitle(title)
+    fig.tight_layout()
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def ablation(parent: str, data_file: str, step: dict, csv: str, md: str, figure: str, dataset: str,
+             device: str = "cpu", seed: int = 0, eval_batch_size: int = 256) -> list[dict]:
+    """Accuracy of the four PTF/LIS combinations under the step's calibration, plus Figure 1."""
+    from vitcompress.artifacts import atomic_path
+    from vitcompress.data import InputAdapter, PreparedData
+    from vitcompress.measure import evaluate
+
+    art = Artifact.load(parent)
+    s = settings(step)
+    img_size = art.arch["kwargs"]["img_size"]
+    images = calibration_images(data_file, img_size, int(s["calib_images"]), device, seed)
+    data = PreparedData(data_file)
+    adapter = InputAdapter(data.meta, img_size, device)
+    float_acc = evaluate(art.build(), data.loader("test", eval_batch_size), adapter, device)["top1"]
+    rows = [{"variant": "float (no quantization)", "ptf": None, "lis": None, "accuracy": float_acc}]
+    stats: dict = {}
+    for label, ptf, lis in VARIANTS:
+        model = quantize_model(art.build(), {**s, "ptf": ptf, "lis": lis}).to(device)
+        if ptf and lis:  # FQ-ViT proper: its calibration pass also gives Figure 1's data
+            stats = _figure_stats(model, images, int(s["calib_batch_size"]))
+        else:
+            calibrate(model, images, int(s["calib_batch_size"]))
+        acc = evaluate(model, data.loader("test", eval_batch_size), adapter, device)["top1"]
+        rows.append({"variant": label, "ptf": ptf, "lis": lis, "accuracy": acc})
+        log.info("%s fq_vit ablation: %s -> %.2f%%", dataset, label, acc)
+    plot_figure1(stats, int(s["attn_bits"]), figure, f"{dataset}: FQ-ViT calibration data ({len(images)} images)")
+
+    header = ("variant", "ptf", "lis", "accuracy")
+    with atomic_path(csv) as tmp:
+        tmp.write_text(",".join(header) + "\n" + "".join(
+            ",".join("" if r[h] is None else str(r[h]) for h in header) + "\n" for r in rows))
+    lines = [f"# FQ-ViT ablation: {dataset}", "",
+             f"W{s['weight_bits']}A{s['act_bits']}, attention {s['attn_bits']} bits, observer `{s['observer']}`, "
+             f"{len(images)} calibration images; top-1 accuracy on the test split.", "",
+             "| Variant | Accuracy (%) |", "|---|---:|"]
+    lines += [f"| {r['variant']} | {r['accuracy']:.2f} |" for r in rows]
+    with atomic_path(md) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+    return rows
