@@ -1,5 +1,5 @@
 """Snakemake entry point: the pruning importance histogram (study Figure 3) of one data set."""
-from vitcompress.methods.prune import histogram_from_artifact
+from vitcompress.pruning.gates import histogram_from_artifact
 from vitcompress.workflow import logging_to
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)

@@ -7,8 +7,10 @@ from vitcompress.artifacts import Artifact
 from vitcompress.config import ConfigError, resolve
 from vitcompress.data import PreparedData, prepare
 from vitcompress.methods.base import StepContext
-from vitcompress.methods.prune import (Gates, Prune, PruneGates, SlimAttention, apply_pruning, histogram_from_artifact,
-                                       random_scores, select, shapes_of)
+from vitcompress.methods.prune import Prune
+from vitcompress.methods.prune_gates import PruneGates
+from vitcompress.pruning.gates import Gates, histogram_from_artifact
+from vitcompress.pruning.slim import SlimAttention, apply_pruning, random_scores, select, shapes_of
 from vitcompress.models import arch_for, count_params, create
 
 ARCH = arch_for({"timm": "vit_small_patch16_224",
@@ -106,7 +108,7 @@ def test_gate_training_then_pruning_steps(tmp_path, score):
 
 
 def test_histogram_of_scores_that_did_not_move(tmp_path):
-    from vitcompress.methods.prune import importance_histogram
+    from vitcompress.pruning.gates import importance_histogram
 
     scores = {"qk": [torch.ones(2, 4)], "v": [torch.ones(2, 4)], "mlp": [torch.ones(8)]}
     importance_histogram(scores, {"qk": [10], "v": [10], "mlp": [10]}, tmp_path / "h.png", "flat")

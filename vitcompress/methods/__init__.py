@@ -1,7 +1,8 @@
 """Compression methods: one module each, one :class:`~vitcompress.methods.base.Method` subclass each."""
 from vitcompress.methods.base import METHODS, Method, StepContext, register
 from vitcompress.methods import (  # noqa: F401  (importing registers)
-    diffq_noise, distill, dynamic_ptq, fq_vit, lsq, nystrom, onnx_export, ort_dynamic, ort_static, prune, train,
+    diffq_noise, distill, dynamic_ptq, fq_vit, lsq, nystrom, onnx_export, ort_dynamic, ort_static, prune, prune_gates,
+    train,
 )
 
 __all__ = ["METHODS", "Method", "StepContext", "register", "get_method"]

@@ -1,0 +1,91 @@
+"""``prune_gates``: the first of ViT pruning's two steps (study section 3.3; Zhu et al., VTP).
+
+Learnable soft gates, initialised at 1, multiply every prunable dimension of every block: each attention
+head's query/key dimensions (one gate per head and dimension, shared by q and k), its value dimensions
+(shared by v and the matching input column of proj), and the MLP's hidden units. The trained model is
+fine-tuned with an L1 sparsity term on the gates (``sparsity`` × mean |gate|) for ``epochs``. Importance
+of a dimension is |gate| (``score: gate``) or, selectable, the gradient-times-weight score of Eq. 7
+(``score: taylor``), measured on training batches and divided by its layer's mean so that layers compare.
+The trained gates are then folded into the weights (the network computes what the gated one did) and
+the scores travel in the artifact; no shape changes yet. The ``prune`` step (:mod:`vitcompress.methods.prune`) then removes dimensions, so every pruning ratio
+reuses one gate training through the chain mechanism.
+"""
+from __future__ import annotations
+
+import torch.nn.functional as F
+
+from vitcompress.artifacts import Artifact
+from vitcompress.data import InputAdapter, PreparedData
+from vitcompress.errors import ConfigError
+from vitcompress.methods.base import Method, StepContext, register
+from vitcompress.pruning.gates import Gates, fold_gates, params_per_unit, taylor_scores
+from vitcompress.pruning.slim import SlimAttention, check_prunable
+from vitcompress.train import fit, summary
+
+
+def _ce(smoothing: float):
+    def loss(m, x, y):
+        return F.cross_entropy(m(x), y, label_smoothing=smoothing)
+    return loss
+
+
+@register
+class PruneGates(Method):
+    name = "prune_gates"
+    keys = {"sparsity": (int, float), "score": str, "epochs": int, "score_batches": int}
+
+    @classmethod
+    def check_model(cls, model, step):
+        check_prunable(model)
+
+    @classmethod
+    def check_step(cls, step, where, profile):
+        super().check_step(step, where, profile)
+        if step.get("score", "gate") not in ("gate", "taylor"):
+            raise ConfigError(f"params.yaml: {where}.score = {step['score']!r}: use 'gate' (|gate|) or 'taylor' (Eq. 7).")
+        if step.get("sparsity", 0.0) < 0:
+            raise ConfigError(f"params.yaml: {where}.sparsity = {step['sparsity']!r} must be >= 0.")
+        if step.get("epochs", 1) < 0 or step.get("score_batches", 8) < 1:
+            raise ConfigError(f"params.yaml: {where}: epochs must be >= 0 and score_batches >= 1.")
+
+    def run(self, ctx: StepContext) -> Artifact:
+        step = ctx.step
+        data = PreparedData(ctx.data_file)
+        model = ctx.parent.build()
+        if any(isinstance(b.attn, SlimAttention) for b in model.blocks):
+            raise ValueError("prune_gates runs on an unpruned ViT; put it before `prune` in the chain")
+        adapter = InputAdapter(data.meta, ctx.parent.arch["kwargs"]["img_size"], ctx.device)
+        gates = Gates(model)
+        model.vc_gates = gates  # a submodule while training: fit() restores the best epoch's gates too
+        gates.attach(model)
+        sparsity = float(step.get("sparsity", 1.0))
+        ce = _ce(step["train"].get("label_smoothing", 0.0))
+
+        def loss_fn(m, x, y):
+            return ce(m, x, y) + sparsity * gates.l1()
+
+        cfg = {**step["train"], "epochs": int(step.get("epochs", 2))}
+        history = fit(model, data, cfg, adapter, ctx.device, ctx.seed, loss_fn=loss_fn,
+                      desc=f"{ctx.dataset}/{step['id']}")
+        gates.detach()
+        del model.vc_gates
+        model.cpu()
+        gates.cpu()
+        kind = step.get("score", "gate")
+        scores = {"qk": [g.detach().abs() for g in gates.qk], "v": [g.detach().abs() for g in gates.v],
+                  "mlp": [g.detach().abs() for g in gates.mlp]}
+        fold_gates(model, gates)  # the gated network, now with plain weights
+        if kind == "taylor":
+            cpu_adapter = InputAdapter(data.meta, ctx.parent.arch["kwargs"]["img_size"], "cpu")
+            loader = data.loader("train", int(cfg["batch_size"]), max_batches=int(step.get("score_batches", 8)))
+            scores = taylor_scores(model.train(), [(cpu_adapter(x), y) for x, y in loader], ce)
+            model.eval()
+        meta_scores = {k: [s.tolist() for s in v] for k, v in scores.items()}
+        steps = ctx.parent.meta.get("steps", []) + [{"id": step["id"], "method": self.name, "score": kind,
+                                                     "sparsity": sparsity, "training": summary(history)}]
+        return ctx.parent.child(model, None, steps=steps, prune_scores=meta_scores,
+                                prune_unit_params=params_per_unit(model))
+
+    @classmethod
+    def untrained(cls, model, step):
+        return model, None  # gates change no shape; the `prune` step after it does
