@@ -204,6 +204,21 @@ def test_init_from_a_teacher_of_another_shape_is_refused():
         init_from_teacher(make_student(arch_for(wide, META, "native", 2)), teacher)
 
 
+@pytest.mark.parametrize("meta", [{"cpu_only": True}, {"simulated": True}])
+def test_dynamic_ptq_refuses_an_int8_or_simulated_parent(tmp_path, meta):
+    """Outside the workflow too (whose config check stops such a chain first): torch.ao would find no
+    nn.Linear left to quantize and pass the model on unchanged, labelled int8."""
+    from pathlib import Path
+
+    from vitcompress.methods import StepContext, get_method
+
+    parent = Artifact(arch_for(TEACHER, META), create(arch_for(TEACHER, META)).state_dict(), [], meta)
+    ctx = StepContext(step={"id": "again", "method": "dynamic_ptq"}, dataset="digits", data_file=Path("unused"),
+                      device="cpu", parent=parent)
+    with pytest.raises(ValueError, match=r"'again' \(dynamic_ptq\) needs a float model"):
+        get_method("dynamic_ptq")().run(ctx)
+
+
 def test_dynamic_ptq_is_int8_smaller_close_and_reloads_without_requantizing(tmp_path):
     arch = arch_for({**TEACHER, "kwargs": {**TEACHER["kwargs"], "embed_dim": 64}}, META)
     model = create(arch).eval()

@@ -235,7 +235,21 @@ def _profile_with_chain(raw, chain, **step_edits):
     (["vit", "dynamic_ptq", "onnx"], {}, r"method 'dynamic_ptq' earlier in the chain .* cannot trace"),
     (["vit", "fq_vit", "onnx"], {}, r"method 'fq_vit' earlier"),
     (["vit", "onnx", "dynamic_ptq"], {}, r"needs a PyTorch model, but the step before it makes an ONNX model"),
-    (["vit", "onnx", "int8_static", "int8_dynamic"], {}, None),  # config allows; the step refuses int8 input
+    (["vit", "onnx", "int8_static", "int8_dynamic"], {},
+     r"chain\[3\] = 'int8_dynamic' .* but the step before it, 'int8_static' \(ort_int8_static\), makes an int8 "
+     r"model; chain 'int8_dynamic' on the model before 'int8_static' instead \(e.g. \[vit, onnx, int8_dynamic\]\)"),
+    (["vit", "onnx", "onnx"], {}, r"chain\[2\] = 'onnx' exports to ONNX, but step 'onnx' .* already did"),
+    # the kind of model a step makes (float, QAT, int8, simulated) against what the next step takes
+    (["vit", "dynamic_ptq", "dynamic_ptq"], {}, r"chain\[2\] = 'dynamic_ptq' .*'dynamic_ptq' \(dynamic_ptq\), makes an int8"),
+    (["vit", "dynamic_ptq", "lsq"], {}, r"'lsq' uses method 'lsq', which needs a float model, .* makes an int8 model"),
+    (["vit", "lsq", "fq_vit"], {}, r"'fq_vit' .* needs a float model, .*'lsq' \(lsq\), makes a quantization-aware"),
+    (["vit", "lsq", "diffq"], {}, r"'diffq' .* needs a float model"),
+    (["vit", "fq_vit", "gates"], {}, r"'gates' uses method 'prune_gates', .* makes a simulated-quantization model"),
+    (["vit", "fq_vit", "dynamic_ptq"], {}, r"'dynamic_ptq' .* makes a simulated-quantization model"),
+    (["vit", "dynamic_ptq", "nystrom_0.5"], {}, r"'nystrom_0.5' uses method 'nystrom', .* makes an int8 model"),
+    (["vit", "lsq", "dynamic_ptq"], {}, None),  # int8 kernels for a QAT model's (dequantized) weights
+    (["vit", "lsq", "onnx", "int8_static"], {}, None),  # the same in ONNX Runtime
+    (["vit", "lsq", "gates"], {}, None),
     (["vit", "onnx"], {"onnx": {"min_agreement": 1.5}}, r"min_agreement = 1.5"),
     (["vit", "onnx", "int8_static"], {"int8_static": {"calib_images": 0}}, r"calib_images = 0"),
     (["vit", "onnx", "int8_static"], {"int8_static": {"per_chanel": True}}, r"unknown key .*per_chanel"),

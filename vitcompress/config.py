@@ -220,7 +220,8 @@ def _check_profile(raw: dict, name: str) -> None:
                     f"from scratch; it can only be the first step of a chain."
                 )
             if j > 0 and not method.is_root:
-                _check_link(where, j, sid, method, [METHODS[prof["steps"][s]["method"]] for s in row["chain"][:j]])
+                _check_link(where, j, sid, method, [METHODS[prof["steps"][s]["method"]] for s in row["chain"][:j]],
+                            row["chain"][:j])
         settings = chain_settings(prof["steps"], row["chain"])
         for key in ("model", "method"):
             for field in LABEL_FIELD.findall(row[key]):
@@ -232,11 +233,20 @@ def _check_profile(raw: dict, name: str) -> None:
 
 
 RUNTIME_NAMES = {"pytorch": "a PyTorch model", "onnxruntime": "an ONNX model"}
+KIND_NAMES = {"float": "a float model", "qat": "a quantization-aware-trained model (dequantized weights)",
+              "int8": "an int8 model", "simulated": "a simulated-quantization model"}
 
 
-def _check_link(where: str, j: int, sid: str, method, before: list) -> None:
-    """Step ``sid`` (``method``) can take what the chain's earlier steps (``before``, their methods) make."""
+def _check_link(where: str, j: int, sid: str, method, before: list, before_ids: list) -> None:
+    """Step ``sid`` (``method``) can take what the chain's earlier steps (``before``, their methods, with
+    step ids ``before_ids``) make: the runtime, and the kind of model (float, QAT, int8, simulated)."""
     made = before[-1].runtime
+    if method.runtime != method.input_runtime and made == method.runtime:
+        export = next(s for s, m in zip(before_ids, before) if m.runtime != m.input_runtime)
+        raise ConfigError(
+            f"params.yaml: {where}.chain[{j}] = {sid!r} exports to ONNX, but step {export!r} earlier in the chain "
+            f"already did; a chain exports once: remove one of them."
+        )
     if method.input_runtime != made:
         fix = ("put an `onnx` step (method onnx) before it" if method.input_runtime == "onnxruntime"
                else "move it before the chain's `onnx` step: ONNX graphs are not changed by PyTorch methods")
@@ -253,6 +263,13 @@ def _check_link(where: str, j: int, sid: str, method, before: list) -> None:
                 f"quantization); export the float model and quantize in ONNX Runtime (ort_int8_dynamic, "
                 f"ort_int8_static) instead."
             )
+    if before[-1].makes not in method.accepts:
+        wants = " or ".join(KIND_NAMES[k] for k in method.accepts)
+        raise ConfigError(
+            f"params.yaml: {where}.chain[{j}] = {sid!r} uses method {method.name!r}, which needs {wants}, but the "
+            f"step before it, {before_ids[-1]!r} ({before[-1].name}), makes {KIND_NAMES[before[-1].makes]}; "
+            f"chain {sid!r} on the model before {before_ids[-1]!r} instead (e.g. [{', '.join(before_ids[:-1] + [sid])}])."
+        )
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,11 @@ class Method:
     # Whether the model this method makes is still plain PyTorch that the ONNX exporter can trace
     # (torch.ao's int8 layers and simulated quantization are not).
     exportable: ClassVar[bool] = True
+    # What kind of model this method makes, and which kinds it can take as input (checked along every
+    # chain before any job): "float"; "qat" (a float model holding quantized-then-dequantized weights,
+    # stored packed); "int8" (integer kernels: torch.ao or ONNX Runtime); "simulated" (fake-quantized).
+    makes: ClassVar[str] = "float"
+    accepts: ClassVar[tuple[str, ...]] = ("float", "qat")
 
     @classmethod
     def check_step(cls, step: dict, where: str, profile: dict) -> None:

@@ -77,6 +77,7 @@ def int8_skeleton(model: nn.Module) -> nn.Module:
 class DynamicPTQ(Method):
     name = "dynamic_ptq"
     exportable = False  # torch.ao int8 Linear layers: export the float model, then ort_int8_dynamic
+    makes = "int8"  # from a float model, or a QAT one (its dequantized weights)
 
     @classmethod
     def check_model(cls, model, step):
@@ -84,6 +85,9 @@ class DynamicPTQ(Method):
             raise ValueError("dynamic int8 quantizes nn.Linear layers, and this model has none")
 
     def run(self, ctx: StepContext) -> Artifact:
+        if ctx.parent.meta.get("cpu_only") or ctx.parent.meta.get("simulated"):
+            raise ValueError(f"step {ctx.step['id']!r} (dynamic_ptq) needs a float model, but its parent is already "
+                             f"int8 or simulated-quantized; put it right after a float step in the chain.")
         model = quantize(ctx.parent.build())
         steps = ctx.parent.meta.get("steps", []) + [{"id": ctx.step["id"], "method": self.name}]
         return ctx.parent.child(model, dict(SPEC), steps=steps, **CPU_ONLY)

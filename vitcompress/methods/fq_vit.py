@@ -56,6 +56,7 @@ def _spec(step: dict) -> dict:
 class FQViT(Method):
     name = "fq_vit"
     exportable = False  # simulated quantization (see the module docstring)
+    makes, accepts = "simulated", ("float",)
     keys = {"weight_bits": int, "act_bits": int, "attn_bits": int, "observer": str, "calib_images": int,
             "calib_batch_size": int, "ptf": bool, "lis": bool, "ptf_k": int, "percentile": (int, float),
             "ema": (int, float)}

@@ -25,6 +25,7 @@ def _child(parent: OnnxArtifact, step: dict) -> OnnxArtifact:
 class OrtDynamic(Method):
     name = "ort_int8_dynamic"
     runtime = input_runtime = RUNTIME
+    makes = "int8"
     keys = {"per_channel": bool}
 
     def run(self, ctx: StepContext) -> OnnxArtifact:

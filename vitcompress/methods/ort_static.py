@@ -40,6 +40,7 @@ def _child(parent: OnnxArtifact, step: dict, images: torch.Tensor) -> OnnxArtifa
 class OrtStatic(Method):
     name = "ort_int8_static"
     runtime = input_runtime = RUNTIME
+    makes = "int8"
     keys = {"calib_images": int, "calib_batch_size": int, "per_channel": bool}
 
     @classmethod

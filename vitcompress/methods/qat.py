@@ -88,6 +88,7 @@ class QATMethod(Method):
 
     keys = {"epochs": int, "min_size": (int, float), "float16": bool, "exclude": list, "compress": str,
             "keep": str, "packed": bool}
+    makes, accepts = "qat", ("float",)
     compress_default = "none"  # store the artifact compressed (step key `compress`): none | zlib | xz
     packed_default = True  # store diffq's bit-packed levels, else one byte per level (step key `packed`)
     keep_default = "best"  # which fine-tuning epoch the artifact keeps (step key `keep`): best | last
