@@ -14,18 +14,25 @@ import torch
 from vitcompress.artifacts import Artifact
 from vitcompress.errors import ConfigError
 from vitcompress.methods.base import Method, StepContext, register
-from vitcompress.pruning.slim import apply_pruning, check_prunable, random_scores, restructure_slim, select, shapes_of
+from vitcompress.models import vit_blocks
+from vitcompress.pruning.slim import apply_pruning, check_plain, random_scores, restructure_slim, select, shapes_of
 from vitcompress.train import summary
 
 
-@register
-class Prune(Method):
-    name = "prune"
-    keys = {"ratio": (int, float), "epochs": int}
+class PruningStep(Method):
+    """What both pruning steps (``prune_gates``, ``prune``) ask of the chain's model before any job: every
+    block a plain ViT block (the ValueError names what is in the way)."""
 
     @classmethod
     def check_model(cls, model, step):
-        check_prunable(model)
+        for block in vit_blocks(model, "pruning"):
+            check_plain(block.attn)
+
+
+@register
+class Prune(PruningStep):
+    name = "prune"
+    keys = {"ratio": (int, float), "epochs": int}
 
     @classmethod
     def check_step(cls, step, where, profile):

@@ -17,9 +17,10 @@ import torch.nn.functional as F
 from vitcompress.artifacts import Artifact
 from vitcompress.data import InputAdapter, PreparedData
 from vitcompress.errors import ConfigError
-from vitcompress.methods.base import Method, StepContext, register
+from vitcompress.methods.base import StepContext, register
 from vitcompress.pruning.gates import Gates, fold_gates, params_per_unit, taylor_scores
-from vitcompress.pruning.slim import SlimAttention, check_prunable
+from vitcompress.methods.prune import PruningStep
+from vitcompress.pruning.slim import SlimAttention
 from vitcompress.train import fit, summary
 
 
@@ -30,13 +31,9 @@ def _ce(smoothing: float):
 
 
 @register
-class PruneGates(Method):
+class PruneGates(PruningStep):
     name = "prune_gates"
     keys = {"sparsity": (int, float), "score": str, "epochs": int, "score_batches": int}
-
-    @classmethod
-    def check_model(cls, model, step):
-        check_prunable(model)
 
     @classmethod
     def check_step(cls, step, where, profile):

@@ -14,8 +14,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from vitcompress.models import vit_blocks
-
 KINDS = ("qk", "v", "mlp")
 
 
@@ -60,12 +58,6 @@ def check_plain(attn: nn.Module) -> None:
             raise ValueError(f"pruning supports plain ViT attention only (found attn.{name})")
     if getattr(attn, "gate", None) is not None:
         raise ValueError("pruning does not support gated attention")
-
-
-def check_prunable(model: nn.Module) -> None:
-    """Raise ValueError, naming what is in the way, unless every block of ``model`` is a plain ViT block."""
-    for block in vit_blocks(model, "pruning"):
-        check_plain(block.attn)
 
 
 def shapes_of(model: nn.Module) -> list[dict]:
