@@ -204,7 +204,8 @@ def test_init_from_a_teacher_of_another_shape_is_refused():
         init_from_teacher(make_student(arch_for(wide, META, "native", 2)), teacher)
 
 
-@pytest.mark.parametrize("meta", [{"cpu_only": True}, {"simulated": True}])
+@pytest.mark.parametrize("meta", [{"steps": [{"id": "q", "method": "dynamic_ptq"}], "cpu_only": True},
+                                  {"steps": [{"id": "fq", "method": "fq_vit"}], "simulated": True}])
 def test_dynamic_ptq_refuses_an_int8_or_simulated_parent(tmp_path, meta):
     """Outside the workflow too (whose config check stops such a chain first): torch.ao would find no
     nn.Linear left to quantize and pass the model on unchanged, labelled int8."""

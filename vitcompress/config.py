@@ -233,8 +233,6 @@ def _check_profile(raw: dict, name: str) -> None:
 
 
 RUNTIME_NAMES = {"pytorch": "a PyTorch model", "onnxruntime": "an ONNX model"}
-KIND_NAMES = {"float": "a float model", "qat": "a quantization-aware-trained model (dequantized weights)",
-              "int8": "an int8 model", "simulated": "a simulated-quantization model"}
 
 
 def _check_link(where: str, j: int, sid: str, method, before: list, before_ids: list) -> None:
@@ -264,6 +262,8 @@ def _check_link(where: str, j: int, sid: str, method, before: list, before_ids: 
                 f"ort_int8_static) instead."
             )
     if before[-1].makes not in method.accepts:
+        from vitcompress.methods.base import KIND_NAMES
+
         wants = " or ".join(KIND_NAMES[k] for k in method.accepts)
         raise ConfigError(
             f"params.yaml: {where}.chain[{j}] = {sid!r} uses method {method.name!r}, which needs {wants}, but the "

@@ -31,6 +31,11 @@ class StepContext:
     extra: dict = field(default_factory=dict)  # other artifacts the step declared (e.g. a teacher)
 
 
+KIND_NAMES = {"float": "a float model", "qat": "a quantization-aware-trained model (dequantized weights)",
+              "int8": "an int8 model", "simulated": "a simulated-quantization model"}
+KIND_ADJECTIVES = {"qat": "quantization-aware-trained", "int8": "int8", "simulated": "simulated-quantized"}
+
+
 class Method:
     """Base class: subclass, set ``name``, implement :meth:`run`, and register with :func:`register`."""
 
@@ -62,6 +67,19 @@ class Method:
                 raise ConfigError(f"params.yaml: unknown key '{where}.{key}' for method {cls.name!r}; allowed: {allowed}.")
             if not isinstance(value, cls.keys[key]) or isinstance(value, bool) and cls.keys[key] is not bool:
                 raise ConfigError(f"params.yaml: {where}.{key} = {value!r} has the wrong type for method {cls.name!r}.")
+
+    def check_parent(self, ctx: "StepContext") -> None:
+        """Raise ValueError unless the parent artifact is a kind of model this method ``accepts``: the kind its
+        last step's method ``makes`` (what the config check asks along a chain, asked again of the artifact a
+        job was given, for steps run outside the workflow). An artifact with no recorded steps is float."""
+        steps = ctx.parent.meta.get("steps") or [{}]
+        made_by = METHODS.get(steps[-1].get("method"))
+        kind = made_by.makes if made_by is not None else "float"
+        if kind not in self.accepts:
+            wants = " or ".join(KIND_NAMES[k] for k in self.accepts)
+            raise ValueError(f"step {ctx.step['id']!r} ({self.name}) needs {wants}, but its parent is already "
+                             f"{KIND_ADJECTIVES[kind]} (step {steps[-1]['id']!r}, method {made_by.name!r}); chain "
+                             f"{ctx.step['id']!r} right after a float step.")
 
     @classmethod
     def check_model(cls, model: nn.Module, step: dict) -> None:

@@ -85,9 +85,7 @@ class DynamicPTQ(Method):
             raise ValueError("dynamic int8 quantizes nn.Linear layers, and this model has none")
 
     def run(self, ctx: StepContext) -> Artifact:
-        if ctx.parent.meta.get("cpu_only") or ctx.parent.meta.get("simulated"):
-            raise ValueError(f"step {ctx.step['id']!r} (dynamic_ptq) needs a float model, but its parent is already "
-                             f"int8 or simulated-quantized; put it right after a float step in the chain.")
+        self.check_parent(ctx)
         model = quantize(ctx.parent.build())
         steps = ctx.parent.meta.get("steps", []) + [{"id": ctx.step["id"], "method": self.name}]
         return ctx.parent.child(model, dict(SPEC), steps=steps, **CPU_ONLY)

@@ -88,8 +88,7 @@ class FQViT(Method):
 
     def run(self, ctx: StepContext) -> Artifact:
         step, parent = ctx.step, ctx.parent
-        if parent.quantized is not None or parent.meta.get("cpu_only"):
-            raise ValueError(f"step {step['id']!r} (fq_vit) needs a float model; put it right after a float step.")
+        self.check_parent(ctx)
         s = settings(step)
         img_size = parent.arch["kwargs"]["img_size"]
         images = calibration_images(ctx.data_file, img_size, int(s["calib_images"]), ctx.device, ctx.seed)

@@ -154,6 +154,7 @@ class Nystrom(Method):
                 "pinv_iterations": int(step.get("pinv_iterations", 6))}
 
     def run(self, ctx: StepContext) -> Artifact:
+        self.check_parent(ctx)
         step, model = ctx.step, ctx.parent.build()
         spec = self._spec(step, model)
         model = use_nystrom(model, spec["landmarks"], spec["pinv_iterations"])

@@ -65,6 +65,7 @@ class OnnxExport(Method):
                               f"in (0, 1], e.g. 0.995.")
 
     def run(self, ctx: StepContext) -> OnnxArtifact:
+        self.check_parent(ctx)
         from vitcompress.data import InputAdapter, PreparedData
 
         parent, step = ctx.parent, {**DEFAULTS, **ctx.step}

@@ -8,14 +8,14 @@ eager API torch 2.14 deprecates).
 from __future__ import annotations
 
 from vitcompress.methods.base import Method, StepContext, register
-from vitcompress.methods.ort_static import check_float_onnx
+from vitcompress.methods.ort_static import check_onnx
 from vitcompress.runtime import RUNTIME, OnnxArtifact, onnx_child, quantize_dynamic
 
 DEFAULTS = {"per_channel": False}
 
 
 def _child(parent: OnnxArtifact, step: dict) -> OnnxArtifact:
-    check_float_onnx(parent, step["id"])
+    check_onnx(parent, step["id"])
     proto = quantize_dynamic(parent.path, bool(step["per_channel"]))
     spec = {"method": OrtDynamic.name, "per_channel": bool(step["per_channel"])}
     return onnx_child(parent, proto, spec, step, ort_quantized="dynamic int8")
@@ -29,6 +29,7 @@ class OrtDynamic(Method):
     keys = {"per_channel": bool}
 
     def run(self, ctx: StepContext) -> OnnxArtifact:
+        self.check_parent(ctx)
         return _child(ctx.parent, {**DEFAULTS, **ctx.step})
 
     @classmethod

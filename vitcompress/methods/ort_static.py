@@ -21,16 +21,13 @@ DEFAULTS = {"calib_images": 256, "calib_batch_size": 8, "per_channel": True}  # 
 UNTRAINED_CALIB = 16  # random images calibrate an untrained (architecture benchmark) model
 
 
-def check_float_onnx(parent, step_id: str) -> None:
+def check_onnx(parent, step_id: str) -> None:
     if not isinstance(parent, OnnxArtifact) or parent.path is None:
         raise ValueError(f"step {step_id!r} quantizes an ONNX file: put an `onnx` step before it.")
-    if parent.meta.get("ort_quantized"):
-        raise ValueError(f"step {step_id!r}: its input is already int8 ({parent.meta['ort_quantized']}); "
-                         f"quantize the float ONNX export instead.")
 
 
 def _child(parent: OnnxArtifact, step: dict, images: torch.Tensor) -> OnnxArtifact:
-    check_float_onnx(parent, step["id"])
+    check_onnx(parent, step["id"])
     proto = quantize_static(parent.path, images, int(step["calib_batch_size"]), bool(step["per_channel"]))
     spec = {"method": OrtStatic.name, "calib_images": len(images), "per_channel": bool(step["per_channel"])}
     return onnx_child(parent, proto, spec, step, ort_quantized="static int8 (QDQ)")
@@ -53,6 +50,7 @@ class OrtStatic(Method):
     def run(self, ctx: StepContext) -> OnnxArtifact:
         from vitcompress.data import calibration_images
 
+        self.check_parent(ctx)
         step = {**DEFAULTS, **ctx.step}
         images = calibration_images(ctx.data_file, ctx.parent.arch["kwargs"]["img_size"],
                                     int(step["calib_images"]), "cpu", ctx.seed)

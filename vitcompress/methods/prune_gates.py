@@ -46,6 +46,7 @@ class PruneGates(PruningStep):
             raise ConfigError(f"params.yaml: {where}: epochs must be >= 0 and score_batches >= 1.")
 
     def run(self, ctx: StepContext) -> Artifact:
+        self.check_parent(ctx)
         step = ctx.step
         data = PreparedData(ctx.data_file)
         model = ctx.parent.build()

@@ -129,9 +129,7 @@ class QATMethod(Method):
 
     def run(self, ctx: StepContext) -> Artifact:
         step, parent = ctx.step, ctx.parent
-        if parent.quantized is not None or parent.meta.get("cpu_only"):
-            raise ValueError(f"step {step['id']!r} ({self.name}) needs a float model, but its parent is already "
-                             f"quantized; put {step['id']!r} right after a float step in the chain.")
+        self.check_parent(ctx)
         model = parent.build().to(ctx.device)
         kwargs = self.quantizer_kwargs(step)
         constant = [name for name, _ in constant_params(model, kwargs["min_size"], kwargs["exclude"])]
