@@ -73,12 +73,13 @@ def test_observers_clip_outliers_differently():
     assert ranges["ema"][1] < ranges["minmax"][1]  # the outlier's batch is averaged away
 
 
-def test_fq_vit_artifact_is_uint8_reloads_identically_and_is_never_timed(random_vit, digits_file, tmp_path):
+def test_fq_vit_artifact_is_int8_reloads_identically_and_is_never_timed(random_vit, digits_file, tmp_path):
     art = run_fq(random_vit, digits_file)
     sd = art.state_dict
-    assert sd["blocks.0.attn.qkv.weight_q"].dtype == torch.uint8
+    assert sd["blocks.0.attn.qkv.weight_q"].dtype == torch.int8
     assert "blocks.0.attn.qkv.weight" not in sd and "patch_embed.proj.weight_q" in sd
-    assert sd["blocks.0.norm1.input_quant.scale"].shape == (32,)  # PTF: one factor per channel
+    assert sd["blocks.0.res1.scale"].shape == (32,)  # PTF on the residual sum: one factor per channel
+    assert sd["blocks.1.res2.scale"].shape == (32,)
     assert count_params(art.build()) == count_params(random_vit.build())  # same weights, stored as uint8
     art.save(tmp_path / "fq.pt")
     Artifact(random_vit.arch, random_vit.state_dict).save(tmp_path / "float.pt")
@@ -89,7 +90,11 @@ def test_fq_vit_artifact_is_uint8_reloads_identically_and_is_never_timed(random_
     with torch.no_grad():
         reloaded = Artifact.load(tmp_path / "fq.pt").build()(x)
         assert torch.equal(reloaded, art.build()(x))
-        assert not torch.equal(reloaded, random_vit.build()(x))  # it really is quantized
+        logits = random_vit.build()(x)
+        assert not torch.equal(reloaded, logits)  # it really is quantized ...
+        # ... at 8 bits: close to the float logits, and the logits themselves on one 8-bit grid
+        assert (reloaded - logits).norm() < 0.1 * logits.norm()
+        assert reloaded.unique().numel() <= 256
     result = measure_model(art.build(), art.meta, [1, 16, 16], {"batch_size": 2, "cpu_threads": 1, "warmup": 1,
                                                                 "repeats": 5}, {})
     assert result["cpu"] is None and result["gpu"] is None and "simulated" in result["notes"][0]
@@ -128,3 +133,136 @@ def test_bad_fq_vit_settings_name_the_parameter(raw_params, setting, message):
     raw["profiles"]["demo"]["steps"]["fq_vit"] = {"method": "fq_vit", **setting}
     with pytest.raises(ConfigError, match=message):
         resolve(raw)
+
+
+FQ_SETTINGS = {"weight_bits": 8, "act_bits": 8, "attn_bits": 4, "observer": "minmax", "ptf": True, "lis": True,
+               "ptf_k": 3, "percentile": 99.99, "ema": 0.9}
+
+
+def _calibrated(parent, digits_file, **over):
+    from vitcompress.fqvit.modules import calibrate, quantize_model
+
+    data = PreparedData(digits_file)
+    x = InputAdapter(data.meta, parent.arch["kwargs"]["img_size"])(data.splits["test"][0][:64])
+    model = quantize_model(parent.build(), {**FQ_SETTINGS, **over})
+    return calibrate(model, x, 32), x
+
+
+def _on_grid(t, q) -> bool:
+    """``t`` equals its own quantization by the frozen quantizer ``q`` (so it is on q's integer grid)."""
+    return torch.allclose(fake_quant(t, q.scale, q.zero_point, q.bits), t, atol=1e-6, rtol=0)
+
+
+def test_every_linear_input_every_block_output_and_the_skip_path_are_quantized(random_vit, digits_file):
+    """FQ-ViT's graph: what enters any Linear is on an 8-bit grid, each block's residual sums are on their
+    PTF grid, and the skip path carries that quantized sum, not the float one."""
+    from vitcompress.fqvit.modules import QBlock, QLinear
+
+    model, x = _calibrated(random_vit, digits_file)
+    seen = {}
+    hooks = [m.register_forward_hook(lambda mod, i, o, n=n: seen.__setitem__(n, (i[0], o)))
+             for n, m in model.named_modules() if isinstance(m, (QLinear, QBlock)) or n.endswith(("res1", "res2"))
+             or n.endswith("mlp")]
+    with torch.no_grad():
+        model(x)
+    for h in hooks:
+        h.remove()
+    linears = [n for n, m in model.named_modules() if isinstance(m, QLinear)]
+    assert len(linears) == 2 * 4 + 1  # qkv, proj, fc1, fc2 per block, and the head
+    for name in linears:
+        assert seen[name][0].unique().numel() <= 256, f"{name}'s input is not quantized"
+    for i, block in enumerate(model.blocks):
+        res1_out, res2_out = seen[f"blocks.{i}.res1"][1], seen[f"blocks.{i}.res2"][1]
+        assert _on_grid(res1_out, block.res1) and _on_grid(res2_out, block.res2)
+        assert block.res1.scale.numel() == 32 and block.res1.scale.unique().numel() > 1  # PTF factors differ
+        # the second residual sum is (quantized first sum) + MLP branch: the skip path is quantized
+        res2_in, mlp_out = seen[f"blocks.{i}.res2"][0], seen[f"blocks.{i}.mlp"][1]
+        assert torch.allclose(res2_in - mlp_out, res1_out, atol=1e-5)
+        if i > 0:  # and a block's input is the previous block's quantized output
+            assert torch.equal(seen[f"blocks.{i}"][0], seen[f"blocks.{i - 1}"][1])
+
+
+def test_weights_are_symmetric_int8_per_channel(random_vit, digits_file):
+    model, _ = _calibrated(random_vit, digits_file)
+    qkv = model.blocks[0].attn.qkv
+    w = random_vit.build().blocks[0].attn.qkv.weight.detach()
+    q = qkv.weight_q.int()
+    # each row's absmax maps to the end of the signed grid: +127, or -128 when the extreme is negative
+    assert q.min() >= -128 and q.max() <= 127 and (q.abs().amax(dim=1) >= 127).all()
+    assert torch.allclose(qkv.weight_scale, w.abs().amax(dim=1) / 127.5)
+    assert ((qkv.dequantized_weight() - w).abs() <= qkv.weight_scale[:, None] / 2 + 1e-7).all()
+
+
+def test_uniform_attention_baseline_is_calibrated_8_bit_and_lis_is_4_bit(random_vit, digits_file):
+    """Without LIS, FQ-ViT's baseline quantizes probabilities uniformly at act_bits (8) with a calibrated
+    range; with LIS, log2 levels at attn_bits (4)."""
+    from vitcompress.fqvit.observers import AttnProbQuant
+
+    outs = {}
+    for lis in (False, True):
+        model, x = _calibrated(random_vit, digits_file, lis=lis)
+        pq = model.blocks[0].attn.prob_quant
+        hook = pq.register_forward_hook(lambda mod, i, o, lis=lis: outs.__setitem__(lis, o))
+        with torch.no_grad():
+            model(x)
+        hook.remove()
+        if lis:
+            assert isinstance(pq, AttnProbQuant) and pq.bits == 4
+        else:
+            assert isinstance(pq, ActQuant) and pq.bits == 8 and pq.scale.item() < 1 / 255 + 1e-6
+    assert 16 < outs[False].unique().numel() <= 256
+    assert outs[True].unique().numel() <= 16
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"global_pool": "avg", "class_token": False, "fc_norm": False}],
+                         ids=["class token", "average, norm before pooling"])
+def test_what_the_head_sees_is_quantized_after_pooling(kwargs):
+    """The head's input is on one 8-bit grid after the class token is taken (or the tokens averaged), as
+    FQ-ViT quantizes norm(x)[:, 0]; a distilled DeiT's two heads likewise."""
+    import timm
+
+    from vitcompress.fqvit.modules import calibrate, quantize_model
+
+    for name in ("vit_small_patch16_224", "deit_tiny_distilled_patch16_224"):
+        if name.startswith("deit") and kwargs:
+            continue
+        torch.manual_seed(0)
+        model = timm.create_model(name, patch_size=4, embed_dim=32, depth=1, num_heads=2, img_size=16, in_chans=1,
+                                  num_classes=10, **kwargs).eval()
+        x = torch.randn(32, 1, 16, 16)
+        q = calibrate(quantize_model(model, FQ_SETTINGS), x, 16)
+        seen = []
+        heads = [q.head] + ([q.head_dist] if hasattr(q, "head_dist") else [])
+        hooks = [h.register_forward_hook(lambda m, i, o: seen.append(i[0])) for h in heads]
+        with torch.no_grad():
+            q(x)
+        for h in hooks:
+            h.remove()
+        for t in seen:
+            assert t.unique().numel() <= 256 and _on_grid(t, q.head_drop.out_quant)
+
+
+def test_ptf_takes_the_min_max_range_whatever_the_observer():
+    torch.manual_seed(0)
+    x = torch.randn(4000, 8)
+    x[0, 0] = 50.0
+    q = ActQuant(8, "percentile", channels=8, ptf_k=3)
+    q.mode = "calibrate"
+    q(x)
+    q.freeze()
+    assert q.scale.max() * 255 >= 50.0 - 1e-3  # the outlier's channel keeps the full min-max range
+
+
+def test_fq_vit_refuses_blocks_it_has_no_quantizer_for(random_vit, digits_file):
+    from vitcompress.fqvit.modules import quantize_model
+    from vitcompress.pruning.slim import apply_pruning, random_scores, select
+
+    pruned = apply_pruning(random_vit.build(), select(random_scores(random_vit.build()), 0.1))
+    with pytest.raises(ValueError, match="block 0 has SlimAttention .*right after the trained model"):
+        quantize_model(pruned, FQ_SETTINGS)
+    import timm
+
+    scaled = timm.create_model("vit_small_patch16_224", patch_size=4, embed_dim=32, depth=1, num_heads=2, img_size=16,
+                               in_chans=1, num_classes=10, init_values=1e-5)
+    with pytest.raises(ValueError, match="no quantizer for block 0's ls1 .*LayerScale"):
+        quantize_model(scaled, FQ_SETTINGS)

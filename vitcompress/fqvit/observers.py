@@ -119,7 +119,8 @@ class ActQuant(nn.Module):
         """Turn the statistics into scale(s) and zero point, then quantize from now on."""
         if self.stats["min"] is None:
             raise RuntimeError("quantizer saw no calibration data")
-        lo, hi = self.layer_range()
+        # PTF's layer range is min-max whatever the observer (FQ-ViT's LayerNorm-input observer is its own)
+        lo, hi = (self.stats["min"].min().cpu(), self.stats["max"].max().cpu()) if self.channels else self.layer_range()
         top_scale, zp = uniform_qparams(lo, hi, self.bits)
         if self.channels:  # PTF: per-channel 2^alpha on the layer scale s = top / 2^K
             rows = self.sample()
@@ -138,15 +139,12 @@ class ActQuant(nn.Module):
 
 
 class AttnProbQuant(nn.Module):
-    """Attention probabilities: log2 (LIS) or uniform over [0, 1], ``bits`` bits. No calibration needed."""
+    """Log-Int-Softmax's quantizer of attention probabilities: log2 levels at ``bits`` bits. No calibration
+    needed. (FQ-ViT's baseline without LIS is a calibrated uniform :class:`ActQuant` at ``act_bits``.)"""
 
-    def __init__(self, bits: int = 4, log2: bool = True):
+    def __init__(self, bits: int = 4):
         super().__init__()
-        self.bits, self.log2, self.mode = int(bits), bool(log2), "float"
+        self.bits, self.mode = int(bits), "float"
 
     def forward(self, p: torch.Tensor) -> torch.Tensor:
-        if self.mode != "quant":
-            return p
-        if self.log2:
-            return log2_quant(p, self.bits)
-        return torch.round(p * (2 ** self.bits - 1)) / (2 ** self.bits - 1)
+        return log2_quant(p, self.bits) if self.mode == "quant" else p

@@ -1,28 +1,29 @@
 """``fq_vit``: fully quantized ViT after training (Lin et al., 2022, "FQ-ViT"), as a simulation.
 
-What is quantized (fake-quantized: values are rounded to the integer grid, arithmetic stays float):
+Every tensor between two operations is fake-quantized where FQ-ViT's reference puts its quantizers
+(values rounded to the integer grid, arithmetic in float; the placement is listed in
+:mod:`vitcompress.fqvit.modules`):
 
-* weights of every Linear and the patch-embedding Conv2d: ``weight_bits`` (8) bits, per output channel,
-  min-max, stored as uint8 levels plus a scale and zero point per channel (the artifact is that);
-* activations: the input of every Linear/Conv2d, q, k and v, and the attention scores, at
-  ``act_bits`` (8) bits, one scale per tensor, from an observer calibrated on ``calib_images``
-  training images: ``minmax``, ``ema``, ``percentile`` or ``omse`` (clipping that minimises the
-  quantization error on the calibration data);
-* LayerNorm inputs with the **Power-of-Two Factor** (PTF): one layer-wise scale s and zero point, and
-  per channel c a factor 2^αc, αc ∈ {0..K}, chosen to minimise that channel's quantization error, so
-  the few channels with a huge range (study Figure 1, left) do not crush the others;
-* attention probabilities with **Log-Int-Softmax** (LIS): a log2 quantizer at ``attn_bits`` (4) bits,
-  p ≈ 2^-q, which keeps resolution near 0 where almost all attention values lie (Figure 1, right).
+* weights of every Linear and the patch-embedding Conv2d: ``weight_bits`` (8), symmetric, per output
+  channel, min-max, stored as int8 levels and one scale per channel (the artifact is that);
+* activations at ``act_bits`` (8), one asymmetric scale per tensor from an observer calibrated on
+  ``calib_images`` training images: ``minmax``, ``ema``, ``percentile`` or ``omse``;
+* every tensor that feeds a LayerNorm (the embedding sum and both residual sums of every block, which
+  are also the skip connections) with the **Power-of-Two Factor** (PTF): one layer-wise scale and zero
+  point, and per channel a factor 2^αc, αc ∈ {0..K}, minimising that channel's error, so the few channels
+  with a huge range (study Figure 1, left) do not crush the others;
+* attention probabilities with **Log-Int-Softmax** (LIS): log2 levels at ``attn_bits`` (4), p ≈ 2^-q,
+  which keeps resolution near 0 where almost all attention values lie (Figure 1, right).
 
-Turning ``ptf``/``lis`` off gives the plain baseline (layer-wise min-max LayerNorm inputs, uniform
-attention bits): :func:`~vitcompress.fqvit.ablation.ablation` evaluates all four combinations under one calibration. The softmax
-itself is computed in float before its output is quantized (FQ-ViT's integer exp polynomial is not
-simulated), and nothing runs int8 kernels, so the row has no speed: timing the simulation would
-measure nothing a device would see.
+``ptf: false`` quantizes the LayerNorm inputs layer-wise with the observer; ``lis: false`` quantizes the
+probabilities with a calibrated uniform ``act_bits`` quantizer, FQ-ViT's own baseline
+(:func:`~vitcompress.fqvit.ablation.ablation` evaluates the four combinations under one calibration).
+Not simulated: FQ-ViT's integer exp polynomial inside the softmax and its integer LayerNorm arithmetic
+(both compute in float on the quantized inputs). Nothing runs integer kernels, so the row has no speed.
 
-This module is the workflow step (settings, checks, run); the quantizers are in
-:mod:`vitcompress.fqvit.observers`, the quantized modules and calibration in :mod:`vitcompress.fqvit.modules`,
-the ablation and Figure 1 in :mod:`vitcompress.fqvit.ablation`.
+This module is the workflow step; the quantizers are in :mod:`vitcompress.fqvit.observers`, the
+quantized graph and calibration in :mod:`vitcompress.fqvit.modules`, the ablation in
+:mod:`vitcompress.fqvit.ablation`.
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ import logging
 from vitcompress.artifacts import Artifact
 from vitcompress.data import calibration_images
 from vitcompress.errors import ConfigError
-from vitcompress.fqvit.modules import calibrate, quantize_model, set_mode
+from vitcompress.fqvit.modules import calibrate, check_quantizable, quantize_model, set_mode
 from vitcompress.fqvit.observers import OBSERVERS
 from vitcompress.methods.base import Method, StepContext, register
 from vitcompress.models import vit_blocks
@@ -64,6 +65,7 @@ class FQViT(Method):
     @classmethod
     def check_model(cls, model, step):
         vit_blocks(model, "FQ-ViT")
+        check_quantizable(model)
 
     @classmethod
     def check_step(cls, step, where, profile):
@@ -71,7 +73,7 @@ class FQViT(Method):
         s = settings(step)
         for key in ("weight_bits", "act_bits"):
             if not 2 <= s[key] <= 8:
-                raise ConfigError(f"params.yaml: {where}.{key} = {s[key]!r}: use 2 to 8 bits (stored as uint8).")
+                raise ConfigError(f"params.yaml: {where}.{key} = {s[key]!r}: use 2 to 8 bits (stored as int8).")
         if not 1 <= s["attn_bits"] <= 8:
             raise ConfigError(f"params.yaml: {where}.attn_bits = {s['attn_bits']!r}: use 1 to 8 bits.")
         if s["observer"] not in OBSERVERS:
