@@ -9,8 +9,8 @@ from vitcompress.data import PreparedData, prepare
 from vitcompress.methods.base import StepContext
 from vitcompress.methods.prune import Prune
 from vitcompress.methods.prune_gates import PruneGates
-from vitcompress.pruning.gates import Gates, histogram_from_artifact
-from vitcompress.pruning.slim import SlimAttention, apply_pruning, random_scores, select, shapes_of
+from vitcompress.pruning.gates import Gates, fold_gates, histogram_from_artifact, taylor_scores
+from vitcompress.pruning.slim import KINDS, SelectNorm, SlimAttention, apply_pruning, random_scores, select, shapes_of
 from vitcompress.models import arch_for, count_params, create
 
 ARCH = arch_for({"timm": "vit_small_patch16_224",
@@ -24,23 +24,98 @@ def test_ratio_zero_changes_nothing():
     model = create(ARCH).eval()
     x = torch.randn(4, 1, 8, 8)
     same = apply_pruning(copy.deepcopy(model), select(random_scores(model), 0.0))
-    assert shapes_of(same) == [{"heads": 2, "dim_qk": 16, "dim_v": 16, "hidden": 128}] * 2
+    full = {"heads": 2, "dim_qk": 16, "dim_v": 16, "hidden": 128, "attn_in": 32, "mlp_in": 32}
+    assert shapes_of(same) == [full] * 2
     assert count_params(same) == count_params(model)
     assert torch.allclose(same(x), model(x), atol=1e-5)
+
+
+N_UNITS = 2 * (32 + 32 + 32 + 128)  # per block: features into qkv, v dims, features into fc1, hidden units
 
 
 def test_pruning_removes_the_lowest_scored_fraction_globally_and_physically():
     model = create(ARCH).eval()
     scores = random_scores(model)
-    scores["mlp"][1][:40] = -1.0  # the 40 least important dimensions of the whole network
-    slim = apply_pruning(copy.deepcopy(model), select(scores, 40 / (2 * (32 + 32 + 128))))
+    scores["mlp_hidden"][1][:40] = -1.0  # the 40 least important dimensions of the whole network
+    slim = apply_pruning(copy.deepcopy(model), select(scores, 40 / N_UNITS))
     shapes = shapes_of(slim)
-    assert shapes[1]["hidden"] == 128 - 40 and shapes[0] == {"heads": 2, "dim_qk": 16, "dim_v": 16, "hidden": 128}
+    assert shapes[1]["hidden"] == 128 - 40
+    assert shapes[0] == {"heads": 2, "dim_qk": 16, "dim_v": 16, "hidden": 128, "attn_in": 32, "mlp_in": 32}
     assert isinstance(slim.blocks[1].attn, SlimAttention)
     assert slim.blocks[1].mlp.fc1.weight.shape == (88, 32) and slim.blocks[1].mlp.fc2.weight.shape == (32, 88)
     kept = torch.arange(40, 128)
     assert torch.equal(slim.blocks[1].mlp.fc1.weight, model.blocks[1].mlp.fc1.weight[kept])
     assert count_params(slim) < count_params(model)
+
+
+def test_vtp_prunes_embedding_dims_into_qkv_and_fc1_and_value_dims_but_never_query_key():
+    """VTP's placement: the lowest-scored features entering qkv and fc1 leave those layers' input columns
+    (the residual stream keeps its width), value dimensions leave v and proj, q/k dimensions stay."""
+    model = create(ARCH).eval()
+    scores = random_scores(model)
+    scores["attn_in"][0][[3, 7, 11]] = -1.0
+    scores["mlp_in"][1][[0, 5]] = -1.0
+    scores["attn_out"][0][:, :4] = -1.0  # 4 value dims of each head of block 0
+    slim = apply_pruning(copy.deepcopy(model), select(scores, 13 / N_UNITS))
+    b0, b1 = slim.blocks
+    assert isinstance(b0.norm1, SelectNorm) and b0.attn.qkv.in_features == 29
+    assert b0.attn.dim_qk == 16 and b0.attn.dim_v == 12 and b0.attn.proj.weight.shape == (32, 24)
+    assert isinstance(b1.norm2, SelectNorm) and b1.mlp.fc1.in_features == 30
+    keep = [i for i in range(32) if i not in (3, 7, 11)]
+    assert torch.equal(b0.attn.qkv.weight[:32], model.blocks[0].attn.qkv.weight[:32][:, keep])  # q rows, kept cols
+    assert slim(torch.randn(2, 1, 8, 8)).shape == (2, 10)
+
+
+def test_pruning_dimensions_whose_gates_are_zero_changes_no_output():
+    """Gates fold exactly, and pruning removes what the lowest importance says: zero a set of gates,
+    fold them, then prune exactly those dimensions, and the output is the gated network's."""
+    torch.manual_seed(0)
+    model = create(ARCH).eval()
+    x = torch.randn(4, 1, 8, 8)
+    gates = Gates(model).attach(model)
+    with torch.no_grad():
+        for kind in KINDS:
+            for g in gates[kind]:
+                g.uniform_(0.5, 1.5)
+        gates["attn_in"][0][[1, 2]] = 0.0
+        gates["attn_out"][1][:, [0, 9]] = 0.0
+        gates["mlp_in"][1][[4]] = 0.0
+        gates["mlp_hidden"][0][:10] = 0.0
+        gated = model(x)
+    gates.detach()
+    fold_gates(model, gates)
+    with torch.no_grad():
+        assert torch.allclose(model(x), gated, atol=1e-5)  # folding is exact
+        scores = gates.magnitudes()
+        n_zero = sum(int((s == 0).sum()) for k in KINDS for s in scores[k])
+        assert n_zero == 2 + 4 + 1 + 10
+        slim = apply_pruning(model, select(scores, n_zero / N_UNITS))
+        assert slim.blocks[1].attn.dim_v == 14 and slim.blocks[0].mlp.fc1.out_features == 118
+        assert torch.allclose(slim(x), gated, atol=1e-5)  # what went carried nothing
+
+
+def test_taylor_scores_add_per_batch_magnitudes_so_opposite_signs_do_not_cancel():
+    """Two batches whose gradients on a dimension have opposite signs: summing g·dL/dg first would give 0;
+    Taylor importance sums the per-batch magnitudes."""
+    torch.manual_seed(0)
+    model = create(ARCH).eval()
+    x = torch.randn(2, 1, 8, 8)
+
+    def loss_fn(m, xb, sign):
+        return sign * m(xb).sum()
+
+    plus, minus = taylor_scores(model, [(x, 1.0)], loss_fn), taylor_scores(model, [(x, -1.0)], loss_fn)
+    both = taylor_scores(model, [(x, 1.0), (x, -1.0)], loss_fn)
+    for kind in KINDS:
+        for p, m, b in zip(plus[kind], minus[kind], both[kind]):
+            assert torch.allclose(p, m) and torch.allclose(b, p, atol=1e-5)  # normalised: same ranking, not zero
+            assert b.abs().sum() > 0
+    # and the raw score is |g·dL/dg| = |sum over the input column of w·dL/dw|: check one by hand
+    model.zero_grad()
+    model(x).sum().backward()
+    w = model.blocks[0].mlp.fc2.weight
+    raw = (w.grad * w).sum(dim=0).abs().detach()
+    assert torch.allclose(plus["mlp_hidden"][0], raw / raw.mean(), rtol=1e-4, atol=1e-6)
 
 
 def test_pruned_model_saves_and_reloads_to_identical_predictions(tmp_path):
@@ -54,14 +129,33 @@ def test_pruned_model_saves_and_reloads_to_identical_predictions(tmp_path):
     assert torch.equal(Artifact.load(tmp_path / "p.pt").build()(x), slim(x))
 
 
+def test_heads_keep_equal_widths_each_its_own_best_value_dimensions():
+    """Head 0 holds 6 of the 8 least important value dimensions, head 1 holds 2: both keep the block's
+    surviving count / 2 dimensions, and each keeps its own highest-scored ones."""
+    model = create(ARCH)
+    scores = random_scores(model)
+    for kind in KINDS:
+        for s in scores[kind]:
+            s += 10.0  # only block 0's value dimensions below are pruned
+    scores["attn_out"][0][0, :6] = torch.arange(6) * 0.01
+    scores["attn_out"][0][1, :2] = torch.arange(2) * 0.01
+    keep = select(scores, 8 / N_UNITS)["attn_out"][0]
+    assert keep.shape == (2, 12)  # 32 - 8 = 24 survivors, 12 a head
+    for head in range(2):
+        expected = torch.sort(scores["attn_out"][0][head].topk(12).indices).values
+        assert torch.equal(keep[head], expected)
+    assert keep[0].tolist() == list(range(4, 16))  # head 0 loses its own 4 lowest (not all 6 low ones)
+    assert {0, 1}.isdisjoint(keep[1].tolist())  # head 1 its 2 low ones and its 2 lowest others
+
+
 def test_heads_keep_equal_widths_and_a_whole_layer_is_never_removed():
     model = create(ARCH)
     scores = random_scores(model)
     keep = select(scores, 0.3)
-    for idx in keep["qk"] + keep["v"]:
+    for idx in keep["attn_out"]:
         assert idx.shape[0] == 2  # both heads, same width
-    scores["mlp"][0][:] = -1.0  # every hidden unit of block 0 is the least important
-    with pytest.raises(ValueError, match="ratio = 0.4 would remove every MLP hidden unit of block 0"):
+    scores["mlp_hidden"][0][:] = -1.0  # every hidden unit of block 0 is the least important
+    with pytest.raises(ValueError, match="ratio = 0.4 would remove every mlp_hidden dimension of block 0"):
         select(scores, 0.4)
     for bad in (-0.1, 1.0):
         with pytest.raises(ValueError, match=f"ratio = {bad}"):
@@ -75,7 +169,7 @@ def test_gates_scale_dimensions_and_detach_cleanly():
     gates = Gates(model).attach(model)
     assert torch.equal(model(x), ref)  # gates start at 1
     with torch.no_grad():
-        gates.mlp[0].zero_()
+        gates["mlp_hidden"][0].zero_()
     assert not torch.allclose(model(x), ref)
     gates.detach()
     assert torch.equal(model(x), ref)
@@ -92,7 +186,7 @@ def test_gate_training_then_pruning_steps(tmp_path, score):
                             "score_batches": 2, "train": TRAIN}, dataset="digits", data_file=tmp_path / "d.pt",
                       device="cpu", parent=parent)
     gated = PruneGates().run(ctx)
-    assert set(gated.meta["prune_scores"]) == {"qk", "v", "mlp"}
+    assert set(gated.meta["prune_scores"]) == set(KINDS)
     assert gated.transforms == []  # gates change values, not shapes
     gated.save(tmp_path / "g.pt")
     histogram_from_artifact(tmp_path / "g.pt", tmp_path / "hist.png", "t")
@@ -110,8 +204,9 @@ def test_gate_training_then_pruning_steps(tmp_path, score):
 def test_histogram_of_scores_that_did_not_move(tmp_path):
     from vitcompress.pruning.gates import importance_histogram
 
-    scores = {"qk": [torch.ones(2, 4)], "v": [torch.ones(2, 4)], "mlp": [torch.ones(8)]}
-    importance_histogram(scores, {"qk": [10], "v": [10], "mlp": [10]}, tmp_path / "h.png", "flat")
+    scores = {"attn_in": [torch.ones(8)], "attn_out": [torch.ones(2, 4)], "mlp_in": [torch.ones(8)],
+              "mlp_hidden": [torch.ones(16)]}
+    importance_histogram(scores, {k: [10] for k in KINDS}, tmp_path / "h.png", "flat")
     assert (tmp_path / "h.png").stat().st_size > 1000
 
 

@@ -10,6 +10,7 @@ fine-tuned for ``epochs`` (0: none); it reloads from the shapes stored in its ar
 from __future__ import annotations
 
 import torch
+import torch.nn as nn
 
 from vitcompress.artifacts import Artifact
 from vitcompress.errors import ConfigError
@@ -25,8 +26,10 @@ class PruningStep(Method):
 
     @classmethod
     def check_model(cls, model, step):
-        for block in vit_blocks(model, "pruning"):
+        for i, block in enumerate(vit_blocks(model, "pruning")):
             check_plain(block.attn)
+            if not isinstance(getattr(block.mlp, "norm", nn.Identity()), nn.Identity):
+                raise ValueError(f"pruning does not support an MLP with a hidden-layer norm (block {i}'s mlp.norm)")
 
 
 @register

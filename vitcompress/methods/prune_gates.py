@@ -1,13 +1,13 @@
 """``prune_gates``: the first of ViT pruning's two steps (study section 3.3; Zhu et al., VTP).
 
-Learnable soft gates, initialised at 1, multiply every prunable dimension of every block: each attention
-head's query/key dimensions (one gate per head and dimension, shared by q and k), its value dimensions
-(shared by v and the matching input column of proj), and the MLP's hidden units. The trained model is
-fine-tuned with an L1 sparsity term on the gates (``sparsity`` × mean |gate|) for ``epochs``. Importance
-of a dimension is |gate| (``score: gate``) or, selectable, the gradient-times-weight score of Eq. 7
-(``score: taylor``), measured on training batches and divided by its layer's mean so that layers compare.
-The trained gates are then folded into the weights (the network computes what the gated one did) and
-the scores travel in the artifact; no shape changes yet. The ``prune`` step (:mod:`vitcompress.methods.prune`) then removes dimensions, so every pruning ratio
+Learnable soft gates, initialised at 1, sit where VTP puts them (:mod:`vitcompress.pruning.slim`): on the
+normalised features entering q/k/v and entering fc1 (embedding dimensions), on the attention output
+entering the output projection (each head's value dimensions) and on the MLP's hidden features entering
+fc2. The trained model is fine-tuned with an L1 sparsity term on the gates (``sparsity`` × mean |gate|)
+for ``epochs``. Importance of a dimension is VTP's |gate| (``score: gate``) or, selectable, the
+first-order Taylor score of Eq. 7 (``score: taylor``: |g · dL/dg| summed per batch over training batches,
+divided by its layer's mean so that layers compare). The trained gates are then folded into the weights
+(exactly: each scales a linear layer's input) and the scores travel in the artifact; no shape changes yet. The ``prune`` step (:mod:`vitcompress.methods.prune`) then removes dimensions, so every pruning ratio
 reuses one gate training through the chain mechanism.
 """
 from __future__ import annotations
@@ -62,16 +62,16 @@ class PruneGates(PruningStep):
         def loss_fn(m, x, y):
             return ce(m, x, y) + sparsity * gates.l1()
 
-        cfg = {**step["train"], "epochs": int(step.get("epochs", 2))}
-        history = fit(model, data, cfg, adapter, ctx.device, ctx.seed, loss_fn=loss_fn,
+        cfg = {**step["train"], "epochs": int(step.get("epochs", 1))}
+        # VTP scores the gates as training leaves them: the best-validation epoch would be the least sparse
+        history = fit(model, data, cfg, adapter, ctx.device, ctx.seed, loss_fn=loss_fn, keep="last",
                       desc=f"{ctx.dataset}/{step['id']}")
         gates.detach()
         del model.vc_gates
         model.cpu()
         gates.cpu()
         kind = step.get("score", "gate")
-        scores = {"qk": [g.detach().abs() for g in gates.qk], "v": [g.detach().abs() for g in gates.v],
-                  "mlp": [g.detach().abs() for g in gates.mlp]}
+        scores = gates.magnitudes()
         fold_gates(model, gates)  # the gated network, now with plain weights
         if kind == "taylor":
             cpu_adapter = InputAdapter(data.meta, ctx.parent.arch["kwargs"]["img_size"], "cpu")

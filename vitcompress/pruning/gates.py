@@ -1,8 +1,12 @@
-"""The learned side of ViT pruning: soft gates on every prunable dimension, and importance scores.
+"""The learned side of ViT pruning: VTP's soft gates, importance scores, and folding.
 
-:class:`Gates` multiplies qkv and fc1 outputs through forward hooks (nothing in the model changes);
-:func:`fold_gates` multiplies the trained gates into the weights; :func:`taylor_scores` is the study's
-Eq. 7 importance; :func:`importance_histogram` draws the study's Figure 3 from a ``prune_gates`` artifact.
+:class:`Gates` holds one soft gate per prunable dimension (:data:`~vitcompress.pruning.slim.KINDS`),
+where VTP puts them: on the input of qkv, of the output projection, of fc1 and of fc2, applied by
+forward pre-hooks that scale a linear layer's input (nothing in the model changes). Because every gate
+scales a linear layer's input, :func:`fold_gates` multiplies it into that layer's input columns and
+the network computes exactly what the gated one did. :func:`taylor_scores` is the first-order Taylor
+importance of each dimension (Molchanov et al.; the study's Eq. 7), |g · dL/dg| accumulated per batch;
+:func:`importance_histogram` draws the study's Figure 3 from a ``prune_gates`` artifact.
 """
 from __future__ import annotations
 
@@ -10,27 +14,34 @@ import torch
 import torch.nn as nn
 
 from vitcompress.artifacts import Artifact
-from vitcompress.pruning.slim import KINDS, check_plain
+from vitcompress.pruning.slim import KINDS, check_plain, unit_shapes
+
+
+def _gated_layers(block) -> dict[str, nn.Linear]:
+    """The linear layer whose input each kind of gate scales."""
+    return {"attn_in": block.attn.qkv, "attn_out": block.attn.proj, "mlp_in": block.mlp.fc1,
+            "mlp_hidden": block.mlp.fc2}
 
 
 class Gates(nn.Module):
-    """Soft gates of every block, applied with forward hooks on qkv and fc1 outputs."""
+    """VTP's soft gates of every block (initialised at 1), applied to the inputs of qkv, proj, fc1, fc2."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
-        self.qk, self.v, self.mlp = nn.ParameterList(), nn.ParameterList(), nn.ParameterList()
-        for block in model.blocks:
+        self.gates = nn.ModuleDict({k: nn.ParameterList() for k in KINDS})
+        for block, shapes in zip(model.blocks, unit_shapes(model)):
             check_plain(block.attn)
-            h, d = block.attn.num_heads, block.attn.head_dim
-            self.qk.append(nn.Parameter(torch.ones(h, d)))
-            self.v.append(nn.Parameter(torch.ones(h, d)))
-            self.mlp.append(nn.Parameter(torch.ones(block.mlp.fc1.out_features)))
+            for kind in KINDS:
+                self.gates[kind].append(nn.Parameter(torch.ones(shapes[kind])))
         self._handles = []
+
+    def __getitem__(self, kind: str) -> nn.ParameterList:
+        return self.gates[kind]
 
     def attach(self, model: nn.Module) -> "Gates":
         for i, block in enumerate(model.blocks):
-            self._handles.append(block.attn.qkv.register_forward_hook(self._qkv_hook(i)))
-            self._handles.append(block.mlp.fc1.register_forward_hook(self._mlp_hook(i)))
+            for kind, layer in _gated_layers(block).items():
+                self._handles.append(layer.register_forward_pre_hook(self._hook(kind, i)))
         return self
 
     def detach(self) -> None:
@@ -38,72 +49,63 @@ class Gates(nn.Module):
             h.remove()
         self._handles.clear()
 
-    def _qkv_hook(self, i):
-        def hook(module, inputs, out):
-            qk, v = self.qk[i].reshape(-1), self.v[i].reshape(-1)
-            return out * torch.cat([qk, qk, v]).to(out.dtype)
-        return hook
-
-    def _mlp_hook(self, i):
-        def hook(module, inputs, out):
-            return out * self.mlp[i].to(out.dtype)
+    def _hook(self, kind: str, i: int):
+        def hook(module, inputs):
+            x = inputs[0]
+            return (x * self.gates[kind][i].reshape(-1).to(x.dtype),) + tuple(inputs[1:])
         return hook
 
     def l1(self) -> torch.Tensor:
         params = list(self.parameters())
         return sum(p.abs().sum() for p in params) / sum(p.numel() for p in params)
 
+    def magnitudes(self) -> dict[str, list[torch.Tensor]]:
+        """|gate| of every dimension: VTP's importance score."""
+        return {k: [g.detach().abs().cpu() for g in self.gates[k]] for k in KINDS}
+
 
 def taylor_scores(model: nn.Module, batches, loss_fn) -> dict[str, list[torch.Tensor]]:
-    """Eq. 7: |sum over a dimension's weights of (dL/dw)·w|, accumulated over ``batches``."""
-    params = {}
-    for i, b in enumerate(model.blocks):
-        params[i] = (b.attn.qkv.weight, b.attn.proj.weight, b.mlp.fc1.weight, b.mlp.fc2.weight)
-    grads = {i: [torch.zeros_like(p) for p in ps] for i, ps in params.items()}
-    model.zero_grad(set_to_none=True)
-    for x, y in batches:
-        loss_fn(model, x, y).backward()
-        for i, ps in params.items():
-            for g, p in zip(grads[i], ps):
-                g += p.grad * p.detach()
+    """First-order Taylor importance of every prunable dimension: per batch, |g · dL/dg| with unit gates
+    attached (the loss change a zeroed dimension would cause; g · dL/dg = sum over the dimension's input
+    column of w · dL/dw), summed over ``batches`` as magnitudes, so batches whose signs differ add up
+    instead of cancelling (Molchanov et al.). Each layer's scores are divided by their mean, so the
+    global ranking compares relative importance across layers and kinds."""
+    gates = Gates(model).attach(model)
+    totals = {k: [torch.zeros_like(g) for g in gates[k]] for k in KINDS}
+    try:
+        for x, y in batches:
+            model.zero_grad(set_to_none=True)
+            gates.zero_grad(set_to_none=True)
+            loss_fn(model, x, y).backward()
+            for k in KINDS:
+                for t, g in zip(totals[k], gates[k]):
+                    t += (g.grad * g.detach()).abs()
+    finally:
+        gates.detach()
         model.zero_grad(set_to_none=True)
-    out = {k: [] for k in KINDS}
-    for i, b in enumerate(model.blocks):
-        h, d = b.attn.num_heads, b.attn.head_dim
-        g_qkv, g_proj, g_fc1, g_fc2 = grads[i]
-        rows = g_qkv.sum(dim=1).reshape(3, h, d)
-        out["qk"].append((rows[0] + rows[1]).abs())
-        out["v"].append((rows[2] + g_proj.sum(dim=0).reshape(h, d)).abs())
-        out["mlp"].append((g_fc1.sum(dim=1) + g_fc2.sum(dim=0)).abs())
-    # Raw magnitudes differ by layer and kind; divide each layer's scores by their mean so the global
-    # ranking compares relative importance (layer-wise normalisation, as in Molchanov et al.).
-    return {k: [s / s.mean().clamp_min(1e-12) for s in v] for k, v in out.items()}
+    return {k: [(t / t.mean().clamp_min(1e-12)).detach() for t in v] for k, v in totals.items()}
 
 
 def params_per_unit(model: nn.Module) -> dict[str, list[int]]:
-    """How many weights one dimension of each kind carries, per block (for the histogram)."""
+    """How many weights one dimension of each kind carries, per block (for the histogram): the input
+    column it removes from its linear layer, plus what feeds it (a value row of qkv, an fc1 row, a norm's
+    weight and bias)."""
     out = {k: [] for k in KINDS}
     for b in model.blocks:
-        dim = b.attn.qkv.in_features
-        bias = int(b.attn.qkv.bias is not None)
-        out["qk"].append(2 * (dim + bias))
-        out["v"].append(dim + bias + b.attn.proj.out_features)
-        out["mlp"].append(dim + int(b.mlp.fc1.bias is not None) + b.mlp.fc2.out_features)
+        qkv, proj, fc1, fc2 = b.attn.qkv, b.attn.proj, b.mlp.fc1, b.mlp.fc2
+        out["attn_in"].append(qkv.out_features + 2)
+        out["attn_out"].append(proj.out_features + qkv.in_features + int(qkv.bias is not None))
+        out["mlp_in"].append(fc1.out_features + 2)
+        out["mlp_hidden"].append(fc2.out_features + fc1.in_features + int(fc1.bias is not None))
     return out
 
 
 def fold_gates(model: nn.Module, gates: Gates) -> nn.Module:
-    """Multiply the learned gates into the weights they scale (q/k rows, v rows, fc1 rows)."""
+    """Multiply each learned gate into the input columns of the layer it scales (exact: W(g⊙x) = (W·diag g)x)."""
     with torch.no_grad():
         for i, block in enumerate(model.blocks):
-            qk, v = gates.qk[i].reshape(-1), gates.v[i].reshape(-1)
-            scale = torch.cat([qk, qk, v])
-            block.attn.qkv.weight.mul_(scale[:, None])
-            if block.attn.qkv.bias is not None:
-                block.attn.qkv.bias.mul_(scale)
-            block.mlp.fc1.weight.mul_(gates.mlp[i][:, None])
-            if block.mlp.fc1.bias is not None:
-                block.mlp.fc1.bias.mul_(gates.mlp[i])
+            for kind, layer in _gated_layers(block).items():
+                layer.weight.mul_(gates[kind][i].reshape(1, -1).to(layer.weight.device))
     return model
 
 
@@ -117,7 +119,8 @@ def importance_histogram(scores: dict, counts: dict, out, title: str) -> None:
     from vitcompress.artifacts import atomic_path
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    labels = {"qk": "attention q/k dims", "v": "attention v dims", "mlp": "MLP hidden units"}
+    labels = {"attn_in": "features into q/k/v", "attn_out": "attention output (v dims)",
+              "mlp_in": "features into fc1", "mlp_hidden": "MLP hidden units"}
     values = [torch.cat([s.reshape(-1) for s in scores[k]]).numpy() for k in KINDS]
     weights = [torch.cat([torch.full((s.numel(),), float(c)) for s, c in zip(scores[k], counts[k])]).numpy()
                for k in KINDS]
