@@ -69,16 +69,54 @@ def test_cached_teacher_logits_are_the_teachers_on_every_augmented_batch(digits_
     assert TeacherCache.worth_it({"shift": 1}, 18) and not TeacherCache.worth_it({"shift": 4, "hflip": True}, 3)
 
 
-def test_soft_loss_is_eq4():
-    torch.manual_seed(1)
-    cls_out, dist_out, t_out = torch.randn(3, 6, 10).unbind(0)
-    y = torch.randint(0, 10, (6,))
-    loss = DistillationLoss(nn.Identity(), "soft", lam=0.3, tau=2.0)
-    kl = F.kl_div(F.log_softmax(dist_out / 2, -1), F.softmax(t_out / 2, -1), reduction="batchmean")
-    expected = 0.7 * F.cross_entropy(cls_out, y) + 0.3 * 4 * kl
-    assert loss.loss((cls_out, dist_out), t_out, y) == pytest.approx(expected.item(), rel=1e-5)
+def test_soft_loss_is_deits_formula_on_hand_computed_logits():
+    """DeiT's soft loss: (1-λ)·CE + λ·τ²·KL(teacher ‖ student) summed and divided by the number of logits."""
+    import math
+
+    cls_out = torch.tensor([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    dist_out = torch.tensor([[1.0, 0.0, -1.0], [0.0, 0.0, 2.0]])
+    t_out = torch.tensor([[0.0, 2.0, 0.0], [4.0, 0.0, 0.0]])
+    y = torch.tensor([0, 1])
+    lam, tau = 0.3, 2.0
+
+    def softmax(row):
+        e = [math.exp(v / tau) for v in row]
+        return [v / sum(e) for v in e]
+
+    kl_sum = sum(pt * (math.log(pt) - math.log(ps))
+                 for s_row, t_row in zip(dist_out.tolist(), t_out.tolist())
+                 for ps, pt in zip(softmax(s_row), softmax(t_row)))
+    ce = sum(-math.log(math.exp(r[c]) / sum(math.exp(v) for v in r)) for r, c in zip(cls_out.tolist(), y.tolist())) / 2
+    expected = (1 - lam) * ce + lam * tau ** 2 * kl_sum / 6  # 2 images x 3 classes
+    loss = DistillationLoss(nn.Identity(), "soft", lam=lam, tau=tau)
+    assert loss.loss((cls_out, dist_out), t_out, y).item() == pytest.approx(expected, rel=1e-6)
     with pytest.raises(TypeError, match="distillation logits"):
         loss.loss(cls_out, t_out, y)
+
+
+def test_a_distilled_student_evaluated_after_fit_averages_its_two_heads(digits_file):
+    """After fit() (whose validation switches distilled training off and on), the model evaluate() sees
+    returns the mean of the class and distillation heads, as DeiT's inference does."""
+    from vitcompress.train import fit
+
+    torch.manual_seed(0)
+    data = PreparedData(digits_file)
+    student = make_student(arch_for(STUDENT, data.meta))
+    adapter = InputAdapter(data.meta, [8, 8])
+    loss = DistillationLoss(create(arch_for(TEACHER, data.meta)).eval(), "hard")
+    _DistilledTraining(student)
+    fit(student, data, {"epochs": 1, "batch_size": 64, "lr": 0.001, "max_steps": 2, "num_workers": 0}, adapter,
+        "cpu", 0, loss_fn=loss)
+    del student.train
+    student.set_distilled_training(False)
+    student.eval()
+    x = adapter(data.splits["test"][0][:8])
+    with torch.no_grad():
+        feats = student.forward_features(x)
+        averaged = (student.head(feats[:, 0]) + student.head_dist(feats[:, 1])) / 2
+        out = student(x)
+    assert not isinstance(out, tuple) and torch.allclose(out, averaged, atol=1e-6)
+    assert not torch.allclose(student.head(feats[:, 0]), averaged, atol=1e-4)  # the heads do differ
 
 
 def test_a_few_steps_teach_the_distillation_head_the_teachers_answers(tmp_path):

@@ -7,7 +7,9 @@ vanilla ViT), loaded from its artifact, frozen, in eval mode; it is never retrai
 Losses (``loss:`` in the step):
 
 - ``hard`` (default, the study's Eq. 5): ½·CE(class head, labels) + ½·CE(distillation head, teacher's argmax)
-- ``soft`` (Eq. 4): (1−λ)·CE(class head, labels) + λ·τ²·KL(softmax(distillation head/τ) ‖ softmax(teacher/τ))
+- ``soft`` (Eq. 4): (1−λ)·CE(class head, labels) + λ·τ²·KL(softmax(teacher/τ) ‖ softmax(distillation head/τ)),
+  the KL summed over the batch and divided by its number of logits (batch × classes), as DeiT's own
+  loss does, so its weight does not grow with the class count
 
 Training uses both heads (timm's ``set_distilled_training``); inference averages them.
 
@@ -68,7 +70,7 @@ class DistillationLoss:
             return 0.5 * base + 0.5 * F.cross_entropy(dist_out, teacher_logits.argmax(dim=-1))
         t = self.tau
         kl = F.kl_div(F.log_softmax(dist_out / t, dim=-1), F.log_softmax(teacher_logits / t, dim=-1),
-                      reduction="batchmean", log_target=True)
+                      reduction="sum", log_target=True) / dist_out.numel()  # KL(teacher ‖ student), per logit
         return (1 - self.lam) * base + self.lam * t * t * kl
 
     def __call__(self, student: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
