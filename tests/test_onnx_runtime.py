@@ -91,7 +91,12 @@ def test_static_int8_quantizes_weights_and_activations_with_calibration(exported
     assert any(len(t.dims) == 1 and t.dims[0] > 1 for t in scales.values())
     assert Path(art.path).stat().st_size < 0.7 * Path(fp32.path).stat().st_size
     assert art.meta["ort_quantized"] == "static int8 (QDQ)" and "export_check" not in art.meta
-    assert art.settings() == {"calib_images": 64, "per_channel": True}
+    reduce, why = art.settings()["reduce_range"], art.settings()["reduce_range_reason"]
+    assert art.settings() == {"calib_images": 64, "per_channel": True, "reduce_range": reduce,
+                              "reduce_range_reason": why}
+    from vitcompress.measure import fingerprint
+
+    assert fingerprint(1, gpu=False)["ort_reduce_range"] == reduce  # this machine's choice, in the fingerprint
 
 
 def test_static_int8_runs_integer_matmuls_and_a_float_softmax(exported, digits_file, tmp_path):
@@ -113,7 +118,46 @@ def test_static_int8_runs_integer_matmuls_and_a_float_softmax(exported, digits_f
     images = calibration_images(digits_file, fp32.arch["kwargs"]["img_size"], 256, "cpu", 1)
     float_out = fp32.build()(images)
     int8_out = torch.from_numpy(session.run(None, {session.get_inputs()[0].name: images.numpy()})[0])
-    assert (float_out.argmax(1) == int8_out.argmax(1)).float().mean() >= 0.9
+    # 8-bit error is small against the logits themselves (a random model's near-tied logits make top-1
+    # agreement a weak check on its own), and predictions follow
+    assert (int8_out - float_out).norm() < 0.05 * float_out.norm()
+    assert (float_out.argmax(1) == int8_out.argmax(1)).float().mean() >= 0.95
+
+
+@pytest.mark.parametrize("flags, machine, reduce", [
+    (["avx2"], "x86_64", True),                    # u8s8 VPMADDUBSW saturates int16
+    (["avx2", "avx512f"], "x86_64", True),
+    (["avx2", "avx512f", "avx512_vnni"], "x86_64", False),
+    (["avx2", "avx_vnni"], "x86_64", False),
+    (["neon", "asimd"], "aarch64", False),
+])
+def test_reduce_range_is_chosen_by_instruction_set(flags, machine, reduce):
+    from vitcompress.measure import reduce_range_for
+
+    assert reduce_range_for(flags, machine)[0] is reduce
+
+
+@pytest.mark.parametrize("method", ["ort_int8_static", "ort_int8_dynamic"])
+def test_reduce_range_gives_7_bit_weights_and_is_recorded(exported, digits_file, tmp_path, method):
+    _, fp32 = exported
+    out = {}
+    for reduce in (True, False):
+        step = {"id": "q", "method": method, "calib_images": 32, "calib_batch_size": 16, "reduce_range": reduce}
+        if method == "ort_int8_dynamic":
+            step = {k: v for k, v in step.items() if not k.startswith("calib")}
+        art = _saved(get_method(method)().run(_ctx(step, fp32, digits_file)), tmp_path / f"{reduce}.onnx")
+        weights = [onnx.numpy_helper.to_array(t) for t in onnx.load(art.path).graph.initializer
+                   if t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 2]
+        out[reduce] = max(int(abs(w.astype(int)).max()) for w in weights)
+        assert art.settings()["reduce_range"] is reduce and art.settings()["reduce_range_reason"] == "set in params.yaml"
+    assert out[True] <= 64 < out[False]
+
+
+def test_a_bad_reduce_range_is_named(raw_params):
+    raw = copy.deepcopy(raw_params)
+    raw["profiles"]["demo"]["steps"]["int8_static"]["reduce_range"] = "sometimes"
+    with pytest.raises(ConfigError, match=r"int8_static.reduce_range = 'sometimes': use auto"):
+        resolve(raw)
 
 
 def test_static_calibration_asks_no_more_images_than_the_training_split_has(exported, digits_file):

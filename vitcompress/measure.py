@@ -190,7 +190,8 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16", "neon", "asimd")
+ISA_FLAGS = ("avx2", "avx_vnni", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16", "neon",
+             "asimd")
 
 
 def cpu_flags() -> list[str]:
@@ -224,4 +225,24 @@ def fingerprint(cpu_threads: int, gpu: bool = True) -> dict:
         "timm": _pkg("timm"),
         "onnxruntime": _pkg("onnxruntime"),
         "python": platform.python_version(),
+        # what the ORT int8 steps choose here (their accuracy depends on it): see reduce_range_for
+        "ort_reduce_range": reduce_range_for(cpu_flags(), platform.machine())[0],
     }
+
+
+X86 = ("x86_64", "amd64", "i386", "i686")
+VNNI = ("avx512_vnni", "avx_vnni", "amx_int8")
+
+
+def reduce_range_for(flags: list[str], machine: str) -> tuple[bool, str]:
+    """Whether ONNX Runtime's int8 weights should use 7 bits (``reduce_range``) on this CPU, and why.
+
+    On x86 without VNNI, ORT's u8×s8 kernels multiply with VPMADDUBSW, which adds two u8·s8 products into
+    a saturating int16: with full 8-bit weights the sum can clip. VNNI (AVX-512 VNNI, AVX-VNNI, AMX)
+    accumulates in int32 and ARM's kernels do not saturate, so there full 8 bits are safe."""
+    if machine.lower() not in X86:
+        return False, f"{machine}: no u8s8 saturation"
+    have = [f for f in VNNI if f in flags]
+    if have:
+        return False, f"x86 with {have[0]}: int32 accumulation"
+    return True, "x86 without VNNI: u8s8 int16 saturation"

@@ -26,6 +26,7 @@ import torch
 import torch.nn as nn
 
 from vitcompress.artifacts import FORMAT, OWN_META, Artifact, ArtifactError, atomic_path
+from vitcompress.errors import ConfigError
 
 
 META_KEY = "vitcompress.artifact"
@@ -147,6 +148,24 @@ def onnx_child(parent: Artifact, proto, transform: dict, step: dict, **meta) -> 
     return OnnxArtifact(parent.arch, {}, list(parent.transforms) + [transform], meta, None, proto)
 
 
+def resolve_reduce_range(setting) -> tuple[bool, str]:
+    """A step's ``reduce_range`` (``auto``, true or false) as the bool ORT gets, and the reason recorded."""
+    if setting == "auto":
+        import platform
+
+        from vitcompress.measure import cpu_flags, reduce_range_for
+
+        return reduce_range_for(cpu_flags(), platform.machine())
+    return bool(setting), "set in params.yaml"
+
+
+def check_reduce_range(step: dict, where: str) -> None:
+    value = step.get("reduce_range", "auto")
+    if value != "auto" and not isinstance(value, bool):
+        raise ConfigError(f"params.yaml: {where}.reduce_range = {value!r}: use auto (7-bit weights on x86 CPUs "
+                          f"without VNNI), true or false.")
+
+
 def load_artifact(path: str | Path) -> Artifact:
     """A PyTorch (``.pt``) or ONNX (``.onnx``) artifact, by the file's suffix."""
     return OnnxArtifact.load(path) if Path(path).suffix == ".onnx" else Artifact.load(path)
@@ -195,7 +214,8 @@ class _Batches:
         return next(self._iter, None)
 
 
-def quantize_static(parent_path: str | Path, images: torch.Tensor, batch_size: int, per_channel: bool = True):
+def quantize_static(parent_path: str | Path, images: torch.Tensor, batch_size: int, per_channel: bool = True,
+                    reduce_range: bool = False):
     """ONNX Runtime static int8 quantization (QDQ format) of ``parent_path``, calibrated (min-max) on
     ``images``: int8 weights (per output channel when ``per_channel``), uint8 activations; returns the
     ``onnx.ModelProto``.
@@ -217,8 +237,8 @@ def quantize_static(parent_path: str | Path, images: torch.Tensor, batch_size: i
         out = Path(tmp) / "int8.onnx"
         ort_quantize_static(
             str(parent_path), str(out), _Batches(images, batch_size, INPUT), quant_format=QuantFormat.QDQ,
-            per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-            calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=floats,
+            per_channel=per_channel, reduce_range=reduce_range, activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=floats,
             # ranges are reduced after every batch and merged (min of mins, max of maxes): kept until the end,
             # ViT-B's intermediate tensors take about 170 MB an image. (CalibMaxIntermediateOutputs, meant for
             # this, drops the batches it clears in onnxruntime 1.32 without reducing them.)
@@ -227,7 +247,7 @@ def quantize_static(parent_path: str | Path, images: torch.Tensor, batch_size: i
         return onnx.load(str(out))
 
 
-def quantize_dynamic(parent_path: str | Path, per_channel: bool = False):
+def quantize_dynamic(parent_path: str | Path, per_channel: bool = False, reduce_range: bool = False):
     """ONNX Runtime dynamic int8 quantization of ``parent_path``'s MatMul/Gemm weights (activations
     quantized at run time); returns the ``onnx.ModelProto``."""
     import onnx
@@ -236,5 +256,6 @@ def quantize_dynamic(parent_path: str | Path, per_channel: bool = False):
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "int8.onnx"
-        ort_quantize_dynamic(str(parent_path), str(out), weight_type=QuantType.QInt8, per_channel=per_channel)
+        ort_quantize_dynamic(str(parent_path), str(out), weight_type=QuantType.QInt8, per_channel=per_channel,
+                             reduce_range=reduce_range)
         return onnx.load(str(out))

@@ -8,6 +8,10 @@ has it), so this row runs int8 arithmetic for real, unlike the simulated FQ-ViT 
 stay float (ORT has no integer kernels for them), and so does softmax by choice: ORT's QLinearSoftmax is
 slower than the float one (see :func:`vitcompress.runtime.quantize_static`). FQ-ViT's PTF LayerNorm and
 4-bit log2 softmax thus have nothing to map onto, and the FQ-ViT row keeps no speed.
+
+``reduce_range`` (``auto``): 7-bit weights on an x86 CPU without VNNI, where ORT's u8×s8 kernels would
+saturate, full 8 bits elsewhere (:func:`vitcompress.measure.reduce_range_for`); the choice and its reason
+are recorded in the step's record, and the machine's in the timing fingerprint.
 """
 from __future__ import annotations
 
@@ -15,9 +19,11 @@ import torch
 
 from vitcompress.errors import ConfigError
 from vitcompress.methods.base import Method, StepContext, register
-from vitcompress.runtime import RUNTIME, OnnxArtifact, onnx_child, quantize_static
+from vitcompress.runtime import (RUNTIME, OnnxArtifact, check_reduce_range, onnx_child, quantize_static,
+                                 resolve_reduce_range)
 
-DEFAULTS = {"calib_images": 256, "calib_batch_size": 8, "per_channel": True}  # 8 ViT-B images: ~1.4 GB
+DEFAULTS = {"calib_images": 256, "calib_batch_size": 8, "per_channel": True,  # 8 ViT-B images: ~1.4 GB
+            "reduce_range": "auto"}
 UNTRAINED_CALIB = 16  # random images calibrate an untrained (architecture benchmark) model
 
 
@@ -28,8 +34,10 @@ def check_onnx(parent, step_id: str) -> None:
 
 def _child(parent: OnnxArtifact, step: dict, images: torch.Tensor) -> OnnxArtifact:
     check_onnx(parent, step["id"])
-    proto = quantize_static(parent.path, images, int(step["calib_batch_size"]), bool(step["per_channel"]))
-    spec = {"method": OrtStatic.name, "calib_images": len(images), "per_channel": bool(step["per_channel"])}
+    reduce, why = resolve_reduce_range(step["reduce_range"])
+    proto = quantize_static(parent.path, images, int(step["calib_batch_size"]), bool(step["per_channel"]), reduce)
+    spec = {"method": OrtStatic.name, "calib_images": len(images), "per_channel": bool(step["per_channel"]),
+            "reduce_range": reduce, "reduce_range_reason": why}
     return onnx_child(parent, proto, spec, step, ort_quantized="static int8 (QDQ)")
 
 
@@ -38,11 +46,12 @@ class OrtStatic(Method):
     name = "ort_int8_static"
     runtime = input_runtime = RUNTIME
     makes = "int8"
-    keys = {"calib_images": int, "calib_batch_size": int, "per_channel": bool}
+    keys = {"calib_images": int, "calib_batch_size": int, "per_channel": bool, "reduce_range": (bool, str)}
 
     @classmethod
     def check_step(cls, step, where, profile):
         super().check_step(step, where, profile)
+        check_reduce_range(step, where)
         for key in ("calib_images", "calib_batch_size"):
             if step.get(key, DEFAULTS[key]) < 1:
                 raise ConfigError(f"params.yaml: {where}.{key} = {step[key]!r}: use a positive number of images.")
