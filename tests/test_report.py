@@ -58,7 +58,7 @@ def test_tables_keep_row_order_print_dashes_and_published_figures(tmp_path):
     cells = sorted(p.relative_to(out["metrics"]).as_posix() for p in out["metrics"].rglob("*.json"))
     assert cells == ["cifar10/dynamic_ptq.json", "cifar10/vanilla.json", "cifar100/vanilla.json"]
     vanilla = json.loads((out["metrics"] / "cifar10/vanilla.json").read_text())
-    assert vanilla["accuracy"] == 91.25 and set(vanilla) == {"accuracy", "size_mb", "cpu_speedup", "cpu_speed",
+    assert vanilla["accuracy"] == 91.25 and set(vanilla) == {"accuracy", "size_mb", "compressed_mb", "cpu_speedup", "cpu_speed",
                                                               "gpu_speed"}
     assert json.loads((out["metrics"] / "cifar10/dynamic_ptq.json").read_text())["cpu_speed"] is None
 
@@ -83,9 +83,12 @@ def test_comparison_with_the_study_sets_each_rows_change_beside_the_studys(tmp_p
     assert "not in the study" in lines["mine"] and lines["mine"].rstrip().endswith("| - |")
 
 
-def _findings(tmp_path, cells, test_images=200):
+def _findings(tmp_path, cells, test_images=200, compressed=None):
+    """``compressed``: row -> its Compressed column (default: its size)."""
+    compressed = compressed or {}
     files = [_cell(tmp_path, "digits", row, profile="demo", accuracy=acc, size_mb=size, chain=chain,
-                   cpu_speedup=speedup, test_images=test_images) for row, chain, acc, size, speedup in cells]
+                   compressed_mb=compressed.get(row, size), cpu_speedup=speedup, test_images=test_images)
+             for row, chain, acc, size, speedup in cells]
     rows = [c[0] for c in cells]
     df = build_frame(files, "demo", rows)  # the frame render_tables builds
     return {f["finding"]: f for f in study_findings(df, ["digits"], rows, {"nystrom_a": "nystrom_24",
@@ -112,6 +115,17 @@ def test_findings_check_each_rows_change_size_speed_and_orders(tmp_path):
     assert found["nystrom_b"]["met"]["digits"] is True  # the largest m: within 3 points
     assert found["no row beats the model it was made from"]["met"]["digits"] is True
     assert "lsq" not in found  # no such row in the run: no finding
+
+
+def test_diffqs_size_finding_compares_compressed_with_compressed(tmp_path):
+    """DiffQ's claim rests on compression: a raw file a quarter of vanilla's passes when its compressed
+    bytes are 7% of vanilla's compressed ones, and a raw 5% fails when its compressed share is 9%."""
+    cells = [("vanilla", ["vit"], 97.0, 1.0, 1.0), ("diffq", ["vit", "diffq"], 95.0, 0.25, 1.0)]
+    ok = _findings(tmp_path, cells, compressed={"vanilla": 0.9, "diffq": 0.063})["diffq"]
+    assert ok["met"]["digits"] is True and "7.0%" in ok["measured"]["digits"] and "compressed" in ok["target"]
+    cells[1] = ("diffq", ["vit", "diffq"], 95.0, 0.05, 1.0)
+    bad = _findings(tmp_path, cells, compressed={"vanilla": 0.9, "diffq": 0.081})["diffq"]
+    assert bad["met"]["digits"] is False and "9.0%" in bad["measured"]["digits"]
 
 
 @pytest.mark.parametrize("row,chain,acc,met", [

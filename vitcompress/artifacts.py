@@ -157,6 +157,15 @@ class Artifact:
                 data = magic + pack(data)
             tmp.write_bytes(data)
 
+    @staticmethod
+    def payload(path: str | Path) -> bytes:
+        """The artifact's bytes as torch.save wrote them (decompressed if it was stored compressed)."""
+        data = Path(path).read_bytes()
+        for magic, _, unpack in COMPRESSORS.values():
+            if data[:MAGIC_LEN] == magic:
+                return unpack(data[MAGIC_LEN:])
+        return data
+
     @classmethod
     def load(cls, path: str | Path) -> "Artifact":
         path = Path(path)

@@ -18,7 +18,7 @@ import torch.nn as nn
 from vitcompress.artifacts import Artifact, buffers_only, read_json, write_json
 from vitcompress.config import row_labels
 from vitcompress.data import InputAdapter, PreparedData, prepare
-from vitcompress.measure import effective_threads, evaluate, file_size_mb, speed
+from vitcompress.measure import effective_threads, evaluate, file_size_mb, speed, storage_sizes
 from vitcompress.methods import StepContext, get_method
 from vitcompress.models import count_params
 from vitcompress.runtime import load_artifact
@@ -155,6 +155,7 @@ def evaluate_artifact(artifact: str, data_file: str, out: str, eval_batch_size: 
         dev = "cpu"
     data = PreparedData(data_file)
     adapter = InputAdapter(data.meta, art.arch["kwargs"]["img_size"], dev)
+    last = (art.meta.get("steps") or [{}])[-1]
     started = time.perf_counter()
     acc = evaluate(model, data.loader("test", eval_batch_size), adapter, dev)
     took = time.perf_counter() - started
@@ -164,7 +165,7 @@ def evaluate_artifact(artifact: str, data_file: str, out: str, eval_batch_size: 
         "accuracy": acc["top1"],
         "top5": acc.get("top5"),
         "test_images": acc["n"],
-        "size_mb": file_size_mb(artifact),
+        **storage_sizes(artifact),
         "params": count_params(model),
         "num_classes": data.num_classes,
         "input_size": list(art.arch["kwargs"]["img_size"]),
@@ -174,6 +175,10 @@ def evaluate_artifact(artifact: str, data_file: str, out: str, eval_batch_size: 
         "runtime": runtime_name(art.meta),
         "settings": art.settings(),
         "train_epochs": art.train_epochs(),
+        # diffq's own figures for its row: true_model_size (the learned bits, exactly) and
+        # compressed_model_size (zlib of one byte per level)
+        "diffq_true_size_mb": last.get("diffq_size_estimate_mb"),
+        "diffq_compressed_mb": last.get("diffq_compressed_mb"),
     })
 
 
@@ -270,6 +275,9 @@ def row_metrics(row: dict, dataset: str, accuracy: str, speed_json: str, out: st
         "top5": acc.get("top5"),
         "test_images": acc.get("test_images"),
         "size_mb": acc["size_mb"],
+        "compressed_mb": acc.get("compressed_mb"),
+        "diffq_true_size_mb": acc.get("diffq_true_size_mb"),
+        "diffq_compressed_mb": acc.get("diffq_compressed_mb"),
         "params": acc["params"],
         "train_epochs": acc.get("train_epochs"),
         "gpu_speed": gpu["it_per_s"] if gpu else None,
@@ -320,7 +328,7 @@ def _deployed(chain_steps: list[dict], arch: dict):
             path = Path(tmp) / f"model{i}.onnx"
             child.save(path)
         art = load_artifact(path)
-        yield art, art.build(), file_size_mb(path)
+        yield art, art.build(), storage_sizes(path)
 
 
 def bench_row(chain_steps: list[dict], arch: dict, measure: dict, fp: dict, out: str,
@@ -339,6 +347,6 @@ def bench_row(chain_steps: list[dict], arch: dict, measure: dict, fp: dict, out:
         ref = stack.enter_context(_deployed(baseline_steps, baseline_arch))[1] if timed_beside else None
         result = measure_model(model, art.meta, _input_shape(arch), measure, fp, baseline=ref,
                                is_baseline=is_baseline)
-        result.update(size_mb=size, params=count_params(model), arch=arch, chain=[s["id"] for s in chain_steps],
+        result.update(**size, params=count_params(model), arch=arch, chain=[s["id"] for s in chain_steps],
                       runtime=runtime_name(art.meta), settings=art.settings())
     write_json(out, result)

@@ -5,13 +5,15 @@ number of bits, and the loss adds ``penalty`` x the quantizer's differentiable m
 (MB), so training trades accuracy for bits. At the end the weights are truly quantized with the
 rounded bit widths. ``group_size`` weights share one bit width (it must divide every quantized
 tensor); ``min_bits``/``max_bits``/``init_bits`` bound and start the search; ``bits_lr`` is the learning rate
-of the bit widths (diffq's default 1e-3). The artifact is the unpacked quantized state (one byte
-per level, see :mod:`vitcompress.methods.qat`), xz-compressed: most weights sit near the middle of
-their range, a skew a compressor finds in whole bytes but not in diffq's bit packing, whose bit planes
-it cannot model. diffq's own ``compressed_model_size`` measures the same bytes with zlib, which leaves
-them larger (its figure is logged, and kept in the step record, beside the artifact's). ``compress: zlib | none`` and
-``packed: true`` store the other forms. The fine-tuning keeps its last epoch
-(``keep: last``): the loss trades accuracy for size, so the most accurate epoch is the one that traded least.
+of the bit widths (diffq's default 1e-3). The artifact is the unpacked quantized state (one byte per
+level), uncompressed: the Size column counts every row's raw bytes, and its Compressed column (zlib)
+is then diffq's own ``compressed_model_size`` (the same bytes through zlib) plus the file's bookkeeping.
+DiffQ's size claim rests on that compression: most weights sit near the middle of their range, a skew a
+compressor finds in whole bytes but not in bit planes (diffq's packing pads each group to whole words,
+so ``packed: true`` is smaller raw but larger compressed). diffq's ``true_model_size`` (the learned bits,
+exactly) is kept in the step record and shown beside the row. ``compress: zlib | xz`` stores the file
+compressed (the Size column still counts its payload). The fine-tuning keeps its last epoch (``keep: last``): the loss trades accuracy for size, so
+the most accurate epoch is the one that traded least.
 """
 from __future__ import annotations
 
@@ -28,8 +30,7 @@ DEFAULTS = {"penalty": 1.0, "group_size": 8, "min_bits": 2, "max_bits": 15, "ini
 @register
 class DiffQ(QATMethod):
     name = "diffq"
-    compress_default = "xz"  # diffq's compressed_model_size zlib-compresses the same bytes; xz is smaller
-    packed_default = False
+    packed_default = False  # one byte per level: the form zlib compresses best (see the module docstring)
     keep_default = "last"  # the most accurate epoch is the one with the most bits
     keys = {**QATMethod.keys, "penalty": (int, float), "group_size": int, "min_bits": int,
             "max_bits": int, "init_bits": (int, float), "bits_lr": (int, float)}
