@@ -5,9 +5,10 @@ sys.path.insert(0, workflow.basedir)
 
 from snakemake.exceptions import WorkflowError
 
-from vitcompress.config import CHAIN_SEP, ConfigError, resolve, split_chain
+from vitcompress.config import CHAIN_SEP, VARIANTS, ConfigError, resolve, split_chain, variant_step
+from vitcompress.errors import DeviceError
 from vitcompress.preflight import preflight
-from vitcompress.workflow import VARIANTS, DeviceError, job_priority, resolve_device, variant_step
+from vitcompress.workflow import job_priority, resolve_device
 
 # With a cluster executor (profiles/slurm sets `submit_only`) this process only submits jobs: the GPU a
 # job asks for is on the node that runs it, and every job checks its device when it starts.

@@ -4,8 +4,10 @@ import pytest
 import torch
 import torch.nn as nn
 
-from vitcompress.artifacts import Artifact, ArtifactError, atomic_path, read_json, write_json
+from vitcompress.artifacts import Artifact, ArtifactError
+from vitcompress.io import atomic_path, read_json, write_json
 from vitcompress.measure import MB, best_of_rounds, evaluate, file_size_mb, fingerprint, speed
+from vitcompress.methods import build_model
 from vitcompress.models import arch_for, create
 
 ARCH = arch_for({"timm": "vit_small_patch16_224",
@@ -18,7 +20,7 @@ def test_artifact_round_trip_gives_identical_predictions(tmp_path):
     Artifact(ARCH, model.state_dict(), meta={"note": "x"}).save(tmp_path / "m.pt")
     loaded = Artifact.load(tmp_path / "m.pt")
     x = torch.randn(4, 1, 8, 8)
-    assert torch.equal(loaded.build()(x), model(x))
+    assert torch.equal(build_model(loaded)(x), model(x))
     assert loaded.meta == {"note": "x"}
     assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]
 

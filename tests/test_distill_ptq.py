@@ -8,8 +8,14 @@ import torch.nn.functional as F
 from vitcompress.artifacts import Artifact
 from vitcompress.config import ConfigError, resolve
 from vitcompress.data import InputAdapter, PreparedData, prepare
-from vitcompress.methods.distill import (DistillationLoss, TeacherCache, _DistilledTraining, init_from_teacher,
-                                        make_student)
+from vitcompress.methods import build_model
+from vitcompress.methods.distill import (
+    DistillationLoss,
+    TeacherCache,
+    _DistilledTraining,
+    init_from_teacher,
+    make_student,
+)
 from vitcompress.methods.dynamic_ptq import int8_skeleton, quantize
 from vitcompress.models import arch_for, create
 from vitcompress.preflight import preflight
@@ -168,7 +174,7 @@ def test_student_must_have_a_distillation_token():
 @pytest.mark.parametrize("key,value,message", [
     ("loss", "medium", r"steps.deit_base.loss = 'medium'"),
     ("teacher", "vit+nope", r"steps.deit_base.teacher = 'vit\+nope'"),
-    ("init", "imagenet", r"steps.deit_base.init = 'imagenet': use 'scratch'"),
+    ("init", "imagenet", r"steps.deit_base.init = 'imagenet': use one of scratch, teacher"),
     ("teacher", "vit+dynamic_ptq", r"a chain of one `train` step\), not 'vit\+dynamic_ptq'"),
 ])
 def test_distill_settings_are_checked(raw_params, key, value, message):
@@ -255,7 +261,7 @@ def test_dynamic_ptq_refuses_an_int8_or_simulated_parent(tmp_path, meta):
     ctx = StepContext(step={"id": "again", "method": "dynamic_ptq"}, dataset="digits", data_file=Path("unused"),
                       device="cpu", parent=parent)
     with pytest.raises(ValueError, match=r"'again' \(dynamic_ptq\) needs a float model"):
-        get_method("dynamic_ptq")().run(ctx)
+        get_method("dynamic_ptq")().execute(ctx)
 
 
 def test_dynamic_ptq_is_int8_smaller_close_and_reloads_without_requantizing(tmp_path):
@@ -269,7 +275,7 @@ def test_dynamic_ptq_is_int8_smaller_close_and_reloads_without_requantizing(tmp_
     assert (tmp_path / "q.pt").stat().st_size < 0.45 * (tmp_path / "f.pt").stat().st_size
     loaded = Artifact.load(tmp_path / "q.pt")
     assert loaded.meta["cpu_only"]
-    rebuilt = loaded.build()
+    rebuilt = build_model(loaded)
     assert torch.equal(rebuilt(x), q(x))
     assert rebuilt.blocks[0].attn.qkv.weight().dtype == torch.qint8
     skeleton = int8_skeleton(create(arch))

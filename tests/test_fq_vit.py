@@ -1,4 +1,5 @@
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -6,10 +7,11 @@ import torch
 from vitcompress.artifacts import Artifact
 from vitcompress.config import ConfigError, resolve
 from vitcompress.data import InputAdapter, PreparedData
-from vitcompress.measure import evaluate
-from vitcompress.models import count_params
-from vitcompress.methods import StepContext, get_method
 from vitcompress.fqvit.observers import ActQuant, fake_quant, log2_quant, uniform_qparams
+from vitcompress.fqvit.settings import FQViTSettings
+from vitcompress.measure import evaluate
+from vitcompress.methods import StepContext, build_model, get_method
+from vitcompress.models import count_params
 from vitcompress.workflow import measure_model
 
 
@@ -80,7 +82,7 @@ def test_fq_vit_artifact_is_int8_reloads_identically_and_is_never_timed(random_v
     assert "blocks.0.attn.qkv.weight" not in sd and "patch_embed.proj.weight_q" in sd
     assert sd["blocks.0.res1.scale"].shape == (32,)  # PTF on the residual sum: one factor per channel
     assert sd["blocks.1.res2.scale"].shape == (32,)
-    assert count_params(art.build()) == count_params(random_vit.build())  # same weights, stored as uint8
+    assert count_params(build_model(art)) == count_params(build_model(random_vit))  # same weights, stored as uint8
     art.save(tmp_path / "fq.pt")
     Artifact(random_vit.arch, random_vit.state_dict).save(tmp_path / "float.pt")
     assert (tmp_path / "fq.pt").stat().st_size < 0.6 * (tmp_path / "float.pt").stat().st_size
@@ -88,14 +90,14 @@ def test_fq_vit_artifact_is_int8_reloads_identically_and_is_never_timed(random_v
     data = PreparedData(digits_file)
     x = InputAdapter(data.meta, random_vit.arch["kwargs"]["img_size"])(data.splits["test"][0][:32])
     with torch.no_grad():
-        reloaded = Artifact.load(tmp_path / "fq.pt").build()(x)
-        assert torch.equal(reloaded, art.build()(x))
-        logits = random_vit.build()(x)
+        reloaded = build_model(Artifact.load(tmp_path / "fq.pt"))(x)
+        assert torch.equal(reloaded, build_model(art)(x))
+        logits = build_model(random_vit)(x)
         assert not torch.equal(reloaded, logits)  # it really is quantized ...
         # ... at 8 bits: close to the float logits, and the logits themselves on one 8-bit grid
         assert (reloaded - logits).norm() < 0.1 * logits.norm()
         assert reloaded.unique().numel() <= 256
-    result = measure_model(art.build(), art.meta, [1, 16, 16], {"batch_size": 2, "cpu_threads": 1, "warmup": 1,
+    result = measure_model(build_model(art), art.meta, [1, 16, 16], {"batch_size": 2, "cpu_threads": 1, "warmup": 1,
                                                                 "repeats": 5}, {})
     assert result["cpu"] is None and result["gpu"] is None and "simulated" in result["notes"][0]
 
@@ -103,16 +105,16 @@ def test_fq_vit_artifact_is_int8_reloads_identically_and_is_never_timed(random_v
 def test_ablation_reports_all_variants_and_matches_the_row(random_vit, digits_file, tmp_path):
     from vitcompress.fqvit.ablation import ablation
 
-    random_vit.save(tmp_path / "vit.pt")
-    step = {"method": "fq_vit", "calib_images": 128, "calib_batch_size": 64}
-    rows = ablation(str(tmp_path / "vit.pt"), str(digits_file), step, csv=str(tmp_path / "a.csv"),
+    s = FQViTSettings(calib_images=128, calib_batch_size=64)
+    rows = ablation(lambda: build_model(random_vit), random_vit.arch["kwargs"]["img_size"], str(digits_file), s,
+                    csv=str(tmp_path / "a.csv"),
                     md=str(tmp_path / "a.md"), figure=str(tmp_path / "fig.png"), dataset="digits")
     assert [r["variant"] for r in rows][-1] == "PTF + LIS (FQ-ViT)" and len(rows) == 5
     assert (tmp_path / "fig.png").stat().st_size > 10_000
     assert (tmp_path / "a.csv").read_text().count("\n") == 6
     data = PreparedData(digits_file)
     adapter = InputAdapter(data.meta, random_vit.arch["kwargs"]["img_size"])
-    row_acc = evaluate(run_fq(random_vit, digits_file).build(), data.loader("test", 512), adapter)["top1"]
+    row_acc = evaluate(build_model(run_fq(random_vit, digits_file)), data.loader("test", 512), adapter)["top1"]
     assert rows[-1]["accuracy"] == pytest.approx(row_acc)  # same calibration, same model
 
 
@@ -135,8 +137,7 @@ def test_bad_fq_vit_settings_name_the_parameter(raw_params, setting, message):
         resolve(raw)
 
 
-FQ_SETTINGS = {"weight_bits": 8, "act_bits": 8, "attn_bits": 4, "observer": "minmax", "ptf": True, "lis": True,
-               "ptf_k": 3, "percentile": 99.99, "ema": 0.9}
+FQ_SETTINGS = FQViTSettings()
 
 
 def _calibrated(parent, digits_file, **over):
@@ -144,7 +145,7 @@ def _calibrated(parent, digits_file, **over):
 
     data = PreparedData(digits_file)
     x = InputAdapter(data.meta, parent.arch["kwargs"]["img_size"])(data.splits["test"][0][:64])
-    model = quantize_model(parent.build(), {**FQ_SETTINGS, **over})
+    model = quantize_model(build_model(parent), dataclasses.replace(FQ_SETTINGS, **over))
     return calibrate(model, x, 32), x
 
 
@@ -185,7 +186,7 @@ def test_every_linear_input_every_block_output_and_the_skip_path_are_quantized(r
 def test_weights_are_symmetric_int8_per_channel(random_vit, digits_file):
     model, _ = _calibrated(random_vit, digits_file)
     qkv = model.blocks[0].attn.qkv
-    w = random_vit.build().blocks[0].attn.qkv.weight.detach()
+    w = build_model(random_vit).blocks[0].attn.qkv.weight.detach()
     q = qkv.weight_q.int()
     # each row's absmax maps to the end of the signed grid: +127, or -128 when the extreme is negative
     assert q.min() >= -128 and q.max() <= 127 and (q.abs().amax(dim=1) >= 127).all()
@@ -257,7 +258,7 @@ def test_fq_vit_refuses_blocks_it_has_no_quantizer_for(random_vit, digits_file):
     from vitcompress.fqvit.modules import quantize_model
     from vitcompress.pruning.slim import apply_pruning, random_scores, select
 
-    pruned = apply_pruning(random_vit.build(), select(random_scores(random_vit.build()), 0.1))
+    pruned = apply_pruning(build_model(random_vit), select(random_scores(build_model(random_vit)), 0.1))
     with pytest.raises(ValueError, match="block 0 has SlimAttention .*right after the trained model"):
         quantize_model(pruned, FQ_SETTINGS)
     import timm

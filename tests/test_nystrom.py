@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from vitcompress.artifacts import Artifact
+from vitcompress.attention import exact_attention, iterative_pinv, nystrom_attention, segment_means
 from vitcompress.config import ConfigError, fill_label, resolve
-from vitcompress.methods.nystrom import (Nystrom, NystromAttention, exact_attention, iterative_pinv,
-                                         nystrom_attention, resolve_landmarks, segment_means, tokens_of,
-                                         use_nystrom)
+from vitcompress.methods import build_model
+from vitcompress.methods.nystrom import Nystrom, NystromAttention, resolve_landmarks, tokens_of, use_nystrom
 from vitcompress.models import arch_for, create
 from vitcompress.scaling import attention_scaling
 
@@ -65,7 +65,7 @@ def test_nystrom_vit_reuses_weights_and_round_trips(tmp_path):
     approx = use_nystrom(copy.deepcopy(vanilla), landmarks=4)
     art = Artifact(arch, approx.state_dict(), [{"method": "nystrom", "landmarks": 4, "pinv_iterations": 6}])
     art.save(tmp_path / "m.pt")
-    reloaded = Artifact.load(tmp_path / "m.pt").build()
+    reloaded = build_model(Artifact.load(tmp_path / "m.pt"))
     assert isinstance(reloaded.blocks[0].attn, NystromAttention) and reloaded.blocks[0].attn.landmarks == 4
     assert torch.equal(reloaded(x), approx(x))
     with pytest.raises(ValueError, match="exceeds the model's 17 tokens"):
@@ -94,7 +94,7 @@ def test_landmarks_as_a_fraction_of_the_tokens_resolve_per_model_and_show_in_lab
     assert [resolve_landmarks(f, 16) for f in (0.25, 0.5, 0.75)] == [4, 8, 12]
     assert [resolve_landmarks(f, 197) for f in (0.12, 0.001)] == [24, 1] and resolve_landmarks(24, 197) == 24
     arch = arch_for(TINY, {"num_classes": 5, "channels": 1, "size": [16, 16]})  # 17 tokens
-    model, spec = Nystrom.untrained(create(arch), {"method": "nystrom", "landmarks": 0.5})
+    model, spec, *_ = Nystrom.untrained(create(arch), {"method": "nystrom", "landmarks": 0.5})
     assert spec["landmarks"] == 9 and model.blocks[0].attn.landmarks == 9  # round(8.5) = 9, half up
     art = Artifact(arch, model.state_dict(), [spec])
     assert art.settings() == {"landmarks": 9, "pinv_iterations": 6}

@@ -5,12 +5,12 @@ from pathlib import Path
 import onnx
 import pytest
 import torch
-
 from conftest import TINY_VIT
+
 from vitcompress.artifacts import Artifact, ArtifactError
 from vitcompress.config import ConfigError, resolve
 from vitcompress.data import InputAdapter, PreparedData, calibration_images
-from vitcompress.methods import StepContext, get_method
+from vitcompress.methods import StepContext, build_model, get_method
 from vitcompress.models import count_params
 from vitcompress.runtime import OnnxArtifact, load_artifact
 from vitcompress.workflow import bench_row, build_untrained, evaluate_artifact
@@ -44,9 +44,9 @@ def test_export_runs_in_onnx_runtime_and_predicts_as_pytorch_does(exported, digi
     # the file itself, on a batch size it was not exported at (dynamic batch), computes the PyTorch logits
     x = InputAdapter(data.meta, art.arch["kwargs"]["img_size"])(data.splits["test"][0][:7])
     with torch.inference_mode():
-        torch.testing.assert_close(art.build()(x), parent.build()(x), atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(build_model(art)(x), build_model(parent)(x), atol=1e-4, rtol=1e-4)
     # the exporter stores identical tensors once: this untrained model's LayerNorm ones and zeros are shared
-    assert count_params(art.build()) == pytest.approx(count_params(parent.build()), rel=0.05)
+    assert count_params(build_model(art)) == pytest.approx(count_params(build_model(parent)), rel=0.05)
     assert [s["method"] for s in art.meta["steps"]] == ["onnx"] and art.settings() == {}
 
 
@@ -102,7 +102,6 @@ def test_static_int8_quantizes_weights_and_activations_with_calibration(exported
 def test_static_int8_runs_integer_matmuls_and_a_float_softmax(exported, digits_file, tmp_path):
     """What the session runs after ORT's own fusions: integer MatMul kernels, and softmax in float (ORT's
     QLinearSoftmax is the slower one); the int8 model still predicts like the float one."""
-    import numpy as np
     import onnxruntime as ort
 
     _, fp32 = exported
@@ -116,7 +115,7 @@ def test_static_int8_runs_integer_matmuls_and_a_float_softmax(exported, digits_f
     assert "QLinearMatMul" in ran and "MatMulIntegerToFloat" in ran  # int8 GEMMs; q·kᵀ with a float output
     assert "Softmax" in ran and "QLinearSoftmax" not in ran
     images = calibration_images(digits_file, fp32.arch["kwargs"]["img_size"], 256, "cpu", 1)
-    float_out = fp32.build()(images)
+    float_out = build_model(fp32)(images)
     int8_out = torch.from_numpy(session.run(None, {session.get_inputs()[0].name: images.numpy()})[0])
     # 8-bit error is small against the logits themselves (a random model's near-tied logits make top-1
     # agreement a weak check on its own), and predictions follow
@@ -174,7 +173,7 @@ def test_dynamic_int8_quantizes_at_run_time_and_accuracy_comes_from_onnx_runtime
     _saved(get_method("ort_int8_dynamic")().run(_ctx(step, fp32, digits_file)), path)
     assert "DynamicQuantizeLinear" in {n.op_type for n in onnx.load(path).graph.node}
     evaluate_artifact(str(path), str(digits_file), str(tmp_path / "acc.json"))
-    from vitcompress.artifacts import read_json
+    from vitcompress.io import read_json
 
     acc = read_json(tmp_path / "acc.json")
     assert acc["runtime"] == "ONNX Runtime" and acc["eval_device"] == "cpu" and acc["test_images"] == 270
@@ -190,14 +189,14 @@ def test_int8_steps_refuse_a_pytorch_or_an_already_quantized_input(random_vit, e
                                                             digits_file)), tmp_path / "d8.onnx")
     for method in ("ort_int8_static", "ort_int8_dynamic"):
         with pytest.raises(ValueError, match="put an `onnx` step before it"):
-            get_method(method)().run(_ctx({"id": "q", "method": method}, random_vit, digits_file))
+            get_method(method)().execute(_ctx({"id": "q", "method": method}, random_vit, digits_file))
         with pytest.raises(ValueError, match="already int8"):
-            get_method(method)().run(_ctx({"id": "q", "method": method, "calib_images": 8}, s8, digits_file))
+            get_method(method)().execute(_ctx({"id": "q", "method": method, "calib_images": 8}, s8, digits_file))
 
 
 def test_onnx_session_follows_the_thread_count_set_before_eval(exported):
     _, art = exported
-    model = art.build()
+    model = build_model(art)
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
@@ -250,7 +249,7 @@ def test_compressed_rows_export_and_compute_the_same_logits(kind, tmp_path):
     assert art.meta["runtime"] == "onnxruntime" and art.transforms[:-1] == parent.transforms
     x = torch.randn(5, 1, 16, 16, generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():
-        torch.testing.assert_close(art.build()(x), parent.build()(x), atol=2e-4, rtol=2e-4)
+        torch.testing.assert_close(build_model(art)(x), build_model(parent)(x), atol=2e-4, rtol=2e-4)
 
 
 def test_bench_row_times_an_onnx_chain_beside_the_pytorch_baseline(tmp_path):
@@ -260,7 +259,7 @@ def test_bench_row_times_an_onnx_chain_beside_the_pytorch_baseline(tmp_path):
     measure = {"batch_size": 4, "cpu_threads": 1, "warmup": 1, "repeats": 2}
     bench_row(chain, arch, measure, {"label": "test"}, str(tmp_path / "b.json"), baseline_steps=base,
               baseline_arch=arch)
-    from vitcompress.artifacts import read_json
+    from vitcompress.io import read_json
 
     r = read_json(tmp_path / "b.json")
     assert r["runtime"] == "ONNX Runtime" and r["cpu"]["vs_baseline"] > 0 and r["gpu"] is None

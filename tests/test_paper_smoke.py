@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO, make_workflow, snakemake
-from vitcompress.artifacts import read_json
+
 from vitcompress.config import resolve
+from vitcompress.io import read_json
 
 RESULTS = Path(os.environ.get("VITCOMPRESS_SMOKE_RESULTS", REPO / "results" / "paper_smoke"))
 ran = pytest.mark.skipif(not (RESULTS / "cifar10" / "rows").is_dir(),

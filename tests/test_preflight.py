@@ -5,8 +5,8 @@ import pickle
 
 import pytest
 import torch
-
 from conftest import make_workflow, snakemake
+
 from vitcompress.config import ConfigError, NotInProfile, read_params, resolve
 from vitcompress.models import PretrainedMismatch, arch_for, create
 from vitcompress.preflight import preflight
@@ -42,8 +42,12 @@ CASES = {
     "student without distillation head": (
         lambda r, t: _demo(r)["models"]["deit_tiny"].update(timm="deit_tiny_patch16_224"),
         ["steps.deit_tiny", "deit_tiny_patch16_224", "distillation"]),
-    "pruning on normalised attention": (
+    "FQ-ViT on normalised attention": (
         lambda r, t: _demo(r)["models"]["vit"]["kwargs"].update(qk_norm=True),
+        ["steps.fq_vit", "row fq_vit", "no quantizer for block 0's attn.q_norm"]),
+    "pruning on normalised attention": (
+        lambda r, t: (_demo(r)["models"]["vit"]["kwargs"].update(qk_norm=True),
+                      _demo(r).update(rows=[x for x in _demo(r)["rows"] if x["id"] != "fq_vit"])),
         ["steps.gates", "row prune_0.1", "pruning supports plain ViT attention only", "q_norm"]),
     "imagefolder root missing": (
         lambda r, t: (r["datasets"].update(mine={"source": "imagefolder", "root": str(t / "nope")}),

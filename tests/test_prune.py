@@ -6,12 +6,13 @@ import torch
 from vitcompress.artifacts import Artifact
 from vitcompress.config import ConfigError, resolve
 from vitcompress.data import PreparedData, prepare
+from vitcompress.methods import build_model
 from vitcompress.methods.base import StepContext
 from vitcompress.methods.prune import Prune
 from vitcompress.methods.prune_gates import PruneGates
+from vitcompress.models import arch_for, count_params, create
 from vitcompress.pruning.gates import Gates, fold_gates, histogram_from_artifact, taylor_scores
 from vitcompress.pruning.slim import KINDS, SelectNorm, SlimAttention, apply_pruning, random_scores, select, shapes_of
-from vitcompress.models import arch_for, count_params, create
 
 ARCH = arch_for({"timm": "vit_small_patch16_224",
                  "kwargs": {"patch_size": 4, "embed_dim": 32, "depth": 2, "num_heads": 2}},
@@ -126,7 +127,7 @@ def test_pruned_model_saves_and_reloads_to_identical_predictions(tmp_path):
     Artifact(ARCH, create(ARCH).state_dict()).save(tmp_path / "full.pt")
     assert (tmp_path / "p.pt").stat().st_size < 0.9 * (tmp_path / "full.pt").stat().st_size
     x = torch.randn(5, 1, 8, 8)
-    assert torch.equal(Artifact.load(tmp_path / "p.pt").build()(x), slim(x))
+    assert torch.equal(build_model(Artifact.load(tmp_path / "p.pt"))(x), slim(x))
 
 
 def test_heads_keep_equal_widths_each_its_own_best_value_dimensions():
@@ -197,8 +198,8 @@ def test_gate_training_then_pruning_steps(tmp_path, score):
     pruned = Prune().run(ctx2)
     assert "prune_scores" not in pruned.meta
     assert pruned.transforms[-1]["method"] == "prune"
-    model = pruned.build()
-    assert count_params(model) < count_params(gated.build())
+    model = build_model(pruned)
+    assert count_params(model) < count_params(build_model(gated))
 
 
 def test_histogram_of_scores_that_did_not_move(tmp_path):
@@ -213,7 +214,7 @@ def test_histogram_of_scores_that_did_not_move(tmp_path):
 def test_prune_settings_are_checked(raw_params):
     raw = copy.deepcopy(raw_params)
     raw["profiles"]["demo"]["steps"]["prune_0.1"]["ratio"] = 1.2
-    with pytest.raises(ConfigError, match=r"steps.prune_0.1.ratio = 1.2: r must be in \[0, 1\)"):
+    with pytest.raises(ConfigError, match=r"steps.prune_0.1.ratio = 1.2 must be in \[0, 1\) \(the fraction r"):
         resolve(raw)
     raw["profiles"]["demo"]["steps"]["prune_0.1"]["ratio"] = 0.1
     raw["profiles"]["demo"]["steps"]["gates"]["score"] = "magnitude"

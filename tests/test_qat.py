@@ -2,12 +2,12 @@ import copy
 
 import pytest
 import torch
+from conftest import TINY_VIT
 
 from vitcompress.artifacts import Artifact, ArtifactError
 from vitcompress.config import ConfigError, resolve
-from conftest import TINY_VIT
 from vitcompress.data import InputAdapter, PreparedData
-from vitcompress.methods import StepContext, get_method
+from vitcompress.methods import StepContext, build_model, get_method
 from vitcompress.methods.qat import quantized_params
 from vitcompress.workflow import build_untrained
 
@@ -18,7 +18,7 @@ TRAIN = {"epochs": 1, "batch_size": 64, "lr": 0.002, "max_steps": 8, "eval_batch
 def run(method: str, settings: dict, parent: Artifact, data_file, epochs: int = 1) -> Artifact:
     step = {"method": method, "id": method, "train": TRAIN, "epochs": epochs, **settings}
     ctx = StepContext(step=step, dataset="digits", data_file=data_file, device="cpu", parent=parent)
-    return get_method(method)().run(ctx)
+    return get_method(method)().execute(ctx)
 
 
 def predictions(model, data_file, arch):
@@ -37,7 +37,7 @@ def test_lsq_artifact_holds_4bit_levels_with_learned_steps_and_reloads_safely(ra
     art.save(tmp_path / "lsq.pt")
     Artifact(random_vit.arch, random_vit.state_dict).save(tmp_path / "float.pt")
     loaded = Artifact.load(tmp_path / "lsq.pt")  # weights_only=True: no pickled class inside
-    model = loaded.build()
+    model = build_model(loaded)
     assert not any(name.endswith("_lsq") for name, _ in model.named_parameters())  # quantizer detached
     assert not model._forward_pre_hooks
 
@@ -55,7 +55,7 @@ def test_lsq_artifact_holds_4bit_levels_with_learned_steps_and_reloads_safely(ra
             assert abs(step.item() - init.item()) > 1e-6, name
 
     arch = random_vit.arch
-    assert torch.equal(predictions(model, digits_file, arch), predictions(art.build(), digits_file, arch))
+    assert torch.equal(predictions(model, digits_file, arch), predictions(build_model(art), digits_file, arch))
     # 4-bit levels, but this tiny model has many small float tensors and per-tensor file overhead
     assert (tmp_path / "lsq.pt").stat().st_size < 0.4 * (tmp_path / "float.pt").stat().st_size
 
@@ -69,7 +69,7 @@ def test_diffq_size_penalty_buys_fewer_bits(random_vit, digits_file, tmp_path):
     free.save(tmp_path / "free.pt")
     squeezed.save(tmp_path / "squeezed.pt")
     assert (tmp_path / "squeezed.pt").stat().st_size < (tmp_path / "free.pt").stat().st_size
-    model = Artifact.load(tmp_path / "squeezed.pt").build()
+    model = build_model(Artifact.load(tmp_path / "squeezed.pt"))
     assert predictions(model, digits_file, random_vit.arch).isfinite().all()
 
 
@@ -90,9 +90,9 @@ def test_diffq_stores_bytes_per_level_whose_compressed_size_is_diffqs_own(random
     unpacked.save(tmp_path / "plain.pt")
     unpacked.save(tmp_path / "zlib.pt", compress="zlib")
     unpacked.save(tmp_path / "xz.pt", compress="xz")
-    expected = predictions(art.build(), digits_file, random_vit.arch)
+    expected = predictions(build_model(art), digits_file, random_vit.arch)
     for form in ("packed", "plain", "zlib", "xz"):
-        model = Artifact.load(tmp_path / f"{form}.pt").build()
+        model = build_model(Artifact.load(tmp_path / f"{form}.pt"))
         assert torch.equal(predictions(model, digits_file, random_vit.arch), expected), form
     sizes = {form: storage_sizes(tmp_path / f"{form}.pt") for form in ("packed", "plain", "zlib", "xz")}
     # one storage form: a file stored compressed counts as its payload, so the three unpacked files agree
@@ -122,17 +122,17 @@ def test_unknown_quantizer_class_in_a_state_is_refused(random_vit, digits_file, 
     art.quantized["meta"]["klass"] = "os.system"
     art.save(tmp_path / "bad.pt")
     with pytest.raises(ArtifactError, match="unknown quantizer 'os.system'"):
-        Artifact.load(tmp_path / "bad.pt").build()
+        build_model(Artifact.load(tmp_path / "bad.pt"))
 
 
 @pytest.mark.parametrize("step, message", [
-    ({"method": "lsq", "bits": 1}, r"lsq.bits = 1: LSQ needs 2 to 15 bits"),
+    ({"method": "lsq", "bits": 1}, r"lsq.bits = 1 must be in \[2, 15\] \(1 bit leaves no positive level"),
     ({"method": "lsq", "bits": 16}, r"lsq.bits = 16"),
-    ({"method": "diffq", "group_size": 0}, r"diffq.group_size = 0 must be >= 1"),
-    ({"method": "diffq", "min_bits": 8}, r"min_bits = 8, init_bits = 8.0"),
+    ({"method": "diffq", "group_size": 0}, r"diffq.group_size = 0 must be at least 1"),
+    ({"method": "diffq", "min_bits": 8}, r"min_bits = 8, init_bits = 8, max_bits = 15 must satisfy"),
     ({"method": "diffq", "penalty": -1}, r"diffq.penalty = -1"),
     ({"method": "lsq", "epochs": -1}, r"lsq.epochs = -1"),
-    ({"method": "diffq", "keep": "worst"}, r"diffq.keep = 'worst' must be 'best' .* or 'last'"),
+    ({"method": "diffq", "keep": "worst"}, r"diffq.keep = 'worst': use one of best, last"),
     ({"method": "diffq", "compress": "gzip"}, r"diffq.compress = 'gzip': use one of none, zlib, xz"),
 ])
 def test_bad_qat_settings_name_the_parameter(raw_params, step, message):
@@ -152,7 +152,7 @@ def test_untrained_lsq_artifact_is_about_an_eighth_of_float(tmp_path):
     build_untrained([], arch).save(tmp_path / "f.pt")
     ratio = (tmp_path / "q.pt").stat().st_size / (tmp_path / "f.pt").stat().st_size
     assert 0.125 <= ratio < 0.145
-    Artifact.load(tmp_path / "q.pt").build()
+    build_model(Artifact.load(tmp_path / "q.pt"))
 
 
 def test_a_constant_tensor_is_refused_by_name_and_an_untrained_one_gets_a_range(random_vit, digits_file, tmp_path):
@@ -170,5 +170,5 @@ def test_a_constant_tensor_is_refused_by_name_and_an_untrained_one_gets_a_range(
     for method in ("lsq", "diffq"):
         art = build_untrained([{"method": method, "id": method, "min_size": 0.0}], arch)
         art.save(tmp_path / f"{method}.pt")
-        model = Artifact.load(tmp_path / f"{method}.pt").build()
+        model = build_model(Artifact.load(tmp_path / f"{method}.pt"))
         assert all(p.isfinite().all() for p in model.parameters())

@@ -4,8 +4,18 @@ import json
 import pandas as pd
 import pytest
 
-from vitcompress.report import (CSV_COLUMNS, build_frame, fmt, fmt_speed, pareto_front, published, render_tables, study_findings, tex,
-                                tradeoff_figure)
+from vitcompress.report import (
+    CSV_COLUMNS,
+    build_frame,
+    fmt,
+    fmt_speed,
+    pareto_front,
+    published,
+    render_tables,
+    study_findings,
+    tex,
+    tradeoff_figure,
+)
 
 FP = {"cpu": "Test CPU", "cpu_threads": 2, "gpu": None, "torch": "x", "timm": "y"}
 

@@ -11,10 +11,10 @@ import time
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import REPO, make_workflow, snakemake, tiny_profile, tool_env
-from vitcompress.artifacts import read_json
+
 from vitcompress.config import resolve
+from vitcompress.io import read_json
 from vitcompress.methods import get_method
 from vitcompress.workflow import build_untrained
 

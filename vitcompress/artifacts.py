@@ -5,6 +5,7 @@ An artifact is a plain dictionary of tensors and JSON-like values:
     format      "vitcompress.artifact/1"
     arch        {"timm": name, "kwargs": {...}}  -> timm.create_model(name, **kwargs)
     transforms  [{"method": name, ...spec}, ...] -> each method's ``restructure`` re-applies its change
+                (:func:`vitcompress.methods.build_model` rebuilds the model from these)
     state_dict  the weights of the final model (int8 packed weights included)
     meta        where it came from (dataset, chain, normalisation, validation accuracy, ...)
     quantized   optional: diffq's packed quantized state (QAT rows), which then holds the parameters;
@@ -16,22 +17,18 @@ that names the compressor; loading recognises each form.
 """
 from __future__ import annotations
 
-import contextlib
 import io
-import json
 import lzma
-import os
 import pickle
-import tempfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import torch
 import torch.nn as nn
 
 from vitcompress.errors import ArtifactError  # noqa: F401  (re-exported)
+from vitcompress.io import atomic_path
 
 FORMAT = "vitcompress.artifact/1"
 OWN_META = ("compress", "diffq_size_estimate_mb")  # describe one file, not what a child step makes of it
@@ -50,34 +47,6 @@ def buffers_only(model: nn.Module) -> dict:
     return {k: v for k, v in model.state_dict().items() if k not in params}
 
 
-@contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; rename it onto ``path`` only if the block succeeds.
-
-    A crash (or SIGKILL) inside the block leaves at most a ``.tmp`` file that no rule takes as output.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def write_json(path: str | Path, obj) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-
-
-def read_json(path: str | Path) -> dict:
-    return json.loads(Path(path).read_text())
-
-
 @dataclass
 class Artifact:
     arch: dict
@@ -85,33 +54,6 @@ class Artifact:
     transforms: list = field(default_factory=list)
     meta: dict = field(default_factory=dict)
     quantized: dict | None = None
-
-    def build(self) -> nn.Module:
-        """The architecture with every recorded structural change, weights loaded, in eval mode."""
-        from vitcompress.methods import get_method
-        from vitcompress.models import create
-
-        model = create(self.arch)
-        for spec in self.transforms:
-            model = get_method(spec["method"]).restructure(model, spec)
-        restored: set[str] = set()
-        if self.quantized is not None:
-            from vitcompress.methods.qat import restore
-
-            try:
-                restore(model, self.quantized)
-            except (KeyError, ValueError, AssertionError, RuntimeError, IndexError) as exc:
-                raise ArtifactError(f"artifact's quantized state does not fit its architecture ({exc}); "
-                                    f"re-run its step.") from None
-            restored = {name for name, _ in model.named_parameters()}
-        missing, unexpected = model.load_state_dict(self.state_dict, strict=False)
-        missing = [k for k in missing if k not in restored]
-        if missing or unexpected:
-            raise ArtifactError(
-                f"artifact weights do not fit its architecture (missing {list(missing)[:3]}, "
-                f"unexpected {list(unexpected)[:3]}); it was written by another version: re-run its step."
-            )
-        return model.eval()
 
     def settings(self) -> dict:
         """The scalar settings its structural changes recorded, as resolved (e.g. a Nyström landmark count)."""

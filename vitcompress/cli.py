@@ -23,7 +23,6 @@ run the pipeline:
 
 def _validate(args) -> int:
     from vitcompress.config import ConfigError, load_params
-
     from vitcompress.preflight import preflight
 
     try:
@@ -42,6 +41,11 @@ def _validate(args) -> int:
 def _methods(args) -> int:
     from vitcompress.methods import METHODS
 
+    if args.keys:
+        from vitcompress.settings import markdown_keys
+
+        print(markdown_keys(METHODS), end="")
+        return 0
     for name, cls in sorted(METHODS.items()):
         doc = (sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0]
         print(f"{name:<16} {doc}")
@@ -78,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", help="profile to show (default: the file's `profile`)")
     p.set_defaults(func=_validate)
     p = sub.add_parser("methods", help="list the methods a step can use")
+    p.add_argument("--keys", action="store_true", help="every method's step keys as a Markdown table")
     p.set_defaults(func=_methods)
     p = sub.add_parser("smoke-files", help="write the hand-made CIFAR files and timm weights files a smoke "
                                            "profile reads (random data: for running the code paths, not results)")

@@ -16,7 +16,6 @@ import yaml
 
 from vitcompress.errors import ConfigError, NotInProfile  # noqa: F401  (re-exported)
 
-
 CHAIN_SEP = "+"
 LABEL_FIELD = re.compile(r"\{(\w+)\}")  # "ViT-Nystromformer(m={landmarks})": a setting of the row's chain
 
@@ -409,3 +408,20 @@ def resolve(raw: dict, overrides: dict | None = None) -> Profile:
 
 def split_chain(chain: str) -> list[str]:
     return chain.split(CHAIN_SEP)
+
+
+# `snakemake training_check`: the first row's training again with one thing changed. Twice the epochs says
+# whether it had converged; other threads or instruction sets say how far float kernels alone move accuracy.
+VARIANTS = {
+    "epochs_x2": {"label": "twice the epochs", "epochs_factor": 2},
+    "threads_2": {"label": "2 PyTorch threads", "threads": 2},
+    "isa_avx2": {"label": "AVX2 kernels only (ATEN_CPU_CAPABILITY=avx2)", "env": {"ATEN_CPU_CAPABILITY": "avx2"}},
+}
+
+
+def variant_step(step: dict, variant: str) -> dict:
+    """The resolved settings of ``step`` (a root step) under ``variant``."""
+    spec = VARIANTS[variant]
+    out = copy.deepcopy(step)
+    out["train"]["epochs"] = int(out["train"]["epochs"]) * int(spec.get("epochs_factor", 1))
+    return out  # a variant's threads and environment are the rule's (train_variant), not the step's

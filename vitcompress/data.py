@@ -26,8 +26,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vitcompress.artifacts import atomic_path
 from vitcompress.errors import DataError, UnsafeFileError  # noqa: F401  (re-exported)
+from vitcompress.io import atomic_path
 
 log = logging.getLogger(__name__)
 

@@ -25,6 +25,10 @@ class UnsafeFileError(DataError):
     """A data file asks to run code when read (a pickle naming a callable outside the allowed types)."""
 
 
+class DeviceError(RuntimeError):
+    """A device was requested that this machine does not have."""
+
+
 class ArtifactError(RuntimeError):
     """An artifact file is missing, corrupt, truncated or not safe to load."""
 

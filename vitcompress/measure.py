@@ -59,7 +59,8 @@ def evaluate(model: nn.Module, loader, adapter, device: str = "cpu") -> dict:
     return out
 
 
-def _spread(times: list[float]) -> dict:
+def spread(times: list[float]) -> dict:
+    """Median, min, max and interquartile range of ``times`` (seconds)."""
     q = statistics.quantiles(times, n=4) if len(times) >= 2 else [times[0]] * 3
     return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "iqr_s": q[2] - q[0]}
 
@@ -97,7 +98,7 @@ def time_forward(model: nn.Module, example: torch.Tensor, warmup: int, repeats: 
 def best_of_rounds(rounds_times: list[list[float]]) -> dict:
     """Spread over all calls, each round's median, and ``best_s``: the fastest round's median."""
     medians = [statistics.median(t) for t in rounds_times]
-    out = _spread([t for times in rounds_times for t in times])
+    out = spread([t for times in rounds_times for t in times])
     out.update(round_medians_s=medians, best_s=min(medians))
     return out
 
@@ -136,8 +137,8 @@ def speed(model: nn.Module, input_shape, batch_size: int, device: str = "cpu", t
     batch, single = best_of_rounds(batch_rounds), best_of_rounds(single_rounds)
     if baseline is not None:
         ratios = [b / m for mine, base_times in zip(batch_rounds, base_rounds) for m, b in zip(mine, base_times)]
-        spread = _spread(ratios)
-        out.update(vs_baseline=spread["median_s"], vs_baseline_iqr=spread["iqr_s"],
+        ratio_spread = spread(ratios)
+        out.update(vs_baseline=ratio_spread["median_s"], vs_baseline_iqr=ratio_spread["iqr_s"],
                    baseline_it_per_s=1.0 / best_of_rounds(base_rounds)["best_s"])
     out.update({
         "it_per_s": 1.0 / batch["best_s"],

@@ -96,8 +96,8 @@ def check_models(profile: Profile) -> None:
     later step of the row's chain against it."""
     import torch
 
-    from vitcompress.methods import get_method
     from vitcompress.errors import PretrainedUnavailable
+    from vitcompress.methods import get_method
     from vitcompress.models import arch_for, create, load_pretrained_file
 
     base = f"params.yaml: profiles.{profile.name}"

@@ -13,8 +13,8 @@ from pathlib import Path
 import jinja2
 import pandas as pd
 
-from vitcompress.artifacts import atomic_path, read_json, write_json
 from vitcompress.config import row_labels
+from vitcompress.io import atomic_path, read_json, write_json
 
 CSV_COLUMNS = [
     "dataset", "row", "model", "method", "runtime", "accuracy", "top5", "gpu_speed", "gpu_images_per_s", "gpu_latency_ms",
@@ -460,9 +460,9 @@ def tradeoff_figure(files: list[str], out: str | Path, title: str) -> None:
 
 def render_training_check(base: list[str], variants: list[str], datasets: list[str], step: str, profile: str,
                           fp: dict, md: str, csv: str) -> None:
-    """The first row's training beside its variants (``workflow.VARIANTS``): accuracy and its change.
+    """The first row's training beside its variants (``config.VARIANTS``): accuracy and its change.
     ``base``: one accuracy.json per data set; ``variants``: per data set, one per variant, in that order."""
-    from vitcompress.workflow import VARIANTS
+    from vitcompress.config import VARIANTS
 
     names = list(VARIANTS)
     records = []

@@ -25,9 +25,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from vitcompress.artifacts import FORMAT, OWN_META, Artifact, ArtifactError, atomic_path
+from vitcompress.artifacts import FORMAT, OWN_META, Artifact, ArtifactError
 from vitcompress.errors import ConfigError
-
+from vitcompress.io import atomic_path
+from vitcompress.settings import Settings, setting
 
 META_KEY = "vitcompress.artifact"
 INPUT, OUTPUT = "image", "logits"
@@ -148,22 +149,33 @@ def onnx_child(parent: Artifact, proto, transform: dict, step: dict, **meta) -> 
     return OnnxArtifact(parent.arch, {}, list(parent.transforms) + [transform], meta, None, proto)
 
 
-def resolve_reduce_range(setting) -> tuple[bool, str]:
-    """A step's ``reduce_range`` (``auto``, true or false) as the bool ORT gets, and the reason recorded."""
-    if setting == "auto":
-        import platform
-
-        from vitcompress.measure import cpu_flags, reduce_range_for
-
-        return reduce_range_for(cpu_flags(), platform.machine())
-    return bool(setting), "set in params.yaml"
+def check_onnx(parent, step_id: str) -> None:
+    """Raise ValueError unless ``parent`` is an ONNX file (what ORT's quantizers take)."""
+    if not isinstance(parent, OnnxArtifact) or parent.path is None:
+        raise ValueError(f"step {step_id!r} quantizes an ONNX file: put an `onnx` step before it.")
 
 
-def check_reduce_range(step: dict, where: str) -> None:
-    value = step.get("reduce_range", "auto")
-    if value != "auto" and not isinstance(value, bool):
-        raise ConfigError(f"params.yaml: {where}.reduce_range = {value!r}: use auto (7-bit weights on x86 CPUs "
-                          f"without VNNI), true or false.")
+@dataclass(frozen=True)
+class ReduceRange(Settings):
+    """The ``reduce_range`` key both ORT int8 steps have: ``auto`` (7-bit weights on x86 CPUs without
+    VNNI, where ORT's u8xs8 kernels saturate), true or false."""
+
+    reduce_range: bool | str = setting("auto", help="auto, true or false")
+
+    def check(self, where):
+        if self.reduce_range != "auto" and not isinstance(self.reduce_range, bool):
+            raise ConfigError(f"params.yaml: {where}.reduce_range = {self.reduce_range!r}: use auto (7-bit weights "
+                              f"on x86 CPUs without VNNI), true or false.")
+
+    def resolved(self) -> tuple[bool, str]:
+        """The bool ORT gets, and the reason the step records."""
+        if self.reduce_range == "auto":
+            import platform
+
+            from vitcompress.measure import cpu_flags, reduce_range_for
+
+            return reduce_range_for(cpu_flags(), platform.machine())
+        return bool(self.reduce_range), "set in params.yaml"
 
 
 def load_artifact(path: str | Path) -> Artifact:

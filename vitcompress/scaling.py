@@ -23,9 +23,9 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from vitcompress.artifacts import atomic_path
-from vitcompress.measure import MB, _spread, effective_threads, reset_peak_rss, status_kb, time_calls
-from vitcompress.methods.nystrom import exact_attention, nystrom_attention
+from vitcompress.attention import exact_attention, nystrom_attention
+from vitcompress.io import atomic_path
+from vitcompress.measure import MB, effective_threads, reset_peak_rss, spread, status_kb, time_calls
 
 
 def fix_mmap_threshold(nbytes: int = 1 << 16) -> bool:
@@ -87,7 +87,7 @@ def attention_scaling(seq_lens, landmarks, embed_dim: int = 768, num_heads: int 
         else:
             def fn(m=m):
                 return nystrom_attention(q, k, v, m, pinv_iterations)
-        timing = _spread(time_calls(fn, device.startswith("cuda"), warmup, repeats))
+        timing = spread(time_calls(fn, device.startswith("cuda"), warmup, repeats))
         rows.append({
             "device": device, "method": name, "landmarks": m, "seq_len": int(n),
             "median_ms": 1000 * timing["median_s"], "iqr_ms": 1000 * timing["iqr_s"],

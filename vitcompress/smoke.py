@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vitcompress.artifacts import atomic_path
+from vitcompress.io import atomic_path
 
 
 def _dump(path: Path, obj) -> None:

@@ -21,7 +21,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
-from vitcompress.artifacts import atomic_path
+from vitcompress.io import atomic_path
 from vitcompress.measure import reset_peak_rss, status_kb
 
 _IDLE: dict[str, queue.SimpleQueue] = {}

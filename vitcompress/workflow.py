@@ -5,7 +5,6 @@ Outputs are written atomically, so a killed job leaves nothing a later run would
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 import sys
 import tempfile
@@ -15,21 +14,19 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from vitcompress.artifacts import Artifact, buffers_only, read_json, write_json
+from vitcompress.artifacts import Artifact, buffers_only
 from vitcompress.config import row_labels
 from vitcompress.data import InputAdapter, PreparedData, prepare
+from vitcompress.errors import DeviceError
+from vitcompress.io import read_json, write_json
 from vitcompress.measure import effective_threads, evaluate, file_size_mb, speed, storage_sizes
-from vitcompress.methods import StepContext, get_method
+from vitcompress.methods import StepContext, build_model, get_method
 from vitcompress.models import count_params
 from vitcompress.runtime import load_artifact
 from vitcompress.train import seed_everything
 from vitcompress.workers import in_worker, job_resources
 
 log = logging.getLogger("vitcompress")
-
-
-class DeviceError(RuntimeError):
-    """A device was requested that this machine does not have."""
 
 
 def use_threads(threads: int) -> int:
@@ -105,20 +102,11 @@ def run_step(step: dict, dataset: str, data_file: str, out: str, device: str = "
     method = get_method(step["method"])()
     log.info("%s: step %s (method %s) on %s", dataset, step["id"], method.name, ctx.device)
     seed_everything(seed, ctx.device)  # before any model is built: weight init draws from the RNG too
-    artifact = method.run(ctx)
+    artifact = method.execute(ctx)
     artifact.save(out)
     log.info("wrote %s (%.2f MB)", out, file_size_mb(out))
     if accuracy_out:
         evaluate_artifact(out, data_file, accuracy_out, eval_batch_size, device=device, threads=threads)
-
-
-# `snakemake training_check`: the first row's training again with one thing changed. Twice the epochs says
-# whether it had converged; other threads or instruction sets say how far float kernels alone move accuracy.
-VARIANTS = {
-    "epochs_x2": {"label": "twice the epochs", "epochs_factor": 2},
-    "threads_2": {"label": "2 PyTorch threads", "threads": 2},
-    "isa_avx2": {"label": "AVX2 kernels only (ATEN_CPU_CAPABILITY=avx2)", "env": {"ATEN_CPU_CAPABILITY": "avx2"}},
-}
 
 
 def job_priority(step: dict) -> float:
@@ -129,14 +117,6 @@ def job_priority(step: dict) -> float:
     root = get_method(step["method"]).is_root
     epochs = step.get("epochs", step["train"].get("epochs", 0) if root else 0)
     return int(epochs or 0) / 1000
-
-
-def variant_step(step: dict, variant: str) -> dict:
-    """The resolved settings of ``step`` (a root step) under ``variant``."""
-    spec = VARIANTS[variant]
-    out = copy.deepcopy(step)
-    out["train"]["epochs"] = int(out["train"]["epochs"]) * int(spec.get("epochs_factor", 1))
-    return out  # a variant's threads and environment are the rule's (train_variant), not the step's
 
 
 def runtime_name(meta: dict) -> str:
@@ -150,7 +130,7 @@ def evaluate_artifact(artifact: str, data_file: str, out: str, eval_batch_size: 
     use_threads(threads)
     dev = resolve_device(device)
     art = load_artifact(artifact)
-    model = art.build()
+    model = build_model(art)
     if art.meta.get("cpu_only"):
         dev = "cpu"
     data = PreparedData(data_file)
@@ -227,15 +207,17 @@ def measure_speed_in_worker(artifact: str, out: str, measure: dict, fp: dict, ba
     in_worker("timing", measure_speed, artifact, out, measure, fp, baseline)
 
 
-def _ablation(threads: int, device: str, **kwargs) -> None:
+def _ablation(threads: int, device: str, parent: str, step: dict, **kwargs) -> None:
     from vitcompress.fqvit.ablation import ablation
 
     use_threads(threads)
-    ablation(device=resolve_device(device), **kwargs)
+    art = Artifact.load(parent)
+    ablation(lambda: build_model(art), art.arch["kwargs"]["img_size"], s=get_method("fq_vit").settings(step),
+             device=resolve_device(device), **kwargs)
 
 
 def fq_vit_ablation_in_worker(log: str | None, threads: int, device: str, **kwargs) -> None:
-    """FQ-ViT's PTF/LIS ablation (:func:`vitcompress.methods.fq_vit.ablation`) in a long-lived worker."""
+    """FQ-ViT's PTF/LIS ablation (:func:`vitcompress.fqvit.ablation.ablation`) in a long-lived worker."""
     in_worker("steps", _logged_job, log, None, _ablation, {"threads": threads, "device": device, **kwargs})
 
 
@@ -251,9 +233,9 @@ def measure_speed(artifact: str, out: str, measure: dict, fp: dict, baseline: st
     ``baseline``: the artifact of the profile's baseline row (its first), timed call by call beside
     this one for a side-by-side speed-up (not timed when it is this artifact: its speed-up is 1)."""
     art = load_artifact(artifact)
-    model = art.build()
+    model = build_model(art)
     is_baseline = baseline is not None and Path(baseline).resolve() == Path(artifact).resolve()
-    ref = load_artifact(baseline).build() if baseline is not None and not is_baseline else None
+    ref = build_model(load_artifact(baseline)) if baseline is not None and not is_baseline else None
     write_json(out, measure_model(model, art.meta, _input_shape(art.arch), measure, fp, baseline=ref,
                                   is_baseline=is_baseline))
 
@@ -303,12 +285,12 @@ def build_untrained(chain_steps: list[dict], arch: dict) -> Artifact:
     model = create(arch)
     art = Artifact(arch=arch, state_dict={}, transforms=[], meta={})
     for step in chain_steps:
-        method = get_method(step["method"])
-        model, spec = method.untrained(model, step)
-        if spec:
-            art.transforms.append(spec)
-        art.meta.update(method.untrained_meta(step))
-        art.quantized = method.untrained_quantized(model, step)  # only the last step's counts
+        change = get_method(step["method"]).untrained(model, step)
+        model = change.model
+        if change.spec:
+            art.transforms.append(change.spec)
+        art.meta.update(change.meta)
+        art.quantized = change.quantized  # only the last step's counts
     # a quantized state holds the parameters itself: keep the buffers only
     art.state_dict = model.state_dict() if art.quantized is None else buffers_only(model)
     return art
@@ -328,7 +310,7 @@ def _deployed(chain_steps: list[dict], arch: dict):
             path = Path(tmp) / f"model{i}.onnx"
             child.save(path)
         art = load_artifact(path)
-        yield art, art.build(), storage_sizes(path)
+        yield art, build_model(art), storage_sizes(path)
 
 
 def bench_row(chain_steps: list[dict], arch: dict, measure: dict, fp: dict, out: str,

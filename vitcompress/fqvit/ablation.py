@@ -1,15 +1,15 @@
 """FQ-ViT's ablation (PTF and LIS on and off under one calibration) and the study's Figure 1 from it."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import torch
 import torch.nn as nn
 
-from vitcompress.artifacts import Artifact
 from vitcompress.data import calibration_images
 from vitcompress.fqvit.modules import calibrate, ln_input_quantizers, quantize_model
-from vitcompress.methods.fq_vit import settings
+from vitcompress.fqvit.settings import FQViTSettings
 
 log = logging.getLogger("vitcompress")
 
@@ -49,7 +49,7 @@ def plot_figure1(stats: dict, bits: int, out: str, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from vitcompress.artifacts import atomic_path
+    from vitcompress.io import atomic_path
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     channels = torch.arange(len(stats["ln_min"]))
@@ -75,40 +75,39 @@ def plot_figure1(stats: dict, bits: int, out: str, title: str) -> None:
     plt.close(fig)
 
 
-def ablation(parent: str, data_file: str, step: dict, csv: str, md: str, figure: str, dataset: str,
+def ablation(model_fn, img_size, data_file: str, s: FQViTSettings, csv: str, md: str, figure: str, dataset: str,
              device: str = "cpu", seed: int = 0, eval_batch_size: int = 256) -> list[dict]:
-    """Accuracy of the four PTF/LIS combinations under the step's calibration, plus Figure 1."""
-    from vitcompress.artifacts import atomic_path
+    """Accuracy of the four PTF/LIS combinations under the step's calibration, plus Figure 1.
+
+    ``model_fn()`` returns a fresh copy of the float model (the fq_vit step's parent), ``img_size`` its input."""
     from vitcompress.data import InputAdapter, PreparedData
+    from vitcompress.io import atomic_path
     from vitcompress.measure import evaluate
 
-    art = Artifact.load(parent)
-    s = settings(step)
-    img_size = art.arch["kwargs"]["img_size"]
-    images = calibration_images(data_file, img_size, int(s["calib_images"]), device, seed)
+    images = calibration_images(data_file, img_size, s.calib_images, device, seed)
     data = PreparedData(data_file)
     adapter = InputAdapter(data.meta, img_size, device)
-    float_acc = evaluate(art.build(), data.loader("test", eval_batch_size), adapter, device)["top1"]
+    float_acc = evaluate(model_fn(), data.loader("test", eval_batch_size), adapter, device)["top1"]
     rows = [{"variant": "float (no quantization)", "ptf": None, "lis": None, "accuracy": float_acc}]
     stats: dict = {}
     for label, ptf, lis in VARIANTS:
-        model = quantize_model(art.build(), {**s, "ptf": ptf, "lis": lis}).to(device)
+        model = quantize_model(model_fn(), dataclasses.replace(s, ptf=ptf, lis=lis)).to(device)
         if ptf and lis:  # FQ-ViT proper: its calibration pass also gives Figure 1's data
-            stats = _figure_stats(model, images, int(s["calib_batch_size"]))
+            stats = _figure_stats(model, images, s.calib_batch_size)
         else:
-            calibrate(model, images, int(s["calib_batch_size"]))
+            calibrate(model, images, s.calib_batch_size)
         acc = evaluate(model, data.loader("test", eval_batch_size), adapter, device)["top1"]
         rows.append({"variant": label, "ptf": ptf, "lis": lis, "accuracy": acc})
         log.info("%s fq_vit ablation: %s -> %.2f%%", dataset, label, acc)
-    plot_figure1(stats, int(s["attn_bits"]), figure, f"{dataset}: FQ-ViT calibration data ({len(images)} images)")
+    plot_figure1(stats, s.attn_bits, figure, f"{dataset}: FQ-ViT calibration data ({len(images)} images)")
 
     header = ("variant", "ptf", "lis", "accuracy")
     with atomic_path(csv) as tmp:
         tmp.write_text(",".join(header) + "\n" + "".join(
             ",".join("" if r[h] is None else str(r[h]) for h in header) + "\n" for r in rows))
     lines = [f"# FQ-ViT ablation: {dataset}", "",
-             f"W{s['weight_bits']}A{s['act_bits']}, observer `{s['observer']}`, {len(images)} calibration images; "
-             f"attention {s['attn_bits']} bits with LIS, {s['act_bits']} bits uniform (calibrated) without it; "
+             f"W{s.weight_bits}A{s.act_bits}, observer `{s.observer}`, {len(images)} calibration images; "
+             f"attention {s.attn_bits} bits with LIS, {s.act_bits} bits uniform (calibrated) without it; "
              f"top-1 accuracy on the test split.", "",
              "| Variant | Accuracy (%) | Change vs float (points) |", "|---|---:|---:|"]
     lines += [f"| {r['variant']} | {r['accuracy']:.2f} | "

@@ -28,6 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from vitcompress.fqvit.observers import ActQuant, AttnProbQuant, fake_quant, uniform_qparams
+from vitcompress.fqvit.settings import FQViTSettings
 from vitcompress.models import ReplacedAttention
 
 
@@ -111,11 +112,11 @@ class QAttention(ReplacedAttention):
 
     label = "fq_vit attention"
 
-    def __init__(self, attn: nn.Module, s: dict, make_act):
+    def __init__(self, attn: nn.Module, s: FQViTSettings, make_act):
         super().__init__(attn)
         self.score_quant, self.ctx_quant = make_act(), make_act()
         # LIS: log2 levels at attn_bits; without it FQ-ViT's baseline, a calibrated uniform act_bits quantizer
-        self.prob_quant = AttnProbQuant(s["attn_bits"]) if s["lis"] else make_act()
+        self.prob_quant = AttnProbQuant(s.attn_bits) if s.lis else make_act()
 
     def forward(self, x, attn_mask=None, is_causal: bool = False):
         self.check_mask(attn_mask, is_causal)
@@ -154,18 +155,18 @@ def _quantize_constant(p: nn.Parameter, bits: int) -> None:
         p.copy_(fake_quant(p, scale, zp, bits))
 
 
-def quantize_model(model: nn.Module, s: dict, copy_weights: bool = True) -> nn.Module:
+def quantize_model(model: nn.Module, s: FQViTSettings, copy_weights: bool = True) -> nn.Module:
     """Swap in FQ-ViT's fake-quantized graph, in place (activation quantizers uncalibrated).
 
     ``copy_weights=False`` builds the same structure for a state dict to be loaded into (the learned
     constants are then left as they are: the state dict holds them already quantized)."""
     def make_act(channels: int = 0) -> ActQuant:
-        return ActQuant(s["act_bits"], s["observer"], channels, s["ptf_k"], s["percentile"], s["ema"])
+        return ActQuant(s.act_bits, s.observer, channels, s.ptf_k, s.percentile, s.ema)
 
     def make_ln_input(dim: int) -> ActQuant:  # what feeds a LayerNorm: PTF, or layer-wise without it
-        return make_act(dim if s["ptf"] else 0)
+        return make_act(dim if s.ptf else 0)
 
-    wb = s["weight_bits"]
+    wb = s.weight_bits
     check_quantizable(model)
     for b, block in enumerate(model.blocks):
         attn, mlp = block.attn, block.mlp
@@ -181,7 +182,7 @@ def quantize_model(model: nn.Module, s: dict, copy_weights: bool = True) -> nn.M
     if copy_weights:
         for name in TOKENS:
             if isinstance(getattr(model, name, None), nn.Parameter):
-                _quantize_constant(getattr(model, name), s["act_bits"])
+                _quantize_constant(getattr(model, name), s.act_bits)
     # the embedding sum (tokens + positions) feeds the first LayerNorm and the first skip path
     dim = model.blocks[0].norm1.module.normalized_shape[-1]
     if isinstance(model.norm_pre, nn.Identity):

@@ -1,11 +1,21 @@
 """Compression methods: one module each, one :class:`~vitcompress.methods.base.Method` subclass each."""
-from vitcompress.methods.base import METHODS, Method, StepContext, register
 from vitcompress.methods import (  # noqa: F401  (importing registers)
-    diffq_noise, distill, dynamic_ptq, fq_vit, lsq, nystrom, onnx_export, ort_dynamic, ort_static, prune, prune_gates,
+    diffq_noise,
+    distill,
+    dynamic_ptq,
+    fq_vit,
+    lsq,
+    nystrom,
+    onnx_export,
+    ort_dynamic,
+    ort_static,
+    prune,
+    prune_gates,
     train,
 )
+from vitcompress.methods.base import METHODS, Method, Settings, StepContext, Untrained, build_model, register, setting
 
-__all__ = ["METHODS", "Method", "StepContext", "register", "get_method"]
+__all__ = ["METHODS", "Method", "Settings", "StepContext", "Untrained", "build_model", "get_method", "register", "setting"]
 
 
 def get_method(name: str) -> type[Method]:

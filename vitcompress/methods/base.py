@@ -1,20 +1,40 @@
-"""The one interface every step of a chain implements.
+"""The one interface every step of a chain implements, and each method's settings.
 
 A *method* turns its input (nothing, for a root method such as ``train``; the artifact of the chain's
-previous step otherwise) into a new :class:`~vitcompress.artifacts.Artifact`. Methods that change a
-model's structure (quantized layers, pruned shapes, other attention) also know how to re-apply that
-change to a freshly built architecture, so an artifact reloads from tensors alone, never from
-pickled code.
+previous step otherwise) into a new :class:`~vitcompress.artifacts.Artifact`. Its step keys are one
+frozen :class:`Settings` dataclass (type, default and range of each key), read by the configuration
+check before any job and by :meth:`Method.run`, so the two cannot disagree. Methods that change a
+model's structure also re-apply that change to a freshly built architecture (:meth:`Method.restructure`),
+so an artifact reloads from tensors alone (:func:`build_model`), never from pickled code.
+
+The hooks, all in :class:`Method`:
+
+========================  =====================================================================
+``Settings``              the step keys (a :class:`Settings` subclass); ``keys`` lists them
+``check_step``            config time: the step's settings (and what they ask of the profile)
+``check_model``           before any job: what the method asks of its chain's root model
+``step_inputs``           other chains a step needs (a distillation teacher); ``check_inputs``
+``run``                   the job: the parent artifact (``ctx.parent``) to this step's artifact
+``restructure``           re-apply the recorded structural change (``spec``) to a fresh model
+``untrained``             the change on random weights, no data (architecture benchmarks)
+``untrained_deploy``      the same for steps of another runtime, from the parent's saved file
+========================  =====================================================================
+
+The runner calls :meth:`Method.execute`: the parent's kind (``makes``/``accepts``) checked once, then
+:meth:`Method.run`.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import torch.nn as nn
 
-from vitcompress.errors import ConfigError
+from vitcompress.errors import ArtifactError, ConfigError
+from vitcompress.settings import NoSettings, Settings, setting  # noqa: F401  (re-exported)
+
+COMMON_KEYS = frozenset({"method", "model", "train", "train_overrides"})  # every step may carry these
 
 
 @dataclass
@@ -31,17 +51,28 @@ class StepContext:
     extra: dict = field(default_factory=dict)  # other artifacts the step declared (e.g. a teacher)
 
 
+class Untrained(NamedTuple):
+    """What :meth:`Method.untrained` makes of a random-weight model: the changed model, the spec
+    :meth:`Method.restructure` re-applies (or None), meta the artifact carries, and a quantized state
+    that holds the parameters (diffq's), if any."""
+
+    model: nn.Module
+    spec: dict | None = None
+    meta: dict = {}
+    quantized: dict | None = None
+
+
 KIND_NAMES = {"float": "a float model", "qat": "a quantization-aware-trained model (dequantized weights)",
               "int8": "an int8 model", "simulated": "a simulated-quantization model"}
 KIND_ADJECTIVES = {"qat": "quantization-aware-trained", "int8": "int8", "simulated": "simulated-quantized"}
 
 
 class Method:
-    """Base class: subclass, set ``name``, implement :meth:`run`, and register with :func:`register`."""
+    """Base class: subclass, set ``name`` and ``Settings``, implement :meth:`run`, and :func:`register`."""
 
     name: ClassVar[str] = ""
+    Settings: ClassVar[type[Settings]] = NoSettings
     is_root: ClassVar[bool] = False     # builds a model from scratch (must be first in a chain)
-    keys: ClassVar[dict[str, type | tuple]] = {}  # method-specific step keys and their types
     # Which runtime runs the artifact this method makes, and which runtime's artifact it takes as input:
     # "pytorch" (a .pt artifact, rebuilt from timm + transforms) or "onnxruntime" (a .onnx file).
     runtime: ClassVar[str] = "pytorch"
@@ -50,36 +81,28 @@ class Method:
     # (torch.ao's int8 layers and simulated quantization are not).
     exportable: ClassVar[bool] = True
     # What kind of model this method makes, and which kinds it can take as input (checked along every
-    # chain before any job): "float"; "qat" (a float model holding quantized-then-dequantized weights,
-    # stored packed); "int8" (integer kernels: torch.ao or ONNX Runtime); "simulated" (fake-quantized).
+    # chain before any job, and by execute()): "float"; "qat" (a float model holding quantized-then-
+    # dequantized weights, stored packed); "int8" (integer kernels: torch.ao or ONNX Runtime);
+    # "simulated" (fake-quantized).
     makes: ClassVar[str] = "float"
     accepts: ClassVar[tuple[str, ...]] = ("float", "qat")
+    keys: ClassVar[dict[str, Any]] = {}  # set by register(): the Settings' keys and types
+
+    # -- configuration (before any job) ----------------------------------------------------------------
+    @classmethod
+    def settings(cls, step: dict, where: str = "step"):
+        """The step's settings as this method's frozen dataclass."""
+        return cls.Settings.from_step(step, where)
 
     @classmethod
     def check_step(cls, step: dict, where: str, profile: dict) -> None:
-        """Raise ConfigError for a step setting this method cannot work with."""
-        common = {"method", "model", "train", "train_overrides"}
-        for key, value in step.items():
-            if key in common:
-                continue
-            if key not in cls.keys:
-                allowed = ", ".join(sorted(common | set(cls.keys)))
+        """Raise ConfigError for a step setting this method cannot work with: unknown keys, then the
+        Settings' types and ranges. Override (calling super) for what the settings ask of the profile."""
+        for key in step:
+            if key not in COMMON_KEYS and key not in cls.keys:
+                allowed = ", ".join(sorted(COMMON_KEYS | set(cls.keys)))
                 raise ConfigError(f"params.yaml: unknown key '{where}.{key}' for method {cls.name!r}; allowed: {allowed}.")
-            if not isinstance(value, cls.keys[key]) or isinstance(value, bool) and cls.keys[key] is not bool:
-                raise ConfigError(f"params.yaml: {where}.{key} = {value!r} has the wrong type for method {cls.name!r}.")
-
-    def check_parent(self, ctx: "StepContext") -> None:
-        """Raise ValueError unless the parent artifact is a kind of model this method ``accepts``: the kind its
-        last step's method ``makes`` (what the config check asks along a chain, asked again of the artifact a
-        job was given, for steps run outside the workflow). An artifact with no recorded steps is float."""
-        steps = ctx.parent.meta.get("steps") or [{}]
-        made_by = METHODS.get(steps[-1].get("method"))
-        kind = made_by.makes if made_by is not None else "float"
-        if kind not in self.accepts:
-            wants = " or ".join(KIND_NAMES[k] for k in self.accepts)
-            raise ValueError(f"step {ctx.step['id']!r} ({self.name}) needs {wants}, but its parent is already "
-                             f"{KIND_ADJECTIVES[kind]} (step {steps[-1]['id']!r}, method {made_by.name!r}); chain "
-                             f"{ctx.step['id']!r} right after a float step.")
+        cls.settings(step, where)
 
     @classmethod
     def check_model(cls, model: nn.Module, step: dict) -> None:
@@ -96,8 +119,29 @@ class Method:
         """Other chains this step needs besides its parent: {name: chain id}. Default: none."""
         return {}
 
+    # -- the job ---------------------------------------------------------------------------------------
+    def execute(self, ctx: StepContext):
+        """What the runner calls: the parent's kind checked (:meth:`check_parent`), then :meth:`run`."""
+        if ctx.parent is not None:
+            self.check_parent(ctx)
+        return self.run(ctx)
+
+    def check_parent(self, ctx: StepContext) -> None:
+        """Raise ValueError unless the parent artifact is a kind of model this method ``accepts``: the kind its
+        last step's method ``makes`` (what the config check asks along a chain, asked again of the artifact a
+        job was given, for steps run outside the workflow). An artifact with no recorded steps is float."""
+        steps = ctx.parent.meta.get("steps") or [{}]
+        made_by = METHODS.get(steps[-1].get("method"))
+        kind = made_by.makes if made_by is not None else "float"
+        if kind not in self.accepts:
+            wants = " or ".join(KIND_NAMES[k] for k in self.accepts)
+            raise ValueError(f"step {ctx.step['id']!r} ({self.name}) needs {wants}, but its parent is already "
+                             f"{KIND_ADJECTIVES[kind]} (step {steps[-1]['id']!r}, method {made_by.name!r}); chain "
+                             f"{ctx.step['id']!r} right after a float step.")
+
     def run(self, ctx: StepContext):
-        raise NotImplementedError
+        """The step itself: ``ctx.parent`` (an artifact, or None for a root step) to this step's artifact."""
+        raise NotImplementedError(f"method {self.name!r} does not implement run()")
 
     @staticmethod
     def finetune(model: nn.Module, ctx: StepContext, epochs: int, img_size, **fit_kwargs) -> dict | None:
@@ -114,26 +158,22 @@ class Method:
         return fit(model, data, {**ctx.step["train"], "epochs": int(epochs)}, adapter, ctx.device, ctx.seed,
                    desc=f"{ctx.dataset}/{ctx.step['id']}", **fit_kwargs)
 
-    @classmethod
-    def untrained(cls, model: nn.Module, step: dict) -> tuple[nn.Module, dict | None]:
-        """The method's structural change on a model with random weights and no data (architecture
-        benchmarks): return the changed model and the spec :meth:`restructure` re-applies, or None."""
-        return model, None
-
-    @classmethod
-    def untrained_quantized(cls, model: nn.Module, step: dict) -> dict | None:
-        """For methods whose artifact is a quantized state (diffq): that state for ``model``, else None."""
-        return None
-
-    @classmethod
-    def untrained_meta(cls, step: dict) -> dict:
-        """Artifact meta the untrained version carries (e.g. ``cpu_only``)."""
-        return {}
-
+    # -- rebuilding ------------------------------------------------------------------------------------
     @classmethod
     def restructure(cls, model: nn.Module, spec: dict) -> nn.Module:
         """Re-apply this method's structural change (recorded as ``spec``) to a fresh model."""
         return model
+
+    @classmethod
+    def untrained(cls, model: nn.Module, step: dict) -> Untrained:
+        """The method's change on a model with random weights and no data (architecture benchmarks)."""
+        return Untrained(model)
+
+    @classmethod
+    def untrained_deploy(cls, parent, step: dict):
+        """For a method of another runtime (``runtime`` not "pytorch"): its artifact made from ``parent``,
+        the saved artifact of an untrained chain (architecture benchmarks)."""
+        raise NotImplementedError(f"method {cls.name!r} makes PyTorch artifacts: see untrained()")
 
 
 METHODS: dict[str, type[Method]] = {}
@@ -142,5 +182,38 @@ METHODS: dict[str, type[Method]] = {}
 def register(cls: type[Method]) -> type[Method]:
     if not cls.name:
         raise TypeError(f"{cls.__qualname__} has no name")
+    cls.keys = cls.Settings.keys()
     METHODS[cls.name] = cls
     return cls
+
+
+def build_model(art) -> nn.Module:
+    """The model an artifact holds, in eval mode: for a PyTorch artifact its timm architecture with every
+    recorded structural change re-applied (each method's :meth:`Method.restructure`) and its weights (or
+    diffq's quantized state) loaded; another runtime's artifact builds itself (e.g. an ONNX Runtime
+    session as a module)."""
+    if callable(getattr(art, "build", None)):
+        return art.build()
+    from vitcompress.models import create
+
+    model = create(art.arch)
+    for spec in art.transforms:
+        model = METHODS[spec["method"]].restructure(model, spec)
+    restored: set[str] = set()
+    if art.quantized is not None:
+        from vitcompress.quantized_state import restore
+
+        try:
+            restore(model, art.quantized)
+        except (KeyError, ValueError, AssertionError, RuntimeError, IndexError) as exc:
+            raise ArtifactError(f"artifact's quantized state does not fit its architecture ({exc}); "
+                                f"re-run its step.") from None
+        restored = {name for name, _ in model.named_parameters()}
+    missing, unexpected = model.load_state_dict(art.state_dict, strict=False)
+    missing = [k for k in missing if k not in restored]
+    if missing or unexpected:
+        raise ArtifactError(
+            f"artifact weights do not fit its architecture (missing {list(missing)[:3]}, "
+            f"unexpected {list(unexpected)[:3]}); it was written by another version: re-run its step."
+        )
+    return model.eval()

@@ -17,60 +17,58 @@ the most accurate epoch is the one that traded least.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch.nn.functional as F
 from diffq import DiffQuantizer
 
 from vitcompress.errors import ConfigError
 from vitcompress.methods.base import register
-from vitcompress.methods.qat import QATMethod, quantized_params
+from vitcompress.methods.qat import QATMethod, QATSettings, quantized_params
+from vitcompress.settings import setting
 
-DEFAULTS = {"penalty": 1.0, "group_size": 8, "min_bits": 2, "max_bits": 15, "init_bits": 8.0}
+
+@dataclass(frozen=True)
+class DiffQSettings(QATSettings):
+    keep: str = setting("last", choices=("best", "last"), help="the most accurate epoch is the one with the most bits")
+    packed: bool = setting(False, help="one byte per level: the form zlib compresses best")
+    penalty: float = setting(1.0, low=0, help="weight of the model-size term (MB) in the loss")
+    group_size: int = setting(8, low=1, help="weights that share one bit width")
+    min_bits: int = setting(2, help="bounds of the learned widths: 1 <= min_bits < init_bits < max_bits <= 15")
+    max_bits: int = setting(15, help="the widest a group may grow")
+    init_bits: float = setting(8.0, help="the width every group starts at")
+    bits_lr: float | None = setting(None, low=0, low_open=True, help="learning rate of the bit widths")
+
+    def check(self, where):
+        if not 1 <= self.min_bits < self.init_bits < self.max_bits <= 15:
+            raise ConfigError(
+                f"params.yaml: {where}: min_bits = {self.min_bits}, init_bits = {self.init_bits:g}, max_bits = "
+                f"{self.max_bits} must satisfy 1 <= min_bits < init_bits < max_bits <= 15.")
 
 
 @register
 class DiffQ(QATMethod):
     name = "diffq"
-    packed_default = False  # one byte per level: the form zlib compresses best (see the module docstring)
-    keep_default = "last"  # the most accurate epoch is the one with the most bits
-    keys = {**QATMethod.keys, "penalty": (int, float), "group_size": int, "min_bits": int,
-            "max_bits": int, "init_bits": (int, float), "bits_lr": (int, float)}
+    Settings = DiffQSettings
 
     @classmethod
-    def settings(cls, step: dict) -> dict:
-        return {k: step.get(k, v) for k, v in DEFAULTS.items()}
-
-    @classmethod
-    def check_step(cls, step, where, profile):
-        super().check_step(step, where, profile)
-        s = cls.settings(step)
-        if s["penalty"] < 0:
-            raise ConfigError(f"params.yaml: {where}.penalty = {s['penalty']!r} must be >= 0.")
-        if s["group_size"] < 1:
-            raise ConfigError(f"params.yaml: {where}.group_size = {s['group_size']!r} must be >= 1.")
-        if not 1 <= s["min_bits"] < s["init_bits"] < s["max_bits"] <= 15:
-            raise ConfigError(
-                f"params.yaml: {where}: min_bits = {s['min_bits']}, init_bits = {s['init_bits']}, max_bits = "
-                f"{s['max_bits']} must satisfy 1 <= min_bits < init_bits < max_bits <= 15.")
-
-    @classmethod
-    def make_quantizer(cls, model, step):
-        s, kwargs = cls.settings(step), cls.quantizer_kwargs(step)
-        bad = [(n, p.numel()) for n, p in quantized_params(model, kwargs["min_size"], kwargs["exclude"])
-               if p.numel() % int(s["group_size"])]
+    def make_quantizer(cls, model, s: DiffQSettings, step_id: str):
+        bad = [(n, p.numel()) for n, p in quantized_params(model, s.min_size, list(s.exclude))
+               if p.numel() % s.group_size]
         if bad:
-            raise ValueError(f"step {step.get('id', cls.name)!r}: group_size = {s['group_size']} does not divide the "
+            raise ValueError(f"step {step_id!r}: group_size = {s.group_size} does not divide the "
                              f"{bad[0][1]} weights of {bad[0][0]}; pick a divisor of every quantized tensor's size "
                              f"(e.g. 4 or 8), or exclude that tensor.")
-        return DiffQuantizer(model, group_size=int(s["group_size"]), min_bits=int(s["min_bits"]),
-                             max_bits=int(s["max_bits"]), init_bits=float(s["init_bits"]), **kwargs)
+        return DiffQuantizer(model, group_size=s.group_size, min_bits=s.min_bits, max_bits=s.max_bits,
+                             init_bits=s.init_bits, **cls.quantizer_kwargs(s))
 
     @classmethod
-    def optimizer_kwargs(cls, step):
-        return {"lr": float(step["bits_lr"])} if "bits_lr" in step else {}  # diffq's default: 1e-3
+    def optimizer_kwargs(cls, s: DiffQSettings):
+        return {"lr": s.bits_lr} if s.bits_lr is not None else {}  # diffq's default: 1e-3
 
-    def loss_fn(self, quantizer, step):
+    def loss_fn(self, quantizer, s: DiffQSettings, step: dict):
         smoothing = float(step["train"].get("label_smoothing", 0.0))
-        penalty = float(self.settings(step)["penalty"])
+        penalty = s.penalty
 
         def loss(m, x, y):
             task = F.cross_entropy(m(x), y, label_smoothing=smoothing)

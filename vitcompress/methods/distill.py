@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -30,8 +31,9 @@ import torch.nn.functional as F
 from vitcompress.artifacts import Artifact
 from vitcompress.data import InputAdapter, PreparedData
 from vitcompress.errors import ConfigError
-from vitcompress.methods.base import Method, StepContext, register
+from vitcompress.methods.base import Method, StepContext, build_model, register
 from vitcompress.models import arch_for, create
+from vitcompress.settings import Settings, setting
 from vitcompress.train import fit, summary
 
 log = logging.getLogger(__name__)
@@ -194,36 +196,34 @@ class _DistilledTraining:
         student.train = train
 
 
+@dataclass(frozen=True)
+class DistillSettings(Settings):
+    teacher: str = setting(help="the chain whose model teaches (e.g. vit)")
+    loss: str = setting("hard", choices=("hard", "soft"), help="hard: Eq. 5; soft: Eq. 4")
+    lam: float = setting(0.5, low=0, high=1, key="lambda", help="the soft loss's weight")
+    tau: float = setting(1.0, low=0, low_open=True, help="the soft loss's temperature")
+    init: str = setting("scratch", choices=("scratch", "teacher"),
+                        help="scratch: random, or the model's pretrained weights; teacher: the teacher's encoder")
+
+
 @register
 class Distill(Method):
     name = "distill"
+    Settings = DistillSettings
     is_root = True
-    keys = {"teacher": str, "loss": str, "lambda": (int, float), "tau": (int, float), "init": str}
-    INITS = ("scratch", "teacher")
 
     @classmethod
     def check_step(cls, step, where, profile):
         super().check_step(step, where, profile)
+        s = cls.settings(step, where)
         if step.get("model") not in profile["models"]:
             raise ConfigError(f"params.yaml: {where}.model = {step.get('model')!r} is not a model of this profile; "
                               f"define the student under `models` (known: {', '.join(profile['models'])}).")
-        teacher = step.get("teacher")
-        if teacher is None:
-            raise ConfigError(f"params.yaml: {where} needs `teacher`: the chain whose model teaches (e.g. vit).")
-        missing = [s for s in teacher.split("+") if s not in profile["steps"]]
+        teacher, init = s.teacher, s.init
+        missing = [part for part in teacher.split("+") if part not in profile["steps"]]
         if missing:
             raise ConfigError(f"params.yaml: {where}.teacher = {teacher!r}: step {missing[0]!r} is not defined "
                               f"under steps.")
-        if step.get("loss", "hard") not in ("hard", "soft"):
-            raise ConfigError(f"params.yaml: {where}.loss = {step['loss']!r}: use 'hard' (Eq. 5) or 'soft' (Eq. 4).")
-        if not 0 <= step.get("lambda", 0.5) <= 1:
-            raise ConfigError(f"params.yaml: {where}.lambda = {step['lambda']!r} must be between 0 and 1.")
-        if step.get("tau", 1.0) <= 0:
-            raise ConfigError(f"params.yaml: {where}.tau = {step['tau']!r} must be positive.")
-        init = step.get("init", "scratch")
-        if init not in cls.INITS:
-            raise ConfigError(f"params.yaml: {where}.init = {init!r}: use 'scratch' (random, or the model's "
-                              f"pretrained weights) or 'teacher' (start from the teacher's encoder).")
         # the teacher must be one trained model; shapes are compared once the models are built
         # (check_inputs), after each model's own settings have been checked
         parts = teacher.split("+")
@@ -240,11 +240,11 @@ class Distill(Method):
 
     @classmethod
     def step_inputs(cls, step, profile):
-        return {"teacher": step["teacher"]}
+        return {"teacher": cls.settings(step).teacher}
 
     @classmethod
     def check_inputs(cls, model, step, inputs):
-        if step.get("init", "scratch") == "teacher":  # the job's own copy, on shapes only (meta tensors)
+        if cls.settings(step).init == "teacher":  # the job's own copy, on shapes only (meta tensors)
             init_from_teacher(copy.deepcopy(model), inputs["teacher"])
 
     def run(self, ctx: StepContext) -> Artifact:
@@ -254,11 +254,12 @@ class Distill(Method):
         arch = arch_for(model_cfg, data.meta, step["image_size"], step.get("image_scale", 1))
         student = make_student(arch, bool(model_cfg.get("pretrained")), model_cfg.get("pretrained_file"))
         teacher_art: Artifact = ctx.extra["teacher"]
-        teacher = teacher_art.build().to(ctx.device)
-        if step.get("init", "scratch") == "teacher":
+        teacher = build_model(teacher_art).to(ctx.device)
+        s = self.settings(step)
+        if s.init == "teacher":
             copied = init_from_teacher(student, teacher)
             log.info("%s: student initialised from the teacher (%d tensors)", step["id"], copied)
-        loss = DistillationLoss(teacher, step.get("loss", "hard"), step.get("lambda", 0.5), step.get("tau", 1.0),
+        loss = DistillationLoss(teacher, s.loss, s.lam, s.tau,
                                 step["train"].get("label_smoothing", 0.0), teacher_art.arch["kwargs"]["img_size"])
         _DistilledTraining(student)
         adapter = InputAdapter(data.meta, arch["kwargs"]["img_size"], ctx.device)
@@ -275,7 +276,7 @@ class Distill(Method):
         del student.train  # drop the instance override: back to the class's train()
         student.set_distilled_training(False)
         return Artifact(arch=arch, state_dict=student.cpu().state_dict(), transforms=[], meta={
-            "steps": [{"id": step["id"], "method": self.name, "teacher": step["teacher"],
-                       "loss": step.get("loss", "hard"), "init": step.get("init", "scratch"),
+            "steps": [{"id": step["id"], "method": self.name, "teacher": s.teacher,
+                       "loss": s.loss, "init": s.init,
                        "training": summary(history)}],
         })

@@ -22,7 +22,7 @@ import torch.nn as nn
 from torch.ao.quantization import quantize_dynamic
 
 from vitcompress.artifacts import Artifact
-from vitcompress.methods.base import Method, StepContext, register
+from vitcompress.methods.base import Method, StepContext, Untrained, build_model, register
 
 SPEC = {"method": "dynamic_ptq", "dtype": "qint8"}
 CPU_ONLY = {"cpu_only": True}
@@ -85,8 +85,7 @@ class DynamicPTQ(Method):
             raise ValueError("dynamic int8 quantizes nn.Linear layers, and this model has none")
 
     def run(self, ctx: StepContext) -> Artifact:
-        self.check_parent(ctx)
-        model = quantize(ctx.parent.build())
+        model = quantize(build_model(ctx.parent))
         steps = ctx.parent.meta.get("steps", []) + [{"id": ctx.step["id"], "method": self.name}]
         return ctx.parent.child(model, dict(SPEC), steps=steps, **CPU_ONLY)
 
@@ -96,8 +95,4 @@ class DynamicPTQ(Method):
 
     @classmethod
     def untrained(cls, model, step):
-        return quantize(model), dict(SPEC)
-
-    @classmethod
-    def untrained_meta(cls, step):
-        return dict(CPU_ONLY)
+        return Untrained(quantize(model), dict(SPEC), dict(CPU_ONLY))

@@ -7,26 +7,25 @@ sizes learned alongside the weights. The artifact is diffq's packed quantized st
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from diffq import LSQ as _LSQ
 
-from vitcompress.errors import ConfigError
 from vitcompress.methods.base import register
-from vitcompress.methods.qat import QATMethod
+from vitcompress.methods.qat import QATMethod, QATSettings
+from vitcompress.settings import setting
+
+
+@dataclass(frozen=True)
+class LSQSettings(QATSettings):
+    bits: int = setting(4, low=2, high=15, help="1 bit leaves no positive level; diffq packs at most 15")
 
 
 @register
 class LSQ(QATMethod):
     name = "lsq"
-    keys = {**QATMethod.keys, "bits": int}
+    Settings = LSQSettings
 
     @classmethod
-    def check_step(cls, step, where, profile):
-        super().check_step(step, where, profile)
-        bits = step.get("bits", 4)
-        if not 2 <= bits <= 15:
-            raise ConfigError(f"params.yaml: {where}.bits = {bits!r}: LSQ needs 2 to 15 bits "
-                              f"(1 bit leaves no positive level; diffq packs at most 15).")
-
-    @classmethod
-    def make_quantizer(cls, model, step):
-        return _LSQ(model, bits=int(step.get("bits", 4)), **cls.quantizer_kwargs(step))
+    def make_quantizer(cls, model, s: LSQSettings, step_id: str):
+        return _LSQ(model, bits=s.bits, **cls.quantizer_kwargs(s))

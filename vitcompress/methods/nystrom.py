@@ -22,56 +22,18 @@ segment is one token and the result is exact attention up to the pseudo-inverse'
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from vitcompress.artifacts import Artifact
+from vitcompress.attention import nystrom_attention
 from vitcompress.errors import ConfigError
-from vitcompress.methods.base import Method, StepContext, register
+from vitcompress.methods.base import Method, StepContext, Untrained, build_model, register
 from vitcompress.models import ReplacedAttention, vit_blocks
+from vitcompress.settings import Settings, setting
 from vitcompress.train import summary
-
-
-def segment_means(x: torch.Tensor, m: int) -> torch.Tensor:
-    """Means of ``m`` contiguous, near-equal segments along dim -2: (..., n, d) -> (..., m, d)."""
-    n = x.shape[-2]
-    if not 1 <= m <= n:
-        raise ValueError(f"landmarks = {m} must be between 1 and the sequence length {n}")
-    bounds = torch.div(torch.arange(m + 1, device=x.device) * n, m, rounding_mode="floor")
-    csum = F.pad(x.cumsum(dim=-2), (0, 0, 1, 0))  # csum[..., j, :] = sum of the first j rows
-    sums = csum[..., bounds[1:], :] - csum[..., bounds[:-1], :]
-    return sums / (bounds[1:] - bounds[:-1]).to(x.dtype).unsqueeze(-1)
-
-
-def iterative_pinv(a: torch.Tensor, iterations: int = 6) -> torch.Tensor:
-    """Moore–Penrose pseudo-inverse of each matrix in ``a`` (..., m, m) by the iterative method."""
-    eye = torch.eye(a.shape[-1], device=a.device, dtype=a.dtype)
-    # Z0 = Aᵀ / (‖A‖₁‖A‖∞) guarantees convergence.
-    norm = a.abs().sum(dim=-2).amax(dim=-1) * a.abs().sum(dim=-1).amax(dim=-1)
-    z = a.transpose(-1, -2) / norm[..., None, None]
-    for _ in range(iterations):
-        az = a @ z
-        z = 0.25 * z @ (13 * eye - az @ (15 * eye - az @ (7 * eye - az)))
-    return z
-
-
-def nystrom_attention(q, k, v, landmarks: int, iterations: int = 6, scale: float | None = None):
-    """Nyström approximation of softmax(q kᵀ · scale) v for q, k, v of shape (..., n, d)."""
-    scale = q.shape[-1] ** -0.5 if scale is None else scale
-    q = q * scale
-    q_l, k_l = segment_means(q, landmarks), segment_means(k, landmarks)
-    kernel_1 = torch.softmax(q @ k_l.transpose(-1, -2), dim=-1)
-    kernel_2 = torch.softmax(q_l @ k_l.transpose(-1, -2), dim=-1)
-    kernel_3 = torch.softmax(q_l @ k.transpose(-1, -2), dim=-1)
-    return kernel_1 @ (iterative_pinv(kernel_2, iterations) @ (kernel_3 @ v))
-
-
-def exact_attention(q, k, v, scale: float | None = None):
-    """softmax(q kᵀ · scale) v written out (the n×n matrix is materialised)."""
-    scale = q.shape[-1] ** -0.5 if scale is None else scale
-    return torch.softmax((q * scale) @ k.transpose(-1, -2), dim=-1) @ v
 
 
 class NystromAttention(ReplacedAttention):
@@ -118,47 +80,48 @@ def use_nystrom(model: nn.Module, landmarks: int, iterations: int = 6) -> nn.Mod
     return model
 
 
-@register
-class Nystrom(Method):
-    name = "nystrom"
-    keys = {"landmarks": (int, float), "pinv_iterations": int, "finetune_epochs": int}
+@dataclass(frozen=True)
+class NystromSettings(Settings):
+    landmarks: int | float = setting(help="the number m of Nyström landmarks, or a fraction of the tokens such "
+                                          "as 0.75")
+    pinv_iterations: int = setting(6, low=1, help="iterations of the Moore-Penrose pseudo-inverse")
+    finetune_epochs: int = setting(0, low=0, help="fine-tuning epochs with Nyström attention (its own row)")
 
-    @classmethod
-    def check_step(cls, step, where, profile):
-        super().check_step(step, where, profile)
-        if "landmarks" not in step:
-            raise ConfigError(f"params.yaml: {where} needs `landmarks` (the number m of Nyström landmarks, or "
-                              f"a fraction of the tokens such as 0.75).")
-        m = step["landmarks"]
+    def check(self, where):
+        m = self.landmarks
         if isinstance(m, float) and not 0 < m < 1:
             raise ConfigError(f"params.yaml: {where}.landmarks = {m}: give a count (an integer such as 24) or a "
                               f"fraction of the tokens between 0 and 1 (such as 0.75).")
-        lowest = {"pinv_iterations": 1, "finetune_epochs": 0, **({"landmarks": 1} if isinstance(m, int) else {})}
-        for key, low in lowest.items():
-            if key in step and step[key] < low:
-                raise ConfigError(f"params.yaml: {where}.{key} = {step[key]} must be at least {low}.")
+        if isinstance(m, int) and m < 1:
+            raise ConfigError(f"params.yaml: {where}.landmarks = {m} must be at least 1.")
+
+
+@register
+class Nystrom(Method):
+    name = "nystrom"
+    Settings = NystromSettings
 
     @classmethod
     def check_model(cls, model, step):
         vit_blocks(model, "Nyström attention")
-        n = tokens_of(model)
-        m = resolve_landmarks(step["landmarks"], n)
+        n, landmarks = tokens_of(model), cls.settings(step).landmarks
+        m = resolve_landmarks(landmarks, n)
         if m >= n:
-            raise ValueError(f"landmarks = {step['landmarks']!r} gives m = {m} landmarks for the model's {n} tokens: "
+            raise ValueError(f"landmarks = {landmarks!r} gives m = {m} landmarks for the model's {n} tokens: "
                              f"m must be fewer than the tokens (m = n is exact attention, m > n is undefined); "
                              f"choose landmarks below {n}, or a fraction such as 0.5.")
 
-    @staticmethod
-    def _spec(step: dict, model: nn.Module) -> dict:
-        return {"method": "nystrom", "landmarks": resolve_landmarks(step["landmarks"], tokens_of(model)),
-                "pinv_iterations": int(step.get("pinv_iterations", 6))}
+    @classmethod
+    def _spec(cls, s: NystromSettings, model: nn.Module) -> dict:
+        return {"method": "nystrom", "landmarks": resolve_landmarks(s.landmarks, tokens_of(model)),
+                "pinv_iterations": s.pinv_iterations}
 
     def run(self, ctx: StepContext) -> Artifact:
-        self.check_parent(ctx)
-        step, model = ctx.step, ctx.parent.build()
-        spec = self._spec(step, model)
+        step, model = ctx.step, build_model(ctx.parent)
+        s = self.settings(step)
+        spec = self._spec(s, model)
         model = use_nystrom(model, spec["landmarks"], spec["pinv_iterations"])
-        history = self.finetune(model, ctx, int(step.get("finetune_epochs", 0)), ctx.parent.arch["kwargs"]["img_size"])
+        history = self.finetune(model, ctx, s.finetune_epochs, ctx.parent.arch["kwargs"]["img_size"])
         steps = ctx.parent.meta.get("steps", []) + [{"id": step["id"], "method": self.name,
                                                      "training": summary(history)}]
         return ctx.parent.child(model.cpu(), spec, steps=steps)
@@ -169,5 +132,5 @@ class Nystrom(Method):
 
     @classmethod
     def untrained(cls, model, step):
-        spec = cls._spec(step, model)
-        return cls.restructure(model, spec), spec
+        spec = cls._spec(cls.settings(step), model)
+        return Untrained(cls.restructure(model, spec), spec)

@@ -12,17 +12,17 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from vitcompress.errors import ConfigError
-from vitcompress.methods.base import Method, StepContext, register
+from vitcompress.methods.base import Method, StepContext, build_model, register
 from vitcompress.runtime import RUNTIME, OnnxArtifact, OrtModule, export, onnx_child
+from vitcompress.settings import Settings, setting
 
 log = logging.getLogger("vitcompress")
 
-DEFAULTS = {"min_agreement": 0.995}
 VERIFY_BATCH = 64
 
 
@@ -50,28 +50,26 @@ def agreement(reference: torch.nn.Module, candidate: torch.nn.Module, batches, a
             "top1": 100 * right_cand / n, "max_abs_logit_diff": max_diff}
 
 
+@dataclass(frozen=True)
+class OnnxSettings(Settings):
+    min_agreement: float = setting(0.995, low=0, low_open=True, high=1,
+                                   help="the share of test images whose top-1 ONNX Runtime and PyTorch must agree on")
+
+
 @register
 class OnnxExport(Method):
     name = "onnx"
+    Settings = OnnxSettings
     runtime = RUNTIME
-    keys = {"min_agreement": (int, float)}
-
-    @classmethod
-    def check_step(cls, step, where, profile):
-        super().check_step(step, where, profile)
-        value = step.get("min_agreement", DEFAULTS["min_agreement"])
-        if not 0 < value <= 1:
-            raise ConfigError(f"params.yaml: {where}.min_agreement = {value!r}: a share of the test images "
-                              f"in (0, 1], e.g. 0.995.")
 
     def run(self, ctx: StepContext) -> OnnxArtifact:
-        self.check_parent(ctx)
         from vitcompress.data import InputAdapter, PreparedData
 
-        parent, step = ctx.parent, {**DEFAULTS, **ctx.step}
+        parent, step = ctx.parent, ctx.step
+        s = self.settings(step)
         data = PreparedData(ctx.data_file)
         adapter = InputAdapter(data.meta, parent.arch["kwargs"]["img_size"], ctx.device)
-        model = parent.build()
+        model = build_model(parent)
         art = _exported(parent, model, step, adapter(data.splits["test"][0][:2]).cpu())
         with tempfile.TemporaryDirectory() as tmp:  # run the graph as a device would: from its file
             path = Path(tmp) / "model.onnx"
@@ -82,11 +80,11 @@ class OnnxExport(Method):
         log.info("%s: ONNX Runtime agrees with PyTorch on %.2f%% of %d test images (top-1 %.2f%% vs %.2f%%, "
                  "largest logit difference %.2g)", ctx.dataset, 100 * check["agreement"], check["images"],
                  check["top1"], check["reference_top1"], check["max_abs_logit_diff"])
-        if check["agreement"] < float(step["min_agreement"]):
+        if check["agreement"] < s.min_agreement:
             raise ValueError(
                 f"{ctx.dataset}: the ONNX export of step {step['id']!r} predicts differently from PyTorch on "
                 f"{100 * (1 - check['agreement']):.2f}% of {check['images']} test images (allowed: "
-                f"{100 * (1 - float(step['min_agreement'])):.2f}%); the exported graph does not compute the "
+                f"{100 * (1 - s.min_agreement):.2f}%); the exported graph does not compute the "
                 f"model. Nothing was written; report the architecture, or lower min_agreement to accept it.")
         art.meta["export_check"] = check
         return art
@@ -97,4 +95,4 @@ class OnnxExport(Method):
         kwargs = parent.arch["kwargs"]
         example = torch.randn(2, int(kwargs["in_chans"]), *map(int, kwargs["img_size"]),
                               generator=torch.Generator().manual_seed(0))
-        return _exported(parent, parent.build(), step, example)
+        return _exported(parent, build_model(parent), step, example)

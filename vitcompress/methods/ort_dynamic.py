@@ -7,19 +7,23 @@ eager API torch 2.14 deprecates). ``reduce_range`` as in :mod:`vitcompress.metho
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from vitcompress.methods.base import Method, StepContext, register
-from vitcompress.methods.ort_static import check_onnx
-from vitcompress.runtime import (RUNTIME, OnnxArtifact, check_reduce_range, onnx_child, quantize_dynamic,
-                                 resolve_reduce_range)
-
-DEFAULTS = {"per_channel": False, "reduce_range": "auto"}
+from vitcompress.runtime import RUNTIME, OnnxArtifact, ReduceRange, check_onnx, onnx_child, quantize_dynamic
+from vitcompress.settings import setting
 
 
-def _child(parent: OnnxArtifact, step: dict) -> OnnxArtifact:
+@dataclass(frozen=True)
+class OrtDynamicSettings(ReduceRange):
+    per_channel: bool = setting(False, help="one weight scale per output channel, else per tensor")
+
+
+def _child(parent: OnnxArtifact, step: dict, s: OrtDynamicSettings) -> OnnxArtifact:
     check_onnx(parent, step["id"])
-    reduce, why = resolve_reduce_range(step["reduce_range"])
-    proto = quantize_dynamic(parent.path, bool(step["per_channel"]), reduce)
-    spec = {"method": OrtDynamic.name, "per_channel": bool(step["per_channel"]), "reduce_range": reduce,
+    reduce, why = s.resolved()
+    proto = quantize_dynamic(parent.path, s.per_channel, reduce)
+    spec = {"method": OrtDynamic.name, "per_channel": s.per_channel, "reduce_range": reduce,
             "reduce_range_reason": why}
     return onnx_child(parent, proto, spec, step, ort_quantized="dynamic int8")
 
@@ -27,19 +31,13 @@ def _child(parent: OnnxArtifact, step: dict) -> OnnxArtifact:
 @register
 class OrtDynamic(Method):
     name = "ort_int8_dynamic"
+    Settings = OrtDynamicSettings
     runtime = input_runtime = RUNTIME
     makes = "int8"
-    keys = {"per_channel": bool, "reduce_range": (bool, str)}
-
-    @classmethod
-    def check_step(cls, step, where, profile):
-        super().check_step(step, where, profile)
-        check_reduce_range(step, where)
 
     def run(self, ctx: StepContext) -> OnnxArtifact:
-        self.check_parent(ctx)
-        return _child(ctx.parent, {**DEFAULTS, **ctx.step})
+        return _child(ctx.parent, ctx.step, self.settings(ctx.step))
 
     @classmethod
     def untrained_deploy(cls, parent: OnnxArtifact, step: dict) -> OnnxArtifact:
-        return _child(parent, {**DEFAULTS, **step})
+        return _child(parent, step, cls.settings(step))

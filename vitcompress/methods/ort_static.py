@@ -15,28 +15,29 @@ are recorded in the step's record, and the machine's in the timing fingerprint.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from vitcompress.errors import ConfigError
 from vitcompress.methods.base import Method, StepContext, register
-from vitcompress.runtime import (RUNTIME, OnnxArtifact, check_reduce_range, onnx_child, quantize_static,
-                                 resolve_reduce_range)
+from vitcompress.runtime import RUNTIME, OnnxArtifact, ReduceRange, check_onnx, onnx_child, quantize_static
+from vitcompress.settings import setting
 
-DEFAULTS = {"calib_images": 256, "calib_batch_size": 8, "per_channel": True,  # 8 ViT-B images: ~1.4 GB
-            "reduce_range": "auto"}
 UNTRAINED_CALIB = 16  # random images calibrate an untrained (architecture benchmark) model
 
 
-def check_onnx(parent, step_id: str) -> None:
-    if not isinstance(parent, OnnxArtifact) or parent.path is None:
-        raise ValueError(f"step {step_id!r} quantizes an ONNX file: put an `onnx` step before it.")
+@dataclass(frozen=True)
+class OrtStaticSettings(ReduceRange):
+    calib_images: int = setting(256, low=1, help="training images the activation ranges are calibrated on")
+    calib_batch_size: int = setting(8, low=1, help="8 ViT-B images take about 1.4 GB while calibrating")
+    per_channel: bool = setting(True, help="one weight scale per output channel, else per tensor")
 
 
-def _child(parent: OnnxArtifact, step: dict, images: torch.Tensor) -> OnnxArtifact:
+def _child(parent: OnnxArtifact, step: dict, s: OrtStaticSettings, images: torch.Tensor) -> OnnxArtifact:
     check_onnx(parent, step["id"])
-    reduce, why = resolve_reduce_range(step["reduce_range"])
-    proto = quantize_static(parent.path, images, int(step["calib_batch_size"]), bool(step["per_channel"]), reduce)
-    spec = {"method": OrtStatic.name, "calib_images": len(images), "per_channel": bool(step["per_channel"]),
+    reduce, why = s.resolved()
+    proto = quantize_static(parent.path, images, s.calib_batch_size, s.per_channel, reduce)
+    spec = {"method": OrtStatic.name, "calib_images": len(images), "per_channel": s.per_channel,
             "reduce_range": reduce, "reduce_range_reason": why}
     return onnx_child(parent, proto, spec, step, ort_quantized="static int8 (QDQ)")
 
@@ -44,30 +45,21 @@ def _child(parent: OnnxArtifact, step: dict, images: torch.Tensor) -> OnnxArtifa
 @register
 class OrtStatic(Method):
     name = "ort_int8_static"
+    Settings = OrtStaticSettings
     runtime = input_runtime = RUNTIME
     makes = "int8"
-    keys = {"calib_images": int, "calib_batch_size": int, "per_channel": bool, "reduce_range": (bool, str)}
-
-    @classmethod
-    def check_step(cls, step, where, profile):
-        super().check_step(step, where, profile)
-        check_reduce_range(step, where)
-        for key in ("calib_images", "calib_batch_size"):
-            if step.get(key, DEFAULTS[key]) < 1:
-                raise ConfigError(f"params.yaml: {where}.{key} = {step[key]!r}: use a positive number of images.")
 
     def run(self, ctx: StepContext) -> OnnxArtifact:
         from vitcompress.data import calibration_images
 
-        self.check_parent(ctx)
-        step = {**DEFAULTS, **ctx.step}
-        images = calibration_images(ctx.data_file, ctx.parent.arch["kwargs"]["img_size"],
-                                    int(step["calib_images"]), "cpu", ctx.seed)
-        return _child(ctx.parent, step, images)
+        s = self.settings(ctx.step)
+        images = calibration_images(ctx.data_file, ctx.parent.arch["kwargs"]["img_size"], s.calib_images, "cpu",
+                                    ctx.seed)
+        return _child(ctx.parent, ctx.step, s, images)
 
     @classmethod
     def untrained_deploy(cls, parent: OnnxArtifact, step: dict) -> OnnxArtifact:
         kwargs = parent.arch["kwargs"]
         images = torch.randn(UNTRAINED_CALIB, int(kwargs["in_chans"]), *map(int, kwargs["img_size"]),
                              generator=torch.Generator().manual_seed(0))
-        return _child(parent, {**DEFAULTS, **step}, images)
+        return _child(parent, step, cls.settings(step), images)

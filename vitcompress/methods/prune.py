@@ -9,58 +9,47 @@ fine-tuned for ``epochs`` (0: none); it reloads from the shapes stored in its ar
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
-import torch.nn as nn
 
 from vitcompress.artifacts import Artifact
-from vitcompress.errors import ConfigError
-from vitcompress.methods.base import Method, StepContext, register
-from vitcompress.models import vit_blocks
-from vitcompress.pruning.slim import apply_pruning, check_plain, random_scores, restructure_slim, select, shapes_of
+from vitcompress.methods.base import Method, StepContext, Untrained, build_model, register
+from vitcompress.pruning.slim import apply_pruning, check_prunable, random_scores, restructure_slim, select, shapes_of
+from vitcompress.settings import Settings, setting
 from vitcompress.train import summary
 
 
-class PruningStep(Method):
-    """What both pruning steps (``prune_gates``, ``prune``) ask of the chain's model before any job: every
-    block a plain ViT block (the ValueError names what is in the way)."""
-
-    @classmethod
-    def check_model(cls, model, step):
-        for i, block in enumerate(vit_blocks(model, "pruning")):
-            check_plain(block.attn)
-            if not isinstance(getattr(block.mlp, "norm", nn.Identity()), nn.Identity):
-                raise ValueError(f"pruning does not support an MLP with a hidden-layer norm (block {i}'s mlp.norm)")
+@dataclass(frozen=True)
+class PruneSettings(Settings):
+    ratio: float = setting(low=0, high=1, high_open=True, help="the fraction r of dimensions to remove")
+    epochs: int = setting(0, low=0, help="fine-tuning epochs of the pruned model")
 
 
 @register
-class Prune(PruningStep):
+class Prune(Method):
     name = "prune"
-    keys = {"ratio": (int, float), "epochs": int}
+    Settings = PruneSettings
 
     @classmethod
-    def check_step(cls, step, where, profile):
-        super().check_step(step, where, profile)
-        if "ratio" not in step:
-            raise ConfigError(f"params.yaml: {where} needs `ratio`: the fraction r of dimensions to remove.")
-        if not 0 <= step["ratio"] < 1:
-            raise ConfigError(f"params.yaml: {where}.ratio = {step['ratio']!r}: r must be in [0, 1).")
-        if step.get("epochs", 0) < 0:
-            raise ConfigError(f"params.yaml: {where}.epochs = {step['epochs']!r} must be >= 0.")
+    def check_model(cls, model, step):
+        check_prunable(model)
 
     def run(self, ctx: StepContext) -> Artifact:
         step = ctx.step
+        s = self.settings(step)
         scores = ctx.parent.meta.get("prune_scores")
         if scores is None:
             raise ValueError(f"step {step['id']!r}: its parent has no importance scores; "
                              f"chain it after a `prune_gates` step (e.g. [vit, gates, {step['id']}])")
         scores = {k: [torch.tensor(s) for s in v] for k, v in scores.items()}
-        model = ctx.parent.build()
-        keep = select(scores, float(step["ratio"]))  # raises before anything is written
+        model = build_model(ctx.parent)
+        keep = select(scores, s.ratio)  # raises before anything is written
         model = apply_pruning(model, keep)
-        history = self.finetune(model, ctx, int(step.get("epochs", 0)), ctx.parent.arch["kwargs"]["img_size"])
+        history = self.finetune(model, ctx, s.epochs, ctx.parent.arch["kwargs"]["img_size"])
         spec = {"method": "prune", "shapes": shapes_of(model)}
         meta = {k: v for k, v in ctx.parent.meta.items() if k not in ("prune_scores", "prune_unit_params")}
-        steps = meta.get("steps", []) + [{"id": step["id"], "method": self.name, "ratio": float(step["ratio"]),
+        steps = meta.get("steps", []) + [{"id": step["id"], "method": self.name, "ratio": s.ratio,
                                           "training": summary(history)}]
         art = Artifact(ctx.parent.arch, model.cpu().state_dict(), list(ctx.parent.transforms) + [spec],
                        {**meta, "steps": steps})
@@ -73,5 +62,5 @@ class Prune(PruningStep):
     @classmethod
     def untrained(cls, model, step):
         """Architecture benchmark: prune by random scores at the step's ratio."""
-        model = apply_pruning(model, select(random_scores(model), float(step["ratio"])))
-        return model, {"method": "prune", "shapes": shapes_of(model)}
+        model = apply_pruning(model, select(random_scores(model), cls.settings(step).ratio))
+        return Untrained(model, {"method": "prune", "shapes": shapes_of(model)})

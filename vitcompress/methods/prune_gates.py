@@ -12,15 +12,16 @@ reuses one gate training through the chain mechanism.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch.nn.functional as F
 
 from vitcompress.artifacts import Artifact
 from vitcompress.data import InputAdapter, PreparedData
-from vitcompress.errors import ConfigError
-from vitcompress.methods.base import StepContext, register
+from vitcompress.methods.base import Method, StepContext, build_model, register
 from vitcompress.pruning.gates import Gates, fold_gates, params_per_unit, taylor_scores
-from vitcompress.methods.prune import PruningStep
-from vitcompress.pruning.slim import SlimAttention
+from vitcompress.pruning.slim import SlimAttention, check_prunable
+from vitcompress.settings import Settings, setting
 from vitcompress.train import fit, summary
 
 
@@ -30,39 +31,41 @@ def _ce(smoothing: float):
     return loss
 
 
+@dataclass(frozen=True)
+class PruneGatesSettings(Settings):
+    sparsity: float = setting(1.0, low=0, help="weight of the L1 term on the gates (x mean |gate|)")
+    score: str = setting("gate", choices=("gate", "taylor"), help="gate: VTP's |gate|; taylor: Eq. 7")
+    epochs: int = setting(1, low=0, help="gate-training epochs")
+    score_batches: int = setting(8, low=1, help="training batches the Taylor score sums over")
+
+
 @register
-class PruneGates(PruningStep):
+class PruneGates(Method):
     name = "prune_gates"
-    keys = {"sparsity": (int, float), "score": str, "epochs": int, "score_batches": int}
+    Settings = PruneGatesSettings
 
     @classmethod
-    def check_step(cls, step, where, profile):
-        super().check_step(step, where, profile)
-        if step.get("score", "gate") not in ("gate", "taylor"):
-            raise ConfigError(f"params.yaml: {where}.score = {step['score']!r}: use 'gate' (|gate|) or 'taylor' (Eq. 7).")
-        if step.get("sparsity", 0.0) < 0:
-            raise ConfigError(f"params.yaml: {where}.sparsity = {step['sparsity']!r} must be >= 0.")
-        if step.get("epochs", 1) < 0 or step.get("score_batches", 8) < 1:
-            raise ConfigError(f"params.yaml: {where}: epochs must be >= 0 and score_batches >= 1.")
+    def check_model(cls, model, step):
+        check_prunable(model)
 
     def run(self, ctx: StepContext) -> Artifact:
-        self.check_parent(ctx)
         step = ctx.step
+        s = self.settings(step)
         data = PreparedData(ctx.data_file)
-        model = ctx.parent.build()
+        model = build_model(ctx.parent)
         if any(isinstance(b.attn, SlimAttention) for b in model.blocks):
             raise ValueError("prune_gates runs on an unpruned ViT; put it before `prune` in the chain")
         adapter = InputAdapter(data.meta, ctx.parent.arch["kwargs"]["img_size"], ctx.device)
         gates = Gates(model)
         model.vc_gates = gates  # a submodule while training: fit() restores the best epoch's gates too
         gates.attach(model)
-        sparsity = float(step.get("sparsity", 1.0))
+        sparsity = s.sparsity
         ce = _ce(step["train"].get("label_smoothing", 0.0))
 
         def loss_fn(m, x, y):
             return ce(m, x, y) + sparsity * gates.l1()
 
-        cfg = {**step["train"], "epochs": int(step.get("epochs", 1))}
+        cfg = {**step["train"], "epochs": s.epochs}
         # VTP scores the gates as training leaves them: the best-validation epoch would be the least sparse
         history = fit(model, data, cfg, adapter, ctx.device, ctx.seed, loss_fn=loss_fn, keep="last",
                       desc=f"{ctx.dataset}/{step['id']}")
@@ -70,20 +73,17 @@ class PruneGates(PruningStep):
         del model.vc_gates
         model.cpu()
         gates.cpu()
-        kind = step.get("score", "gate")
+        kind = s.score
         scores = gates.magnitudes()
         fold_gates(model, gates)  # the gated network, now with plain weights
         if kind == "taylor":
             cpu_adapter = InputAdapter(data.meta, ctx.parent.arch["kwargs"]["img_size"], "cpu")
-            loader = data.loader("train", int(cfg["batch_size"]), max_batches=int(step.get("score_batches", 8)))
+            loader = data.loader("train", int(cfg["batch_size"]), max_batches=s.score_batches)
             scores = taylor_scores(model.train(), [(cpu_adapter(x), y) for x, y in loader], ce)
             model.eval()
-        meta_scores = {k: [s.tolist() for s in v] for k, v in scores.items()}
+        meta_scores = {k: [t.tolist() for t in v] for k, v in scores.items()}
         steps = ctx.parent.meta.get("steps", []) + [{"id": step["id"], "method": self.name, "score": kind,
                                                      "sparsity": sparsity, "training": summary(history)}]
         return ctx.parent.child(model, None, steps=steps, prune_scores=meta_scores,
                                 prune_unit_params=params_per_unit(model))
 
-    @classmethod
-    def untrained(cls, model, step):
-        return model, None  # gates change no shape; the `prune` step after it does

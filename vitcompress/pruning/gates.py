@@ -116,7 +116,7 @@ def importance_histogram(scores: dict, counts: dict, out, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from vitcompress.artifacts import atomic_path
+    from vitcompress.io import atomic_path
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
     labels = {"attn_in": "features into q/k/v", "attn_out": "attention output (v dims)",

@@ -101,6 +101,17 @@ def check_plain(attn: nn.Module) -> None:
         raise ValueError("pruning does not support gated attention")
 
 
+def check_prunable(model: nn.Module) -> None:
+    """What both pruning steps ask of a chain's model before any job: every block a plain timm ViT block
+    (the ValueError names what is in the way)."""
+    from vitcompress.models import vit_blocks
+
+    for i, block in enumerate(vit_blocks(model, "pruning")):
+        check_plain(block.attn)
+        if not isinstance(getattr(block.mlp, "norm", nn.Identity()), nn.Identity):
+            raise ValueError(f"pruning does not support an MLP with a hidden-layer norm (block {i}'s mlp.norm)")
+
+
 def shapes_of(model: nn.Module) -> list[dict]:
     return [{"heads": h, "dim_qk": dqk, "dim_v": dv, "hidden": b.mlp.fc1.out_features,
              "attn_in": b.attn.qkv.in_features, "mlp_in": b.mlp.fc1.in_features}
