@@ -54,34 +54,15 @@ def raw_params():
 
 
 def tiny_profile(raw: dict, datasets=("digits",), rows=None) -> dict:
-    """A profile small enough to run the whole workflow in seconds; ``rows``: only these row ids, and no
-    attention scaling benchmark."""
+    """params.yaml running its checked-in ``tiny`` profile (``extends: demo``), on ``datasets``; ``rows``:
+    only these row ids, and no attention scaling benchmark."""
     raw = copy.deepcopy(raw)
-    prof = copy.deepcopy(raw["profiles"]["demo"])
+    prof = raw["profiles"]["tiny"]
     prof["datasets"] = list(datasets)
-    prof["models"]["vit"]["kwargs"] = {"patch_size": 4, "embed_dim": 16, "depth": 1, "num_heads": 2,
-                                       "global_pool": "avg", "class_token": False}
-    prof["train"].update(epochs=1, max_steps=3)
-    prof["train_overrides"] = {}
-    for step in prof["steps"].values():  # a step's own epochs would outlast the tiny budget
-        step.get("train", {}).pop("epochs", None)
-        step.pop("train_overrides", None)
-    prof["measure"].update(warmup=1, repeats=5, eval_batch_size=256)
-    for name in ("deit_base", "deit_tiny"):
-        prof["models"][name]["kwargs"].update(embed_dim=16, depth=1, num_heads=2 if name == "deit_base" else 1)
-    prof["steps"]["fq_vit"].update(calib_images=64)
-    prof["steps"]["int8_static"].update(calib_images=64)
-    prof["steps"]["lsq"].update(min_size=0.0005)  # the tiny model's tensors are below diffq's 0.01 MB default
-    keep = ["vanilla", "dynamic_ptq", "fq_vit", "lsq", "deit_tiny", "prune_0.2", "nystrom_0.25", "deit_tiny+dynamic_ptq",
-            "ort_int8_static"]
-    prof["rows"] = [r for r in prof["rows"] if r["id"] in keep]
-    prof["scaling"] = {"seq_lens": [16, 64], "landmarks": [4], "embed_dim": 32, "num_heads": 2, "repeats": 5}
     if rows is not None:
         prof["rows"] = [r for r in prof["rows"] if r["id"] in rows]
-        prof.pop("scaling")
-    raw["profiles"]["tiny"] = prof
+        prof["scaling"] = None
     raw["profile"] = "tiny"
-    raw["datasets"]["digit_pairs"]["samples"] = [300, 100, 100]
     return raw
 
 

@@ -144,6 +144,17 @@ def test_a_profile_extends_another_with_only_the_keys_that_differ(raw_params):
     assert resolve(raw, {"profile": "again"}).raw["train"]["epochs"] == 1  # chains of extends
 
 
+def test_null_in_an_extending_profile_removes_the_inherited_key(raw_params):
+    """The checked-in tiny profile drops the demo's per-step epochs and the scaling benchmark with null."""
+    raw = copy.deepcopy(raw_params)
+    raw["profiles"]["tiny"]["scaling"] = None
+    tiny, demo = resolve(raw, {"profile": "tiny"}), resolve(raw, {"profile": "demo"})
+    assert "scaling" not in tiny.raw and "scaling" in demo.raw
+    assert "train_overrides" in demo.steps["vit"] and "train_overrides" not in tiny.steps["vit"]
+    assert tiny.step_cfg("vit", "digits")["train"]["epochs"] == tiny.raw["train"]["epochs"] == 1
+    assert "epochs" not in tiny.steps["deit_base"]["train"] and tiny.steps["deit_base"]["train"]["lr"] == 0.001
+
+
 @pytest.mark.parametrize("edit,expected", [
     (lambda p: p.update(extends="nope"), "profiles.child.extends = 'nope' is not a profile"),
     (lambda p: p.update(extends="child"), "makes a cycle"),

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from conftest import REPO, make_workflow, snakemake, tiny_profile, tool_env
 
-from vitcompress.config import resolve
+from vitcompress.config import expand_profiles, resolve
 from vitcompress.io import read_json
 from vitcompress.methods import get_method
 from vitcompress.workflow import build_untrained
@@ -106,8 +106,9 @@ def test_tiny_workflow_end_to_end(tmp_path, raw_params, monkeypatch):
     assert set(scaling["method"]) == {"exact", "exact_sdpa", "nystrom"} and (wf / "reports/figures/attention_scaling.png").exists()
     assert by_row.loc["prune_0.2", "params"] < by_row.loc["vanilla", "params"]
     # epochs over the chain: the pruned row adds gate training and its fine-tune to the vanilla training
-    steps = raw["profiles"]["tiny"]["steps"]
-    assert by_row.loc["vanilla", "train_epochs"] == raw["profiles"]["tiny"]["train"]["epochs"]
+    tiny = expand_profiles(raw)["profiles"]["tiny"]
+    steps = tiny["steps"]
+    assert by_row.loc["vanilla", "train_epochs"] == tiny["train"]["epochs"]
     assert by_row.loc["prune_0.2", "train_epochs"] == (by_row.loc["vanilla", "train_epochs"]
                                                        + steps["gates"]["epochs"] + steps["prune_0.2"]["epochs"])
     assert by_row.loc["dynamic_ptq", "train_epochs"] == by_row.loc["vanilla", "train_epochs"]  # no training

@@ -79,10 +79,13 @@ def _schema_message(err: jsonschema.ValidationError) -> str:
 
 
 def deep_merge(base: dict, over: dict) -> dict:
-    """``base`` with ``over`` laid on top: mappings merge key by key, anything else (lists, values) is replaced."""
+    """``base`` with ``over`` laid on top: mappings merge key by key, anything else (lists, values) is
+    replaced, and a key set to null is removed (an extending profile drops what it does not want)."""
     out = copy.deepcopy(base)
     for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
             out[key] = deep_merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
