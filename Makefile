@@ -52,4 +52,4 @@ lint: $(STAMP)
 	PATH="$(abspath $(VENV))/bin:$$PATH" snakemake --lint
 
 clean:
-	rm -rf results logs .snakemake reports/*.md reports/*.tex reports/*.csv reports/*.json reports/metrics reports/figures data/prepared data/smoke
+	rm -rf results logs .snakemake reports data/prepared data/smoke

@@ -26,10 +26,20 @@ except ConfigError as _err:
 configfile: "params.yaml"
 
 
-report: "reports/captions/workflow.rst"
+report: "rules/captions/workflow.rst"
 
 
 include: "rules/common.smk"
+
+
+wildcard_constraints:
+    dataset="[A-Za-z0-9_.-]+",
+    chain="[A-Za-z0-9_.+-]+",
+    step="[A-Za-z0-9_.-]+",
+    prefix="[A-Za-z0-9_.+-]+",
+    row="[A-Za-z0-9_.+-]+",
+
+
 include: "rules/data.smk"
 include: "rules/train.smk"
 include: "rules/compress.smk"
@@ -39,6 +49,5 @@ include: "rules/report.smk"
 
 rule all:
     input:
-        REPORT_FILES,
-        EXTRA_TARGETS,
+        get_final_output(),
     default_target: True

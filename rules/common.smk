@@ -1,5 +1,7 @@
-# Helpers shared by every rule: the validated profile, paths, devices, and the hardware fingerprint.
+# Shared by the workflow's files: the validated profile, paths, devices, the hardware fingerprint and the small input
+# functions the rules call; the work itself is the library's (vitcompress.workflow.job runs it in a worker).
 import sys
+from pathlib import Path
 
 sys.path.insert(0, workflow.basedir)
 
@@ -8,7 +10,8 @@ from snakemake.exceptions import WorkflowError
 from vitcompress.config import CHAIN_SEP, VARIANTS, ConfigError, resolve, split_chain, variant_step
 from vitcompress.errors import DeviceError
 from vitcompress.preflight import preflight
-from vitcompress.workflow import job_priority, resolve_device
+from vitcompress.workflow import (bench_spec, fq_vit_ablation, job, job_priority, measure_speed, resolve_device,
+                                  row_metrics, run_step, slots_for)
 
 # With a cluster executor (profiles/slurm sets `submit_only`) this process only submits jobs: the GPU a
 # job asks for is on the node that runs it, and every job checks its device when it starts.
@@ -23,6 +26,7 @@ try:
 except (ConfigError, DeviceError) as _err:
     raise WorkflowError(str(_err)) from None
 
+from vitcompress.data import prepare
 from vitcompress.measure import available_cpus, fingerprint
 from vitcompress.methods import get_method
 
@@ -30,18 +34,14 @@ PROFILE = P.name
 RESULTS = f"results/{PROFILE}"
 LOGS = f"logs/{PROFILE}"
 DATA = "data/prepared/{dataset}.pt"
-CONDA_ENV = "../envs/vitcompress.yaml"  # relative to rules/: `snakemake --sdm conda`
+CONDA_ENV = "../envs/vitcompress.yaml"  # relative to rules/: `snakemake --sdm conda` (script: rules only)
 MODEL = f"{RESULTS}/{{dataset}}/{{chain}}/model.pt"  # a PyTorch artifact; ONNX Runtime's are model.onnx
 
 # Jobs that can use the GPU ask for the `gpu` resource only when they will really run on one,
 # so `--resources gpu=1` serialises GPU work without serialising CPU-only runs.
 GPU_JOB = 1 if DEVICE == "cuda" else 0
-# Timing jobs claim all of the workflow's cores, so the scheduler runs each one alone: timings beside
-# another job are noise. Training/compression jobs run `train.threads` PyTorch threads (default: all
-# cores) and claim enough scheduler slots that no more of them run at once than the CPUs can carry
-# (--cores 4 on 2 CPUs with 1 thread each: 2 slots, so 2 jobs side by side). The demo sets 1 thread:
-# its models are tiny, and two 1-thread jobs side by side did 1.35x the work of one 2-thread job while
-# overlapping each job's ~5 s of Python start-up (measured on 2 CPUs).
+
+
 def _workflow_cores():
     # Commands that run no job (--unlock, --report, --lint, --list-rules) need not give --cores.
     try:
@@ -50,25 +50,13 @@ def _workflow_cores():
         return available_cpus()
 
 
+# Timing jobs claim all of the workflow's cores, so each runs alone. Training and compression jobs run
+# `train.threads` PyTorch threads (default: all cores) and claim their share of the CPUs in slots.
 ALL_CORES = max(1, _workflow_cores())
 STEP_THREADS = min(ALL_CORES, int(P.raw["train"].get("threads") or ALL_CORES))
-
-
-def slots_for(threads):
-    """Scheduler slots a job of ``threads`` PyTorch threads claims: its share of the CPUs in `--cores`."""
-    return min(ALL_CORES, max(threads, -(-ALL_CORES * threads // available_cpus())))
-
-
-STEP_SLOTS = slots_for(STEP_THREADS)
+STEP_SLOTS = slots_for(STEP_THREADS, ALL_CORES)
 # What speed depends on. It is a param of the timing rules only: a new machine re-times, never re-trains.
 FINGERPRINT = fingerprint(P.measure["cpu_threads"], P.measure.get("gpu", True))
-
-wildcard_constraints:
-    dataset="[A-Za-z0-9_.-]+",
-    chain="[A-Za-z0-9_.+-]+",
-    step="[A-Za-z0-9_.-]+",
-    prefix="[A-Za-z0-9_.+-]+",
-    row="[A-Za-z0-9_.+-]+",
 
 
 def step_runtime(step_id):
@@ -102,17 +90,12 @@ def step_inputs(wildcards):
     return inputs
 
 
-def step_job(input, output, params, wildcards, log):
-    """The `run:` of every step rule (train, compress, deploy): the step in a long-lived worker process
-    (vitcompress.workers: no Python start-up per job), its log, wall time and peak memory recorded."""
-    from vitcompress.workflow import run_step_in_worker
-
-    run_step_in_worker(
-        log=log[0], resources=output.resources, step=params.step, dataset=wildcards.dataset, data_file=input.data,
-        out=output.model, accuracy_out=output.accuracy, eval_batch_size=params.eval_batch_size,
-        device=params.device, seed=params.seed, threads=params.threads, parent=input.get("parent"),
-        extra={k[len("extra_"):]: v for k, v in input.items() if k.startswith("extra_")},
-    )
+def step_kwargs(input, output, params, wildcards):
+    """The arguments of vitcompress.workflow.run_step for a step job."""
+    return dict(step=params.step, dataset=wildcards.dataset, data_file=input.data, out=output.model,
+                accuracy_out=output.accuracy, eval_batch_size=params.eval_batch_size, device=params.device,
+                seed=params.seed, threads=params.threads, parent=input.get("parent"),
+                extra={k[len("extra_"):]: v for k, v in input.items() if k.startswith("extra_")})
 
 
 def step_priority(wildcards):
@@ -137,20 +120,12 @@ def row_file(dataset, row):
 
 
 def bench_params(wildcards):
-    from vitcompress.data import describe
-    from vitcompress.models import arch_for
+    return bench_spec(P, wildcards.row)
 
-    meta = describe(P.dataset_cfg(P.datasets[0]))
 
-    def spec(row):
-        steps = [P.step_cfg(s) for s in row["chain"]]
-        root = steps[0]
-        return steps, arch_for(root["model_cfg"], meta, root["image_size"], root["image_scale"])
-
-    steps, arch = spec(P.row(wildcards.row))
-    base_steps, base_arch = spec(P.rows[0])  # the baseline, timed beside each row
-    return {"chain_steps": steps, "arch": arch, "baseline_steps": base_steps, "baseline_arch": base_arch}
-
+# The params every step rule (train, compress, deploy) gives its job.
+STEP_PARAMS = dict(step=step_params, device=config.get("device", "auto"), seed=P.seed,
+                   eval_batch_size=P.measure["eval_batch_size"], threads=STEP_THREADS)
 
 # The first row is the baseline (the study's vanilla ViT): every timing job times it call by call
 # beside its own model, for a side-by-side speed-up.
@@ -172,5 +147,9 @@ FQ_FIGURES = [f"reports/figures/fq_vit_{d}_{c}.png" for d in P.datasets for c in
 SCALING_FIGURE = "reports/figures/attention_scaling.png"
 TRADEOFF_FIGURES = [f"reports/figures/tradeoff_{d}.png" for d in P.datasets]
 FIGURES = TRADEOFF_FIGURES + PRUNE_FIGURES + FQ_FIGURES + FQ_ABLATIONS + ([SCALING_FIGURE] if "scaling" in P.raw else [])
-# Extra outputs the default target builds when the profile asks for them.
-EXTRA_TARGETS = ["reports/attention_scaling.csv"] if "scaling" in P.raw else []
+
+
+def get_final_output():
+    """Everything the default target builds: the tables, the metrics, the figures, and the attention
+    scaling benchmark's table when the profile has one."""
+    return REPORT_FILES + (["reports/attention_scaling.csv"] if "scaling" in P.raw else [])

@@ -11,11 +11,7 @@ rule compress:
         accuracy=f"{RESULTS}/{{dataset}}/{{prefix}}+{{step}}/accuracy.json",
         resources=f"{LOGS}/{{dataset}}/{{prefix}}+{{step}}/step.resources.tsv",  # wall time and peak memory
     params:
-        step=step_params,
-        device=config.get("device", "auto"),
-        seed=P.seed,
-        eval_batch_size=P.measure["eval_batch_size"],
-        threads=STEP_THREADS,
+        **STEP_PARAMS,
     wildcard_constraints:
         step=step_alternation("pytorch"),
     log:
@@ -23,32 +19,17 @@ rule compress:
     priority: step_priority
     threads: STEP_SLOTS
     resources:
-        gpu=GPU_JOB,
+        gpu=GPU_JOB,  # an export's check runs the PyTorch model on the profile's device too
     run:
-        step_job(input, output, params, wildcards, log)
+        job(run_step, log[0], output.resources, **step_kwargs(input, output, params, wildcards))
 
 
 # Steps whose artifact ONNX Runtime runs (an `onnx` export, ORT int8 quantization): the same job, writing
 # `model.onnx`, the file a device loads. Its accuracy and speed are ONNX Runtime's.
-rule deploy:
-    input:
-        unpack(step_inputs),
+use rule compress as deploy with:
     output:
         model=f"{RESULTS}/{{dataset}}/{{prefix}}+{{step}}/model.onnx",
         accuracy=f"{RESULTS}/{{dataset}}/{{prefix}}+{{step}}/accuracy.json",
-        resources=f"{LOGS}/{{dataset}}/{{prefix}}+{{step}}/step.resources.tsv",  # wall time and peak memory
-    params:
-        step=step_params,
-        device=config.get("device", "auto"),
-        seed=P.seed,
-        eval_batch_size=P.measure["eval_batch_size"],
-        threads=STEP_THREADS,
+        resources=f"{LOGS}/{{dataset}}/{{prefix}}+{{step}}/step.resources.tsv",
     wildcard_constraints:
         step=step_alternation("onnxruntime"),
-    log:
-        f"{LOGS}/{{dataset}}/{{prefix}}+{{step}}/step.log",
-    threads: STEP_SLOTS
-    resources:
-        gpu=GPU_JOB,  # the export's check runs the PyTorch model on the profile's device
-    run:
-        step_job(input, output, params, wildcards, log)

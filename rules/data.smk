@@ -12,9 +12,7 @@ rule prepare_data:
     threads: 1
     run:
         # in a long-lived worker (vitcompress.workers): it then starts the first training job warm
-        from vitcompress.workflow import prepare_dataset_in_worker
-
-        prepare_dataset_in_worker(log[0], params.cfg, output[0], seed=params.seed)
+        job(prepare, log[0], cfg=params.cfg, out=output[0], seed=params.seed)
 
 
 rule data:

@@ -17,14 +17,9 @@ rule measure_speed:
     resources:
         gpu=GPU_JOB,
     run:
-        # Timing jobs run one at a time on all cores, so a new Python's ~5 s start-up per job would
-        # idle the machine that long for every cell: one long-lived worker process (started on first
-        # use) times them all, away from the scheduler's own threads. On a cluster each job still
-        # gets its own process.
-        from vitcompress.workflow import logging_to, measure_speed_in_worker
-
-        with logging_to(log[0]):
-            measure_speed_in_worker(input.model, output[0], params.measure, params.fingerprint, input.baseline)
+        # one long-lived timing worker times every cell, away from the scheduler's threads
+        job(measure_speed, log[0], pool="timing", artifact=input.model, out=output[0], measure=params.measure,
+            fp=params.fingerprint, baseline=input.baseline)
 
 
 rule row_metrics:
@@ -41,12 +36,9 @@ rule row_metrics:
         f"{LOGS}/{{dataset}}/rows/{{row}}.log",
     localrule: True
     run:
-        # In the scheduler's process: merging two JSON files does not need a Python of its own.
-        from vitcompress.workflow import logging_to, row_metrics
-
-        with logging_to(log[0]):
-            row_metrics(params.row, wildcards.dataset, input.accuracy, input.speed, output[0], params.profile,
-                        params.settings)
+        # in the scheduler's process (pool=None): merging two JSON files needs no Python of its own
+        job(row_metrics, log[0], pool=None, row=params.row, dataset=wildcards.dataset, accuracy=input.accuracy,
+            speed_json=input.speed, out=output[0], profile=params.profile, settings=params.settings)
 
 
 rule bench_row:
@@ -91,7 +83,7 @@ rule attention_scaling:
     """Time and peak memory of one attention layer, exact vs Nystrom, over sequence lengths."""
     output:
         csv="reports/attention_scaling.csv",
-        png=report("reports/figures/attention_scaling.png", caption="../reports/captions/scaling.rst",
+        png=report("reports/figures/attention_scaling.png", caption="captions/scaling.rst",
                    category="Low-rank attention"),
     params:
         cfg=P.raw.get("scaling", {}),

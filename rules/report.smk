@@ -7,17 +7,17 @@ rule report:
         figures=FIGURES,
         benchmarks=STEP_RESOURCES,
     output:
-        md=report(REPORT_FILES[0], caption="../reports/captions/tables.rst", category="Tables"),
+        md=report(REPORT_FILES[0], caption="captions/tables.rst", category="Tables"),
         tex=REPORT_FILES[1],
-        csv=report(REPORT_FILES[2], caption="../reports/captions/metrics.rst", category="Tables"),
+        csv=report(REPORT_FILES[2], caption="captions/metrics.rst", category="Tables"),
         metrics=REPORT_FILES[3],
-        jobs=report(REPORT_FILES[4], caption="../reports/captions/jobs.rst", category="Tables"),
+        jobs=report(REPORT_FILES[4], caption="captions/jobs.rst", category="Tables"),
     params:
         profile=PROFILE,
         datasets=P.datasets,
         rows=[r["id"] for r in P.rows],
         study_rows={r["id"]: r["study_row"] for r in P.rows if "study_row" in r},
-        metrics_dir=METRICS_DIR,
+        metrics_dir=lambda wc, output: str(Path(output.metrics[0]).parents[1]),  # reports/metrics
     log:
         f"{LOGS}/report.log",
     localrule: True
@@ -32,7 +32,7 @@ rule tradeoff_figure:
     input:
         lambda wc: [row_file(wc.dataset, r["id"]) for r in P.rows],
     output:
-        report("reports/figures/tradeoff_{dataset}.png", caption="../reports/captions/tradeoff.rst",
+        report("reports/figures/tradeoff_{dataset}.png", caption="captions/tradeoff.rst",
                category="Trade-offs", subcategory="{dataset}"),
     params:
         profile=PROFILE,
@@ -50,7 +50,7 @@ rule prune_figure:
     input:
         f"{RESULTS}/{{dataset}}/{{chain}}/model.pt",
     output:
-        report("reports/figures/prune_importance_{dataset}_{chain}.png", caption="../reports/captions/prune.rst",
+        report("reports/figures/prune_importance_{dataset}_{chain}.png", caption="captions/prune.rst",
                category="Pruning", subcategory="{dataset}"),
     log:
         f"{LOGS}/{{dataset}}/{{chain}}/prune_figure.log",
@@ -68,9 +68,9 @@ rule fq_vit_ablation:
         data=DATA,
     output:
         md="reports/fq_vit_ablation_{dataset}_{chain}.md",
-        csv=report("reports/fq_vit_ablation_{dataset}_{chain}.csv", caption="../reports/captions/fq_vit_ablation.rst",
+        csv=report("reports/fq_vit_ablation_{dataset}_{chain}.csv", caption="captions/fq_vit_ablation.rst",
                    category="FQ-ViT", subcategory="{dataset}"),
-        figure=report("reports/figures/fq_vit_{dataset}_{chain}.png", caption="../reports/captions/fq_vit.rst",
+        figure=report("reports/figures/fq_vit_{dataset}_{chain}.png", caption="captions/fq_vit.rst",
                       category="FQ-ViT", subcategory="{dataset}"),
     params:
         step=lambda wc: P.step_cfg(split_chain(wc.chain)[-1], wc.dataset),
@@ -84,10 +84,6 @@ rule fq_vit_ablation:
     resources:
         gpu=GPU_JOB,
     run:
-        from vitcompress.workflow import fq_vit_ablation_in_worker
-
-        fq_vit_ablation_in_worker(
-            log[0], params.threads, params.device, parent=input.model, data_file=input.data, step=params.step,
-            csv=output.csv, md=output.md, figure=output.figure, dataset=wildcards.dataset, seed=params.seed,
-            eval_batch_size=params.eval_batch_size,
-        )
+        job(fq_vit_ablation, log[0], threads=params.threads, device=params.device, parent=input.model,
+            data_file=input.data, step=params.step, csv=output.csv, md=output.md, figure=output.figure,
+            dataset=wildcards.dataset, seed=params.seed, eval_batch_size=params.eval_batch_size)

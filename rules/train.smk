@@ -9,11 +9,7 @@ rule train:
         accuracy=f"{RESULTS}/{{dataset}}/{{step}}/accuracy.json",
         resources=f"{LOGS}/{{dataset}}/{{step}}/step.resources.tsv",  # wall time and peak memory
     params:
-        step=step_params,
-        device=config.get("device", "auto"),
-        seed=P.seed,
-        eval_batch_size=P.measure["eval_batch_size"],
-        threads=STEP_THREADS,
+        **STEP_PARAMS,
     log:
         f"{LOGS}/{{dataset}}/{{step}}/step.log",
     threads: STEP_SLOTS
@@ -21,7 +17,7 @@ rule train:
     resources:
         gpu=GPU_JOB,
     run:
-        step_job(input, output, params, wildcards, log)
+        job(run_step, log[0], output.resources, **step_kwargs(input, output, params, wildcards))
 
 
 # `snakemake training_check`: the first row's root step trained again with one thing changed (twice the
@@ -47,7 +43,7 @@ rule train_variant:
         variant="|".join(VARIANTS),
     log:
         f"{LOGS}/{{dataset}}/checks/{{variant}}/{{step}}/step.log",
-    threads: lambda wc: slots_for(VARIANTS[wc.variant].get("threads", STEP_THREADS))
+    threads: lambda wc: slots_for(VARIANTS[wc.variant].get("threads", STEP_THREADS), ALL_CORES)
     resources:
         gpu=GPU_JOB,
     conda:

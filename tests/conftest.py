@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-WORKFLOW_FILES = ["Snakefile", "dvc.yaml", ".dvcignore", "rules", "scripts", "envs", "profiles", "reports/templates", "reports/captions", "params.yaml"]
+WORKFLOW_FILES = ["Snakefile", "dvc.yaml", ".dvcignore", "rules", "scripts", "envs", "profiles", "params.yaml"]
 
 
 @pytest.fixture(autouse=True)

@@ -60,10 +60,10 @@ def test_exported_file_holds_no_debug_annotations_and_reloads_its_record(exporte
 
 def test_an_export_that_computes_another_model_is_refused(random_vit, digits_file, tmp_path, monkeypatch):
     """The step compares the file's test-set predictions with PyTorch's: a graph of other weights fails."""
-    import vitcompress.methods.onnx_export as onnx_export
+    import vitcompress.methods.onnx as onnx_step
 
     parent = _saved(random_vit, tmp_path / "vit.pt")
-    real_export = onnx_export.export
+    real_export = onnx_step.export
 
     def wrong_weights(model, example):  # a graph of another model than the one the step checks against
         other = copy.deepcopy(model)
@@ -72,9 +72,9 @@ def test_an_export_that_computes_another_model_is_refused(random_vit, digits_fil
             p.data.normal_()
         return real_export(other, example)
 
-    monkeypatch.setattr(onnx_export, "export", wrong_weights)
+    monkeypatch.setattr(onnx_step, "export", wrong_weights)
     with pytest.raises(ValueError, match=r"predicts differently from PyTorch on .* test images"):
-        onnx_export.OnnxExport().run(_ctx({"id": "onnx", "method": "onnx"}, parent, digits_file))
+        onnx_step.OnnxExport().run(_ctx({"id": "onnx", "method": "onnx"}, parent, digits_file))
 
 
 def test_static_int8_quantizes_weights_and_activations_with_calibration(exported, digits_file, tmp_path):

@@ -22,7 +22,7 @@ CSV_COLUMNS = [
     "diffq_true_size_mb", "diffq_compressed_mb", "train_epochs", "batch_size",
     "published_accuracy", "published_size_mb",
 ]
-DEFAULT_TEMPLATES = Path(__file__).resolve().parent.parent / "reports" / "templates"
+DEFAULT_TEMPLATES = Path(__file__).resolve().parent / "templates"  # package data: an installed vitcompress renders
 TEX_ESCAPES = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
                "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "\\": r"\textbackslash{}"}
 DATASET_TITLES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "digits": "digits (scikit-learn)",

@@ -16,7 +16,7 @@ import torch.nn as nn
 
 from vitcompress.artifacts import Artifact, buffers_only
 from vitcompress.config import row_labels
-from vitcompress.data import InputAdapter, PreparedData, prepare
+from vitcompress.data import InputAdapter, PreparedData
 from vitcompress.errors import DeviceError
 from vitcompress.io import read_json, write_json
 from vitcompress.measure import effective_threads, evaluate, file_size_mb, speed, storage_sizes
@@ -78,15 +78,22 @@ def logging_to(path: str | Path | None):
 
 
 def _logged_job(log_path: str | None, resources: str | None, fn, kwargs: dict) -> None:
-    """What a worker runs for a job: ``fn(**kwargs)`` with the job's log, and its wall time and peak memory
-    written to ``resources`` (a TSV with Snakemake benchmark's ``s`` and ``max_rss`` columns) if given."""
+    """``fn(**kwargs)`` with the job's log, and its wall time and peak memory written to ``resources``
+    (a TSV with Snakemake benchmark's ``s`` and ``max_rss`` columns) if given."""
     with logging_to(log_path), job_resources(resources):
         fn(**kwargs)
 
 
-def prepare_dataset_in_worker(log: str | None, dataset_cfg: dict, out: str, seed: int = 0) -> None:
-    """Prepare one data set (:func:`vitcompress.data.prepare`) in a long-lived worker process."""
-    in_worker("steps", _logged_job, log, None, prepare, {"cfg": dataset_cfg, "out": out, "seed": seed})
+def job(fn, log: str | None = None, resources: str | None = None, pool: str | None = "steps", **kwargs) -> None:
+    """What every ``run:`` rule calls: ``fn(**kwargs)`` (a module-level function of the library) in a
+    long-lived worker process of ``pool`` (:mod:`vitcompress.workers`: no Python start-up per job), with
+    its log and, if asked, its wall time and peak memory. ``pool=None`` runs it in this process (cheap
+    jobs: merging two JSON files). Timing jobs have their own pool ("timing"): timed in Snakemake's
+    process, a model competes with the scheduler's threads for the interpreter."""
+    if pool is None:
+        _logged_job(log, resources, fn, kwargs)
+    else:
+        in_worker(pool, _logged_job, log, resources, fn, kwargs)
 
 
 def run_step(step: dict, dataset: str, data_file: str, out: str, device: str = "auto", seed: int = 0,
@@ -107,6 +114,32 @@ def run_step(step: dict, dataset: str, data_file: str, out: str, device: str = "
     log.info("wrote %s (%.2f MB)", out, file_size_mb(out))
     if accuracy_out:
         evaluate_artifact(out, data_file, accuracy_out, eval_batch_size, device=device, threads=threads)
+
+
+def slots_for(threads: int, all_cores: int) -> int:
+    """Scheduler slots a job of ``threads`` PyTorch threads claims out of ``all_cores`` (`--cores`): its share
+    of the machine's CPUs, so no more jobs run side by side than the CPUs carry."""
+    from vitcompress.measure import available_cpus
+
+    return min(all_cores, max(threads, -(-all_cores * threads // available_cpus())))
+
+
+def bench_spec(profile, row_id: str) -> dict:
+    """A row's architecture benchmark inputs: its chain's resolved steps and root architecture, and the
+    baseline row's (the profile's first, timed beside it), built for the profile's first data set."""
+    from vitcompress.data import describe
+    from vitcompress.models import arch_for
+
+    meta = describe(profile.dataset_cfg(profile.datasets[0]))
+
+    def spec(row):
+        steps = [profile.step_cfg(s) for s in row["chain"]]
+        root = steps[0]
+        return steps, arch_for(root["model_cfg"], meta, root["image_size"], root["image_scale"])
+
+    steps, arch = spec(profile.row(row_id))
+    base_steps, base_arch = spec(profile.rows[0])
+    return {"chain_steps": steps, "arch": arch, "baseline_steps": base_steps, "baseline_arch": base_arch}
 
 
 def job_priority(step: dict) -> float:
@@ -197,34 +230,14 @@ def measure_model(model, artifact_meta: dict, input_shape, measure: dict, fp: di
     return out
 
 
-def measure_speed_in_worker(artifact: str, out: str, measure: dict, fp: dict, baseline: str | None = None) -> None:
-    """:func:`measure_speed` in a long-lived worker process (:mod:`vitcompress.workers`).
-
-    Not in Snakemake's own process, which runs ``run:`` jobs in its threads: timed there, the model
-    competed with the scheduler's thread for the interpreter, and the same architecture measured 123
-    and 168 it/s back to back; in a process of its own it measures the same to within a few percent.
-    """
-    in_worker("timing", measure_speed, artifact, out, measure, fp, baseline)
-
-
-def _ablation(threads: int, device: str, parent: str, step: dict, **kwargs) -> None:
+def fq_vit_ablation(threads: int, device: str, parent: str, step: dict, **kwargs) -> None:
+    """FQ-ViT's PTF/LIS ablation (:func:`vitcompress.fqvit.ablation.ablation`) of an fq_vit step's parent."""
     from vitcompress.fqvit.ablation import ablation
 
     use_threads(threads)
     art = Artifact.load(parent)
     ablation(lambda: build_model(art), art.arch["kwargs"]["img_size"], s=get_method("fq_vit").settings(step),
              device=resolve_device(device), **kwargs)
-
-
-def fq_vit_ablation_in_worker(log: str | None, threads: int, device: str, **kwargs) -> None:
-    """FQ-ViT's PTF/LIS ablation (:func:`vitcompress.fqvit.ablation.ablation`) in a long-lived worker."""
-    in_worker("steps", _logged_job, log, None, _ablation, {"threads": threads, "device": device, **kwargs})
-
-
-def run_step_in_worker(log: str | None = None, resources: str | None = None, **kwargs) -> None:
-    """:func:`run_step` in a long-lived worker process: the job's log goes to ``log``, and its wall time
-    and peak memory to ``resources``."""
-    in_worker("steps", _logged_job, log, resources, run_step, kwargs)
 
 
 def measure_speed(artifact: str, out: str, measure: dict, fp: dict, baseline: str | None = None) -> None:

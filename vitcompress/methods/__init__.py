@@ -1,12 +1,12 @@
 """Compression methods: one module each, one :class:`~vitcompress.methods.base.Method` subclass each."""
 from vitcompress.methods import (  # noqa: F401  (importing registers)
-    diffq_noise,
+    diffq,
     distill,
     dynamic_ptq,
     fq_vit,
     lsq,
     nystrom,
-    onnx_export,
+    onnx,
     ort_dynamic,
     ort_static,
     prune,
