@@ -233,12 +233,12 @@ def quantize_static(parent_path: str | Path, images: torch.Tensor, batch_size: i
     ``onnx.ModelProto``.
 
     Two parts stay float. The classifier head: ORT cannot give its bias an int32 scale when its input comes
-    from a Gather (the class token) or a ReduceMean (average pooling); it is 0.1% of ViT-B. And softmax: a
-    softmax between QDQ pairs becomes ORT's QLinearSoftmax, 12% of ViT-B's int8 time on an AVX-512 VNNI
-    CPU against 2% for the float one. So softmax nodes are excluded and no MatMul output is quantized for
-    its own sake (``OpTypesToExcludeOutputQuantization``): q·kᵀ runs as an integer MatMul with a float
-    output, straight into a float softmax (ViT-B int8 ~10% faster, interleaved timing). A MatMul output
-    that feeds an int8 operator (a bias Add) is still quantized by that operator."""
+    from a Gather (the class token) or a ReduceMean (average pooling); it is a tiny share of the weights.
+    And softmax: a softmax between QDQ pairs becomes ORT's QLinearSoftmax, slower than the float one. So
+    softmax nodes are excluded and no MatMul output is quantized for its own sake
+    (``OpTypesToExcludeOutputQuantization``): q·kᵀ runs as an integer MatMul with a float output, straight
+    into a float softmax. A MatMul output that feeds an int8 operator (a bias Add) is still quantized by
+    that operator."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
     from onnxruntime.quantization import quantize_static as ort_quantize_static

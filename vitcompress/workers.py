@@ -1,10 +1,9 @@
 """Long-lived worker processes that run the workflow's jobs, and what each job cost.
 
-Every training, compression and timing job used to start a Python of its own: ~5 s of importing torch,
-timm and torchvision before any work, for each of the demo's ~60 jobs. Snakemake runs a ``run:`` job in a
-thread of its own process; :func:`in_worker` hands the work to a worker process that stays up between
-jobs (started on first use, one per job running at once), so only the first job of each worker pays
-that start-up. A worker holds no state from one job to the next that a job relies on: each job seeds,
+A new Python per job would import torch, timm and torchvision before any work, for each of a run's
+many jobs. Snakemake runs a ``run:`` job in a thread of its own process; :func:`in_worker` hands the work
+to a worker process that stays up between jobs (started on first use, one per job running at once), so
+only the first job of each worker pays that start-up. A worker holds no state from one job to the next that a job relies on: each job seeds,
 sets its threads and loads its inputs itself.
 
 One executor per worker: a worker killed mid-job (out of memory, or by hand) fails that job alone, and
