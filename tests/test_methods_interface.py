@@ -33,7 +33,7 @@ def _module(path: Path) -> str:
 
 # Layers, lowest first: a module may import its own layer and those below it, never above.
 LAYERS = [
-    {"vitcompress.errors", "vitcompress.io", "vitcompress.settings"},
+    {"vitcompress.errors", "vitcompress.io", "vitcompress.settings", "vitcompress.stats"},
     {"vitcompress.artifacts", "vitcompress.models", "vitcompress.data", "vitcompress.measure", "vitcompress.train",
      "vitcompress.attention", "vitcompress.workers"},
     {"vitcompress.fqvit", "vitcompress.pruning", "vitcompress.runtime", "vitcompress.quantized_state"},  # algorithms, runtimes
@@ -79,6 +79,22 @@ def test_no_import_circle_between_modules():
 
     for m in graph:
         visit(m, [])
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_each_method_lives_in_the_module_of_its_name(name):
+    assert get_method(name).__module__ == f"vitcompress.methods.{name}"
+
+
+def test_job_priority_and_labels_read_the_settings_defaults(raw_params):
+    """The scheduler's priority and a row label's {field} come from the Settings, defaults included."""
+    from vitcompress.config import chain_settings, fill_label
+    from vitcompress.workflow import job_priority
+
+    assert job_priority({"method": "prune_gates", "train": {}}) == 1 / 1000  # epochs' default: 1
+    assert job_priority({"method": "nystrom", "landmarks": 4, "finetune_epochs": 3, "train": {}}) == 3 / 1000
+    steps = {"vit": {"method": "train"}, "q": {"method": "lsq"}}
+    assert fill_label("LSQ {bits}-bit", chain_settings(steps, ["vit", "q"])) == "LSQ 4-bit"
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))

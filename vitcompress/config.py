@@ -21,9 +21,18 @@ LABEL_FIELD = re.compile(r"\{(\w+)\}")  # "ViT-Nystromformer(m={landmarks})": a 
 
 
 def chain_settings(steps: dict, chain: list[str]) -> dict:
-    """The scalar settings of a chain's steps, in chain order (a later step's win): what labels show."""
-    return {k: v for sid in chain for k, v in steps[sid].items()
-            if k not in ("method", "model", "train") and isinstance(v, (bool, int, float, str))}
+    """The scalar settings of a chain's steps as their methods read them (defaults included), in chain
+    order (a later step's win): what labels show."""
+    from vitcompress.methods import METHODS
+
+    out: dict = {}
+    for sid in chain:
+        step = steps[sid]
+        method = METHODS.get(step.get("method"))
+        values = method.settings(step).as_dict() if method is not None else step
+        out.update({k: v for k, v in values.items()
+                    if k not in ("method", "model", "train") and isinstance(v, (bool, int, float, str))})
+    return out
 
 
 def fill_label(label: str, settings: dict) -> str:

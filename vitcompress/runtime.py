@@ -155,7 +155,7 @@ def check_onnx(parent, step_id: str) -> None:
         raise ValueError(f"step {step_id!r} quantizes an ONNX file: put an `onnx` step before it.")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ReduceRange(Settings):
     """The ``reduce_range`` key both ORT int8 steps have: ``auto`` (7-bit weights on x86 CPUs without
     VNNI, where ORT's u8xs8 kernels saturate), true or false."""
@@ -252,7 +252,7 @@ def quantize_static(parent_path: str | Path, images: torch.Tensor, batch_size: i
             per_channel=per_channel, reduce_range=reduce_range, activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=floats,
             # ranges are reduced after every batch and merged (min of mins, max of maxes): kept until the end,
-            # ViT-B's intermediate tensors take about 170 MB an image. (CalibMaxIntermediateOutputs, meant for
+            # every intermediate tensor of every image would stay in memory. (CalibMaxIntermediateOutputs, meant for
             # this, drops the batches it clears in onnxruntime 1.32 without reducing them.)
             extra_options={"CalibStridedMinMax": 1, "OpTypesToExcludeOutputQuantization": ["MatMul"]},
         )

@@ -7,7 +7,7 @@ imports nothing of the project's but its errors, so every layer can declare sett
 
 Example::
 
-    @dataclass(frozen=True)
+    @dataclass(frozen=True, kw_only=True)
     class PruneSettings(Settings):
         ratio: float = setting(low=0, high=1, high_open=True, help="the fraction r of dimensions to remove")
         epochs: int = setting(0, low=0)
@@ -44,8 +44,13 @@ def _matches(value, tp) -> bool:
     if tp is type(None):
         return value is None
     if typing.get_origin(tp) in (tuple, list):
-        (item, *_) = typing.get_args(tp) or (object,)
-        return isinstance(value, (list, tuple)) and all(item is object or _matches(v, item) for v in value)
+        args = [a for a in typing.get_args(tp) if a is not Ellipsis] or [object]
+        item = args[0] if len(args) == 1 else None  # tuple[x, ...] / list[x]; fixed tuples check each place
+        if not isinstance(value, (list, tuple)):
+            return False
+        if item is None:
+            return len(value) == len(args) and all(_matches(v, a) for v, a in zip(value, args))
+        return all(item is object or _matches(v, item) for v in value)
     if tp is float:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if tp is int:
@@ -54,9 +59,16 @@ def _matches(value, tp) -> bool:
 
 
 def _coerce(value, tp):
-    if tp is float and isinstance(value, int):
+    """The value as the dataclass holds it: an int where a float is meant as a float, a list as a tuple
+    (frozen settings hold nothing mutable); through unions such as ``float | None``."""
+    if _is_union(tp):
+        for t in typing.get_args(tp):
+            if _matches(value, t):
+                return _coerce(value, t)
+        return value
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if typing.get_origin(tp) is tuple and isinstance(value, list):
+    if typing.get_origin(tp) in (tuple, list) and isinstance(value, list):
         return tuple(value)
     return value
 
@@ -72,7 +84,7 @@ def setting(default=dataclasses.MISSING, *, choices: tuple | None = None, low=No
     return field(default=default, metadata=meta)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Settings:
     """A method's step keys. Subclass with one :func:`setting` field per key; override :meth:`check` for
     conditions between keys. ``from_step`` reads a step dict (unknown keys are the method's check)."""
@@ -135,7 +147,7 @@ def _check_range(value, meta, key: str) -> None:
         raise ConfigError(f"params.yaml: {key} = {value!r} must be {span}{hint}.")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class NoSettings(Settings):
     """A method without keys of its own."""
 
@@ -148,7 +160,8 @@ def markdown_keys(methods: dict) -> str:
         hints = typing.get_type_hints(cls.Settings)
         for f in fields(cls.Settings):
             meta = f.metadata
-            default = "required" if f.default is dataclasses.MISSING else f"`{f.default!r}`".replace("()", "[]")
+            d = f.default
+            default = "required" if d is dataclasses.MISSING else f"`{list(d)!r}`" if isinstance(d, tuple) else f"`{d!r}`"
             if meta.get("choices"):
                 allowed = ", ".join(f"`{c}`" for c in meta["choices"])
             elif meta.get("low") is not None or meta.get("high") is not None:

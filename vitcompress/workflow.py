@@ -147,8 +147,12 @@ def job_priority(step: dict) -> float:
     whether it trains from scratch (`train.epochs`) or fine-tunes (its own `epochs`, e.g. QAT), in
     thousandths; 0 for one-shot steps. Longer work first: the job that would finish last starts as soon as a
     CPU frees up, not behind shorter ones."""
-    root = get_method(step["method"]).is_root
-    epochs = step.get("epochs", step["train"].get("epochs", 0) if root else 0)
+    method = get_method(step["method"])
+    if method.is_root:
+        epochs = step["train"].get("epochs", 0)
+    else:
+        s = method.settings(step)
+        epochs = getattr(s, "epochs", None) or getattr(s, "finetune_epochs", 0)
     return int(epochs or 0) / 1000
 
 
@@ -302,7 +306,7 @@ def build_untrained(chain_steps: list[dict], arch: dict) -> Artifact:
         model = change.model
         if change.spec:
             art.transforms.append(change.spec)
-        art.meta.update(change.meta)
+        art.meta.update(change.meta or {})
         art.quantized = change.quantized  # only the last step's counts
     # a quantized state holds the parameters itself: keep the buffers only
     art.state_dict = model.state_dict() if art.quantized is None else buffers_only(model)

@@ -7,7 +7,7 @@ from vitcompress.fqvit.observers import OBSERVERS
 from vitcompress.settings import Settings, setting
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class FQViTSettings(Settings):
     weight_bits: int = setting(8, low=2, high=8, help="weights are stored as int8")
     act_bits: int = setting(8, low=2, high=8, help="activations are uint8 levels")

@@ -25,6 +25,7 @@ The runner calls :meth:`Method.execute`: the parent's kind (``makes``/``accepts`
 """
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
@@ -58,7 +59,7 @@ class Untrained(NamedTuple):
 
     model: nn.Module
     spec: dict | None = None
-    meta: dict = {}
+    meta: dict | None = None
     quantized: dict | None = None
 
 
@@ -67,7 +68,7 @@ KIND_NAMES = {"float": "a float model", "qat": "a quantization-aware-trained mod
 KIND_ADJECTIVES = {"qat": "quantization-aware-trained", "int8": "int8", "simulated": "simulated-quantized"}
 
 
-class Method:
+class Method(abc.ABC):
     """Base class: subclass, set ``name`` and ``Settings``, implement :meth:`run`, and :func:`register`."""
 
     name: ClassVar[str] = ""
@@ -139,9 +140,9 @@ class Method:
                              f"{KIND_ADJECTIVES[kind]} (step {steps[-1]['id']!r}, method {made_by.name!r}); chain "
                              f"{ctx.step['id']!r} right after a float step.")
 
+    @abc.abstractmethod
     def run(self, ctx: StepContext):
         """The step itself: ``ctx.parent`` (an artifact, or None for a root step) to this step's artifact."""
-        raise NotImplementedError(f"method {self.name!r} does not implement run()")
 
     @staticmethod
     def finetune(model: nn.Module, ctx: StepContext, epochs: int, img_size, **fit_kwargs) -> dict | None:

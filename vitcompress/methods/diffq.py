@@ -28,7 +28,7 @@ from vitcompress.methods.qat import QATMethod, QATSettings, quantized_params
 from vitcompress.settings import setting
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DiffQSettings(QATSettings):
     keep: str = setting("last", choices=("best", "last"), help="the most accurate epoch is the one with the most bits")
     packed: bool = setting(False, help="one byte per level: the form zlib compresses best")

@@ -196,7 +196,7 @@ class _DistilledTraining:
         student.train = train
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DistillSettings(Settings):
     teacher: str = setting(help="the chain whose model teaches (e.g. vit)")
     loss: str = setting("hard", choices=("hard", "soft"), help="hard: Eq. 5; soft: Eq. 4")

@@ -8,9 +8,8 @@ GPU timing.
 
 torch.ao's dynamic Linear inherits an output ``scale`` and ``zero_point`` from the static quantized
 Linear and saves both, but never reads them: a dynamic layer's output is float. Each is a tensor of its
-own in the file (about 430 bytes apiece with the archive's bookkeeping; 34 of them are 1.8% of the
-demo's float ViT), so the artifact leaves them out and loading puts back the values torch.ao gives
-them (1.0 and 0).
+own in the file (a noticeable share of a small model's artifact), so the artifact leaves them out and
+loading puts back the values torch.ao gives them (1.0 and 0).
 """
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ from vitcompress.methods.qat import QATMethod, QATSettings
 from vitcompress.settings import setting
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class LSQSettings(QATSettings):
     bits: int = setting(4, low=2, high=15, help="1 bit leaves no positive level; diffq packs at most 15")
 

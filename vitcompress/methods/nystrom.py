@@ -80,7 +80,7 @@ def use_nystrom(model: nn.Module, landmarks: int, iterations: int = 6) -> nn.Mod
     return model
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class NystromSettings(Settings):
     landmarks: int | float = setting(help="the number m of Nyström landmarks, or a fraction of the tokens such "
                                           "as 0.75")

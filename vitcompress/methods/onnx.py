@@ -50,7 +50,7 @@ def agreement(reference: torch.nn.Module, candidate: torch.nn.Module, batches, a
             "top1": 100 * right_cand / n, "max_abs_logit_diff": max_diff}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class OnnxSettings(Settings):
     min_agreement: float = setting(0.995, low=0, low_open=True, high=1,
                                    help="the share of test images whose top-1 ONNX Runtime and PyTorch must agree on")

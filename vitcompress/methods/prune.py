@@ -20,7 +20,7 @@ from vitcompress.settings import Settings, setting
 from vitcompress.train import summary
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PruneSettings(Settings):
     ratio: float = setting(low=0, high=1, high_open=True, help="the fraction r of dimensions to remove")
     epochs: int = setting(0, low=0, help="fine-tuning epochs of the pruned model")
@@ -31,9 +31,7 @@ class Prune(Method):
     name = "prune"
     Settings = PruneSettings
 
-    @classmethod
-    def check_model(cls, model, step):
-        check_prunable(model)
+    check_model = staticmethod(check_prunable)  # every block a plain timm ViT block
 
     def run(self, ctx: StepContext) -> Artifact:
         step = ctx.step

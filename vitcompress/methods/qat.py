@@ -17,6 +17,7 @@ no hooks left that would re-quantize on every forward.
 """
 from __future__ import annotations
 
+import abc
 import logging
 from dataclasses import dataclass
 
@@ -32,7 +33,7 @@ from vitcompress.train import summary
 
 log = logging.getLogger("vitcompress")
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class QATSettings(Settings):
     """The keys both QAT methods share."""
 
@@ -56,8 +57,9 @@ class QATMethod(Method):
         return {"min_size": s.min_size, "float16": s.float16, "exclude": list(s.exclude)}
 
     @classmethod
+    @abc.abstractmethod
     def make_quantizer(cls, model: nn.Module, s: QATSettings, step_id: str) -> BaseQuantizer:
-        raise NotImplementedError
+        """The diffq quantizer of ``model`` under these settings (LSQ or DiffQuantizer)."""
 
     @classmethod
     def optimizer_kwargs(cls, s: QATSettings) -> dict:

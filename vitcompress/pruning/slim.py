@@ -101,7 +101,7 @@ def check_plain(attn: nn.Module) -> None:
         raise ValueError("pruning does not support gated attention")
 
 
-def check_prunable(model: nn.Module) -> None:
+def check_prunable(model: nn.Module, step: dict | None = None) -> None:
     """What both pruning steps ask of a chain's model before any job: every block a plain timm ViT block
     (the ValueError names what is in the way)."""
     from vitcompress.models import vit_blocks

@@ -3,7 +3,7 @@
 ``onnxruntime.quantization.quantize_dynamic``: MatMul/Gemm weights stored as int8 (one scale per tensor,
 or per output channel with ``per_channel``), activations quantized at run time from each batch's own
 range. No calibration data. It is the runtime counterpart of the ``dynamic_ptq`` row (torch.ao, whose
-eager API torch 2.14 deprecates). ``reduce_range`` as in :mod:`vitcompress.methods.ort_static`.
+eager API torch 2.14 deprecates). ``reduce_range`` as in :mod:`vitcompress.methods.ort_int8_static`.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from vitcompress.runtime import RUNTIME, OnnxArtifact, ReduceRange, check_onnx, 
 from vitcompress.settings import setting
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class OrtDynamicSettings(ReduceRange):
     per_channel: bool = setting(False, help="one weight scale per output channel, else per tensor")
 

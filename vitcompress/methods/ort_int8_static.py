@@ -26,10 +26,10 @@ from vitcompress.settings import setting
 UNTRAINED_CALIB = 16  # random images calibrate an untrained (architecture benchmark) model
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class OrtStaticSettings(ReduceRange):
     calib_images: int = setting(256, low=1, help="training images the activation ranges are calibrated on")
-    calib_batch_size: int = setting(8, low=1, help="8 ViT-B images take about 1.4 GB while calibrating")
+    calib_batch_size: int = setting(8, low=1, help="calibration images ORT runs at once (memory grows with it)")
     per_channel: bool = setting(True, help="one weight scale per output channel, else per tensor")
 
 
