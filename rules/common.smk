@@ -115,6 +115,12 @@ def row_chain(wildcards):
     return CHAIN_SEP.join(P.row(wildcards.row)["chain"])
 
 
+def parent_accuracy(wildcards):
+    """The accuracy JSON of the model a row was made from (its chain minus the last step); none for a root row."""
+    chain = P.row(wildcards.row)["chain"]
+    return [] if len(chain) == 1 else f"{RESULTS}/{wildcards.dataset}/{CHAIN_SEP.join(chain[:-1])}/accuracy.json"
+
+
 def row_file(dataset, row):
     return f"{RESULTS}/{dataset}/rows/{row}.json"
 

@@ -26,6 +26,8 @@ rule row_metrics:
     input:
         accuracy=lambda wc: f"{RESULTS}/{wc.dataset}/{row_chain(wc)}/accuracy.json",
         speed=lambda wc: f"{RESULTS}/{wc.dataset}/{row_chain(wc)}/speed.json",
+        baseline=lambda wc: f"{RESULTS}/{wc.dataset}/{BASELINE_CHAIN}/accuracy.json",  # the paired changes'
+        parent=parent_accuracy,  # their other side; none for a root row
     output:
         f"{RESULTS}/{{dataset}}/rows/{{row}}.json",
     params:
@@ -38,7 +40,8 @@ rule row_metrics:
     run:
         # in the scheduler's process (pool=None): merging two JSON files needs no Python of its own
         job(row_metrics, log[0], pool=None, row=params.row, dataset=wildcards.dataset, accuracy=input.accuracy,
-            speed_json=input.speed, out=output[0], profile=params.profile, settings=params.settings)
+            speed_json=input.speed, out=output[0], profile=params.profile, settings=params.settings,
+            baseline_accuracy=input.baseline, parent_accuracy=input.parent or None)
 
 
 rule bench_row:

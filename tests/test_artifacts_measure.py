@@ -111,6 +111,8 @@ def test_speed_up_against_a_baseline_is_timed_round_by_round():
     out = speed(light, [1, 8, 8], batch_size=16, threads=1, warmup=1, repeats=5, rounds=3, baseline=heavy)
     assert len(out["batch"]["round_medians_s"]) == 3 and out["vs_baseline_iqr"] >= 0
     assert out["vs_baseline"] > 5 and out["baseline_it_per_s"] < out["it_per_s"]
+    lo, hi = out["vs_baseline_ci"]  # the bootstrap interval of the median ratio
+    assert lo <= out["vs_baseline"] <= hi
     assert "vs_baseline" not in speed(light, [1, 8, 8], batch_size=16, threads=1, warmup=1, repeats=5)
 
 

@@ -54,7 +54,7 @@ def test_tables_keep_row_order_print_dashes_and_published_figures(tmp_path):
     c10 = md[md.index("## CIFAR-10"):md.index("## CIFAR-100")]
     assert c10.index("M vanilla") < c10.index("M dynamic_ptq")
     ref = published().set_index(["dataset", "row"])
-    assert f"| 91.25 | {ref.loc[('cifar10', 'vanilla'), 'accuracy']:.2f} |" in c10
+    assert f"| 91.25 | - | {ref.loc[('cifar10', 'vanilla'), 'accuracy']:.2f} |" in c10  # the first row: no change
     dyn_line = next(line for line in c10.splitlines() if "M dynamic_ptq" in line)
     assert "| - |" in dyn_line  # no GPU and no CPU speed
     assert "Top-5" in md[md.index("## CIFAR-100"):]
@@ -106,25 +106,68 @@ def _findings(tmp_path, cells, test_images=200, compressed=None):
 
 
 def test_findings_check_each_rows_change_size_speed_and_orders(tmp_path):
-    """One test image is 0.5 points here: orders may break by that much and no more."""
+    """Cells without per-image results are judged by their point changes."""
     found = _findings(tmp_path, [
         ("vanilla", ["vit"], 97.0, 1.0, 1.0),
         ("dynamic_ptq", ["vit", "dynamic_ptq"], 95.9, 0.25, 1.3),     # 1.1 down: beyond 1 point
         ("diffq", ["vit", "diffq"], 90.0, 0.09, 1.0),                  # 9% of the size: beyond 8%
         ("deit_tiny", ["deit_tiny"], 92.0, 0.1, 2.4),                  # 5 down but only 2.4x
         ("prune_0.1", ["vit", "gates", "prune_0.1"], 95.0, 0.9, 1.0),
-        ("prune_0.2", ["vit", "gates", "prune_0.2"], 95.5, 0.8, 1.1),  # 0.5 above r = 0.1: one image, allowed
+        ("prune_0.2", ["vit", "gates", "prune_0.2"], 95.5, 0.8, 1.1),  # 0.5 above r = 0.1: reversed
         ("nystrom_a", ["vit", "nystrom_a"], 96.0, 1.0, 0.5),
         ("nystrom_b", ["vit", "nystrom_b"], 95.0, 1.0, 0.4),           # 1 point below the smaller m: two images
     ])
     assert found["dynamic_ptq"]["met"] == {"digits": False} and found["dynamic_ptq"]["measured"]["digits"] == "−1.10"
     assert found["diffq"]["met"]["digits"] is False and "9.0%" in found["diffq"]["measured"]["digits"]
     assert found["deit_tiny"]["met"]["digits"] is False and "2.40x" in found["deit_tiny"]["measured"]["digits"]
-    assert found["prune_0.1 / prune_0.2"]["met"]["digits"] is True
+    assert found["prune_0.1 / prune_0.2"]["met"]["digits"] is False
     assert found["nystrom_a / nystrom_b"]["met"]["digits"] is False
     assert found["nystrom_b"]["met"]["digits"] is True  # the largest m: within 3 points
     assert found["no row beats the model it was made from"]["met"]["digits"] is True
     assert "lsq" not in found  # no such row in the run: no finding
+
+
+def _right(n: int, wrong: list[int]) -> str:
+    """Per-image results of ``n`` test images, wrong on ``wrong``, as a cell stores them."""
+    import numpy as np
+
+    from vitcompress.measure import pack_bits
+
+    flags = np.ones(n, dtype=bool)
+    flags[wrong] = False
+    return pack_bits(flags)
+
+
+@pytest.mark.parametrize("better_by, met", [(1, True), (8, False)])
+def test_an_order_finding_flips_when_its_interval_stops_containing_zero(tmp_path, better_by, met):
+    """r = 0.2 scoring above r = 0.1 on a few images is within its paired interval (met); on eight it is not."""
+    n = 200
+    base_wrong = list(range(20))
+    cells = {"vanilla": ([], 100.0), "prune_0.1": (base_wrong, 90.0),
+             "prune_0.2": (base_wrong[better_by:], 100.0 * (n - 20 + better_by) / n)}
+    files = [_cell(tmp_path, "digits", row, profile="demo", accuracy=acc, chain=["vit"] if row == "vanilla" else
+                   ["vit", "gates", row], test_images=n, per_image={"n": n, "top1": _right(n, wrong), "top5": None})
+             for row, (wrong, acc) in cells.items()]
+    df = build_frame(files, "demo", list(cells))
+    found = {f["finding"]: f for f in study_findings(df, ["digits"], list(cells))}
+    order = found["prune_0.1 / prune_0.2"]
+    assert order["met"]["digits"] is met, order
+    assert "steps +" in order["measured"]["digits"] and "(" in order["measured"]["digits"]  # the interval shown
+
+
+def test_within_a_findings_bound_is_judged_by_the_interval(tmp_path):
+    """1.5 points down (3 of 200 images) against a 1-point bound: its interval reaches inside, so met; 12
+    images down is beyond the bound whatever the resampling."""
+    n = 200
+    for wrong, met in ((3, True), (12, False)):
+        files = [_cell(tmp_path, "digits", "vanilla", profile="demo", accuracy=100.0, chain=["vit"], test_images=n,
+                       per_image={"n": n, "top1": _right(n, []), "top5": None}),
+                 _cell(tmp_path, "digits", "dynamic_ptq", profile="demo", accuracy=100.0 * (n - wrong) / n,
+                       chain=["vit", "dynamic_ptq"], test_images=n,
+                       per_image={"n": n, "top1": _right(n, list(range(wrong))), "top5": None})]
+        df = build_frame(files, "demo", ["vanilla", "dynamic_ptq"])
+        found = {f["finding"]: f for f in study_findings(df, ["digits"], ["vanilla", "dynamic_ptq"])}
+        assert found["dynamic_ptq"]["met"]["digits"] is met, found["dynamic_ptq"]
 
 
 def test_diffqs_size_finding_compares_compressed_with_compressed(tmp_path):

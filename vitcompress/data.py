@@ -58,7 +58,9 @@ def _digits(cfg: dict, seed: int):
     return splits, [str(c) for c in range(10)]
 
 
-def _digit_pairs(cfg: dict, seed: int):
+def _digit_pairs(cfg: dict, seed: int, groups: dict | None = None):
+    """``groups``, if given, receives per split the (pairs, 2) indices of the two source digits of each pair:
+    pairs share digits, so a test of their accuracy resamples digits (vitcompress.stats)."""
     base, _ = _digits(cfg, seed)
     counts = dict(zip(SPLITS, cfg.get("samples", [8000, 1000, 2000])))
     splits = {}
@@ -72,6 +74,8 @@ def _digit_pairs(cfg: dict, seed: int):
         left = np.array([rng.choice(by_digit[c // 10]) for c in classes])
         right = np.array([rng.choice(by_digit[c % 10]) for c in classes])
         splits[split] = (np.concatenate([images[left], images[right]], axis=3), classes.astype(np.int64))
+        if groups is not None:
+            groups[split] = np.stack([left, right], axis=1).astype(np.int64)
     return splits, [f"{c:02d}" for c in range(100)]
 
 
@@ -246,12 +250,14 @@ def _imagefolder(cfg: dict, seed: int):
     return {s: (x[i], y[i]) for s, i in idx.items()}, classes
 
 
-def load_source(cfg: dict, seed: int = 0):
+def load_source(cfg: dict, seed: int = 0, groups: dict | None = None):
+    """Every split of a data set as (uint8 images, labels), and the class names. ``groups``, if given,
+    receives per split the ids of the parts each image shares with others (digit pairs' source digits)."""
     source = cfg["source"]
     if source == "digits":
         splits, classes = _digits(cfg, seed)
     elif source == "digit_pairs":
-        splits, classes = _digit_pairs(cfg, seed)
+        splits, classes = _digit_pairs(cfg, seed, groups)
     elif source in ("cifar10", "cifar100"):
         splits, classes = _cifar(cfg, seed, source)
     elif source == "imagefolder":
@@ -261,6 +267,8 @@ def load_source(cfg: dict, seed: int = 0):
     limit = cfg.get("limit")
     if limit:
         splits = {s: (x[:limit], y[:limit]) for s, (x, y) in splits.items()}
+        if groups:
+            groups.update({s: g[:limit] for s, g in groups.items()})
     for s, (x, y) in splits.items():
         if len(y) == 0:
             raise DataError(f"{source}: the {s} split is empty; give it more images or change `split`.")
@@ -270,7 +278,8 @@ def load_source(cfg: dict, seed: int = 0):
 # ----------------------------------------------------------------------------- prepared file
 def prepare(cfg: dict, out: str | Path, seed: int = 0) -> dict:
     """Materialise a data set into one tensor file (written atomically); return its meta."""
-    splits, classes = load_source(cfg, seed)
+    groups: dict = {}
+    splits, classes = load_source(cfg, seed, groups)
     train_x = torch.from_numpy(splits["train"][0]).float() / 255.0
     meta = {
         "source": cfg["source"],
@@ -286,6 +295,8 @@ def prepare(cfg: dict, out: str | Path, seed: int = 0) -> dict:
     for s, (x, y) in splits.items():
         payload[f"{s}_x"] = torch.from_numpy(np.ascontiguousarray(x))
         payload[f"{s}_y"] = torch.from_numpy(np.ascontiguousarray(y))
+    for s, g in groups.items():
+        payload[f"{s}_groups"] = torch.from_numpy(np.ascontiguousarray(g))
     with atomic_path(out) as tmp:
         torch.save(payload, tmp)
     log.info("prepared %s: %s", cfg["source"], meta["counts"])
@@ -302,6 +313,8 @@ class PreparedData:
             raise DataError(f"{path}: unreadable prepared data ({exc}); delete it and re-run the workflow.") from None
         self.meta: dict = payload["meta"]
         self.splits = {s: (payload[f"{s}_x"], payload[f"{s}_y"]) for s in SPLITS}
+        # per split, the parts each image shares with others (digit pairs' two source digits), if any
+        self.groups = {s: payload[f"{s}_groups"] for s in SPLITS if f"{s}_groups" in payload}
 
     @property
     def num_classes(self) -> int:

@@ -39,24 +39,46 @@ def effective_threads(requested: int) -> int:
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, loader, adapter, device: str = "cpu") -> dict:
-    """Top-1 (and top-5 when there are more than 10 classes) accuracy in percent."""
+def evaluate(model: nn.Module, loader, adapter, device: str = "cpu", per_image: bool = False) -> dict:
+    """Top-1 (and top-5 when there are more than 10 classes) accuracy in percent; ``per_image``: also
+    which test images were right (``correct1``, ``correct5``: bool arrays in the loader's order)."""
     model.eval().to(device)
-    correct1 = correct5 = total = 0
+    hits1, hits5 = [], []
     num_classes = None
     for x, y in loader:
         logits = model(adapter(x))
         y = y.to(logits.device)
         num_classes = logits.shape[-1]
-        correct1 += (logits.argmax(-1) == y).sum().item()
+        hits1.append((logits.argmax(-1) == y).cpu())
         if num_classes > 10:
-            top5 = logits.topk(5, dim=-1).indices
-            correct5 += (top5 == y[:, None]).any(-1).sum().item()
-        total += len(y)
-    out = {"top1": 100.0 * correct1 / max(1, total), "n": total}
-    if num_classes and num_classes > 10:
-        out["top5"] = 100.0 * correct5 / max(1, total)
+            hits5.append((logits.topk(5, dim=-1).indices == y[:, None]).any(-1).cpu())
+    c1 = torch.cat(hits1) if hits1 else torch.zeros(0, dtype=torch.bool)
+    total = len(c1)
+    out = {"top1": 100.0 * c1.sum().item() / max(1, total), "n": total}
+    if hits5:
+        c5 = torch.cat(hits5)
+        out["top5"] = 100.0 * c5.sum().item() / max(1, total)
+    if per_image:
+        out["correct1"] = c1.numpy()
+        out["correct5"] = torch.cat(hits5).numpy() if hits5 else None
     return out
+
+
+def pack_bits(flags) -> str:
+    """Per-image booleans as compact text (bit-packed, base64): a CIFAR test split is 1.7 KB."""
+    import base64
+
+    import numpy as np
+
+    return base64.b64encode(np.packbits(np.asarray(flags, dtype=bool)).tobytes()).decode("ascii")
+
+
+def unpack_bits(text: str, n: int):
+    import base64
+
+    import numpy as np
+
+    return np.unpackbits(np.frombuffer(base64.b64decode(text), dtype=np.uint8))[:n].astype(bool)
 
 
 def spread(times: list[float]) -> dict:
@@ -137,8 +159,11 @@ def speed(model: nn.Module, input_shape, batch_size: int, device: str = "cpu", t
     batch, single = best_of_rounds(batch_rounds), best_of_rounds(single_rounds)
     if baseline is not None:
         ratios = [b / m for mine, base_times in zip(batch_rounds, base_rounds) for m, b in zip(mine, base_times)]
+        from vitcompress.stats import median_interval
+
         ratio_spread = spread(ratios)
         out.update(vs_baseline=ratio_spread["median_s"], vs_baseline_iqr=ratio_spread["iqr_s"],
+                   vs_baseline_ci=list(median_interval(ratios)),
                    baseline_it_per_s=1.0 / best_of_rounds(base_rounds)["best_s"])
     out.update({
         "it_per_s": 1.0 / batch["best_s"],

@@ -11,6 +11,7 @@ from importlib import resources
 from pathlib import Path
 
 import jinja2
+import numpy as np
 import pandas as pd
 
 from vitcompress.config import row_labels
@@ -18,7 +19,10 @@ from vitcompress.io import atomic_path, read_json, write_json
 
 CSV_COLUMNS = [
     "dataset", "row", "model", "method", "runtime", "accuracy", "top5", "gpu_speed", "gpu_images_per_s", "gpu_latency_ms",
-    "cpu_speed", "cpu_images_per_s", "cpu_latency_ms", "cpu_speedup", "gpu_speedup", "size_mb", "compressed_mb", "params",
+    "delta_first", "delta_first_lo", "delta_first_hi", "delta_first_distinguishable",
+    "delta_parent", "delta_parent_lo", "delta_parent_hi", "delta_parent_distinguishable",
+    "cpu_speed", "cpu_images_per_s", "cpu_latency_ms", "cpu_speedup", "cpu_speedup_lo", "cpu_speedup_hi",
+    "gpu_speedup", "gpu_speedup_lo", "gpu_speedup_hi", "size_mb", "compressed_mb", "params",
     "diffq_true_size_mb", "diffq_compressed_mb", "train_epochs", "batch_size",
     "published_accuracy", "published_size_mb",
 ]
@@ -41,6 +45,18 @@ def _missing(v) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v))
 
 
+def _missing_list(v) -> bool:
+    return not isinstance(v, (list, tuple)) or not v
+
+
+def _per_image(record: dict):
+    """A cell's per-image top-1 correctness (bool array), or None."""
+    from vitcompress.measure import unpack_bits
+
+    p = record.get("per_image")
+    return None if not isinstance(p, dict) or not p.get("top1") else unpack_bits(p["top1"], p["n"])
+
+
 def fmt(v, digits: int = 2) -> str:
     return "-" if _missing(v) else f"{v:.{digits}f}"
 
@@ -56,6 +72,24 @@ def fmt_speed(v) -> str:
     return f"{v:.3g}" if v < 100 else f"{v:.0f}"
 
 
+def fmt_change(r: dict, key: str = "delta_first") -> str:
+    """A paired accuracy change with its 95% interval, ``−0.74 (−1.85, +0.37)``, and † when the interval
+    contains 0 (not distinguishable); "-" where there is none (the first row, a root row's parent)."""
+    if _missing(r.get(key)):
+        return "-"
+    text = f"{fmt_delta(r[key])} ({fmt_delta(r[key + '_lo'])}, {fmt_delta(r[key + '_hi'])})"
+    return text if r.get(key + "_distinguishable") else text + " †"
+
+
+def fmt_ratio_ci(r: dict, key: str = "cpu_speedup") -> str:
+    """A speed-up with its interval: ``1.29× (1.25–1.33)``."""
+    if _missing(r.get(key)):
+        return "-"
+    if _missing(r.get(key + "_lo")):
+        return fmt_ratio(r[key])
+    return f"{r[key]:.2f}× ({r[key + '_lo']:.2f}–{r[key + '_hi']:.2f})"
+
+
 def fmt_delta(v, digits: int = 2) -> str:
     """A signed change: +1.20, −0.40 (a real minus sign), 0.00."""
     if _missing(v):
@@ -68,14 +102,29 @@ def tex(s) -> str:
     return "".join(TEX_ESCAPES.get(c, c) for c in str(s))
 
 
+def _flat(record: dict) -> dict:
+    """A cell's JSON with its intervals as columns: ``delta_first`` -> delta_first, _lo, _hi,
+    _distinguishable; ``cpu_speedup_ci`` -> cpu_speedup_lo, _hi (missing: None)."""
+    out = dict(record)
+    for key in ("delta_first", "delta_parent"):
+        d = out.pop(key, None) or {}
+        out.update({key: d.get("delta"), f"{key}_lo": d.get("lo"), f"{key}_hi": d.get("hi"),
+                    f"{key}_distinguishable": d.get("distinguishable")})
+    for key in ("cpu_speedup", "gpu_speedup"):
+        ci = out.pop(f"{key}_ci", None) or (None, None)
+        out[f"{key}_lo"], out[f"{key}_hi"] = ci
+    return out
+
+
 def collect(files: list[str]) -> pd.DataFrame:
-    return pd.DataFrame([read_json(f) for f in files])
+    return pd.DataFrame([_flat(read_json(f)) for f in files])
 
 
 def _env(templates: Path) -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates)), undefined=jinja2.StrictUndefined,
                              trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
-    env.filters.update(fmt=fmt, speed=fmt_speed, ratio=fmt_ratio, tex=tex, delta=fmt_delta)
+    env.filters.update(fmt=fmt, speed=fmt_speed, ratio=fmt_ratio, tex=tex, delta=fmt_delta, change=fmt_change,
+                       ratio_ci=fmt_ratio_ci)
     return env
 
 
@@ -176,7 +225,12 @@ def study_findings(df: pd.DataFrame, datasets: list[str], rows: list[str], study
     """Each finding of :data:`FINDINGS` and :data:`ORDERED` that the run's rows can show, per data set, and
     whether no row beats the model it was made from: its chain's first step's row (the first row for a
     root row such as a distilled student, which may beat it by ``STUDENT_MARGIN``; others ``ROW_MARGIN``).
-    Orders hold within one test image. Each entry: {"finding", "target", "measured": {ds: text}, "met": {ds: bool}}."""
+
+    Each is judged by the 95% interval of the paired change (:func:`vitcompress.stats.paired_delta`), where
+    the cells hold their per-image results: a finding is missed only when the interval lies wholly on the
+    wrong side (beyond ``within`` points; an order reversed; a row above its source by more than its
+    margin); within its interval the data cannot tell the finding wrong. Cells without per-image results
+    are judged by the point change. Each entry: {"finding", "target", "measured": {ds: text}, "met": {ds: bool}}."""
     study_rows = study_rows or {}
     by_study = {study_rows.get(r, r): r for r in rows}
     cell = {(str(r["dataset"]), str(r["row"])): r for r in df.to_dict("records")}
@@ -195,6 +249,21 @@ def study_findings(df: pd.DataFrame, datasets: list[str], rows: list[str], study
         c = cell.get((ds, row))
         return None if c is None or _missing(c["accuracy"]) else c["accuracy"]
 
+    def change(ds, row, other) -> dict:
+        """row minus other on ds: the paired delta and its interval (lo = hi = delta without per-image data)."""
+        from vitcompress.stats import paired_delta
+
+        c, o = cell[(ds, row)], cell[(ds, other)]
+        a, b = _per_image(c), _per_image(o)
+        if a is not None and b is not None and len(a) == len(b):
+            groups = c.get("groups")
+            return paired_delta(a, b, None if _missing_list(groups) else np.asarray(groups))
+        d = c["accuracy"] - o["accuracy"]
+        return {"delta": d, "lo": d, "hi": d, "distinguishable": d != 0}
+
+    def interval(d: dict) -> str:
+        return fmt_delta(d["delta"]) + ("" if d["lo"] == d["hi"] else f" ({fmt_delta(d['lo'])}, {fmt_delta(d['hi'])})")
+
     first = rows[0] if rows else None
     for sid, spec in FINDINGS.items():
         row = by_study.get(sid)
@@ -206,7 +275,8 @@ def study_findings(df: pd.DataFrame, datasets: list[str], rows: list[str], study
             if mine is None or base is None:
                 return None
             c, b = cell[(ds, row)], cell[(ds, first)]
-            parts, ok = [fmt_delta(mine - base)], abs(mine - base) <= spec["within"]
+            d = change(ds, row, first)
+            parts, ok = [interval(d)], d["hi"] >= -spec["within"] - 1e-9 and d["lo"] <= spec["within"] + 1e-9
             if "size_pct" in spec:
                 col = spec.get("size", "size_mb")
                 if _missing(c.get(col)) or _missing(b.get(col)):
@@ -237,15 +307,13 @@ def study_findings(df: pd.DataFrame, datasets: list[str], rows: list[str], study
             accs = [acc(ds, r) for r in members]
             if any(a is None for a in accs):
                 return None
-            images = cell[(ds, members[0])].get("test_images")
-            slack = 100.0 / images if images and not _missing(images) else 0.0
-            pairs = list(zip(accs, accs[1:]))
-            ok = all(b >= a - slack - 1e-9 for a, b in pairs) if rising else \
-                all(b <= a + slack + 1e-9 for a, b in pairs)
-            return " / ".join(f"{a:.2f}" for a in accs), ok
+            steps = [change(ds, b, a) for a, b in zip(members, members[1:])]  # each member minus the one before
+            # reversed only where the interval says so: a fall (rising) or a gain (losing) that excludes 0
+            ok = all(d["hi"] >= -1e-9 for d in steps) if rising else all(d["lo"] <= 1e-9 for d in steps)
+            return " / ".join(f"{a:.2f}" for a in accs) + "; steps " + ", ".join(interval(d) for d in steps), ok
 
-        add(" / ".join(members), "accuracy rises with m (within one test image)" if rising else
-            "the larger ratio loses at least as much (within one test image)", check)
+        add(" / ".join(members), "accuracy rises with m (unless an interval says it falls)" if rising else
+            "the larger ratio loses at least as much (unless an interval says it gains)", check)
 
     def beats_source(ds):
         worst = None
@@ -258,12 +326,13 @@ def study_findings(df: pd.DataFrame, datasets: list[str], rows: list[str], study
             base = acc(ds, source)
             if base is None or source == row:
                 continue
-            over = c["accuracy"] - base - margin
+            d = change(ds, row, source)
+            over = d["lo"] - margin  # above the margin only if the whole interval is
             if worst is None or over > worst[0]:
-                worst = (over, row, source, c["accuracy"] - base)
+                worst = (over, row, source, d)
         if worst is None:
             return None
-        return f"highest: {worst[1]} {fmt_delta(worst[3])} over {worst[2]}", bool(worst[0] <= 1e-9)
+        return f"highest: {worst[1]} {interval(worst[3])} over {worst[2]}", bool(worst[0] <= 1e-9)
 
     add("no row beats the model it was made from", f"by more than {ROW_MARGIN:g} point "
         f"(a distilled student its teacher by {STUDENT_MARGIN:g})", beats_source)

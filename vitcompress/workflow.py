@@ -11,6 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -19,7 +20,7 @@ from vitcompress.config import row_labels
 from vitcompress.data import InputAdapter, PreparedData
 from vitcompress.errors import DeviceError
 from vitcompress.io import read_json, write_json
-from vitcompress.measure import effective_threads, evaluate, file_size_mb, speed, storage_sizes
+from vitcompress.measure import effective_threads, evaluate, file_size_mb, pack_bits, speed, storage_sizes, unpack_bits
 from vitcompress.methods import StepContext, build_model, get_method
 from vitcompress.models import count_params
 from vitcompress.runtime import load_artifact
@@ -174,7 +175,7 @@ def evaluate_artifact(artifact: str, data_file: str, out: str, eval_batch_size: 
     adapter = InputAdapter(data.meta, art.arch["kwargs"]["img_size"], dev)
     last = (art.meta.get("steps") or [{}])[-1]
     started = time.perf_counter()
-    acc = evaluate(model, data.loader("test", eval_batch_size), adapter, dev)
+    acc = evaluate(model, data.loader("test", eval_batch_size), adapter, dev, per_image=True)
     took = time.perf_counter() - started
     log.info("evaluated %d test images in %.2f s (%.2f ms an image, batches of %d, %s)", acc["n"], took,
              1000 * took / max(1, acc["n"]), eval_batch_size, dev)
@@ -196,7 +197,32 @@ def evaluate_artifact(artifact: str, data_file: str, out: str, eval_batch_size: 
         # compressed_model_size (zlib of one byte per level)
         "diffq_true_size_mb": last.get("diffq_size_estimate_mb"),
         "diffq_compressed_mb": last.get("diffq_compressed_mb"),
+        # which test images it got right (the paired intervals of every accuracy change), and the parts
+        # the test images share (digit pairs' source digits), which those intervals resample
+        "per_image": {"n": acc["n"], "top1": pack_bits(acc["correct1"]),
+                      "top5": None if acc["correct5"] is None else pack_bits(acc["correct5"])},
+        "groups": data.groups["test"].tolist() if "test" in data.groups else None,
     })
+
+
+def per_image(record: dict, key: str = "top1"):
+    """A metrics or accuracy JSON's per-image correctness (bool array), or None if it has none."""
+    p = record.get("per_image")
+    return None if not p or not p.get(key) else unpack_bits(p[key], p["n"])
+
+
+def accuracy_change(mine: dict, other: dict | None) -> dict | None:
+    """This cell's top-1 change against ``other``'s on the same test images, with its 95% interval
+    (:func:`vitcompress.stats.paired_delta`; digit pairs resample their source digits)."""
+    from vitcompress.stats import paired_delta
+
+    if other is None:
+        return None
+    a, b = per_image(mine), per_image(other)
+    if a is None or b is None or len(a) != len(b):
+        return None
+    groups = mine.get("groups")
+    return paired_delta(a, b, None if groups is None else np.asarray(groups))
 
 
 def _input_shape(arch: dict) -> list[int]:
@@ -258,11 +284,16 @@ def measure_speed(artifact: str, out: str, measure: dict, fp: dict, baseline: st
 
 
 def row_metrics(row: dict, dataset: str, accuracy: str, speed_json: str, out: str, profile: str,
-                settings: dict | None = None) -> None:
+                settings: dict | None = None, baseline_accuracy: str | None = None,
+                parent_accuracy: str | None = None) -> None:
     """The metrics JSON of one (dataset, row) cell. ``settings``: the row's step settings from params.yaml,
-    for its labels' ``{name}`` fields; the values the artifact resolved (on this data set) win."""
+    for its labels' ``{name}`` fields; the values the artifact resolved (on this data set) win.
+    ``baseline_accuracy`` / ``parent_accuracy``: the first row's and the row's parent's (its chain minus
+    the last step) accuracy JSONs, for the paired intervals of the accuracy changes against them."""
     acc, spd = read_json(accuracy), read_json(speed_json)
     cpu, gpu = spd.get("cpu"), spd.get("gpu")
+    base = read_json(baseline_accuracy) if baseline_accuracy else None
+    parent = read_json(parent_accuracy) if parent_accuracy else None
     write_json(out, {
         "profile": profile,
         "dataset": dataset,
@@ -287,7 +318,13 @@ def row_metrics(row: dict, dataset: str, accuracy: str, speed_json: str, out: st
         "cpu_latency_ms": cpu["latency_ms"] if cpu else None,
         "cpu_iqr_s": cpu["batch"]["iqr_s"] if cpu else None,
         "cpu_speedup": cpu.get("vs_baseline") if cpu else None,
+        "cpu_speedup_ci": cpu.get("vs_baseline_ci") if cpu else None,
         "gpu_speedup": gpu.get("vs_baseline") if gpu else None,
+        "gpu_speedup_ci": gpu.get("vs_baseline_ci") if gpu else None,
+        "delta_first": None if base is acc or baseline_accuracy == accuracy else accuracy_change(acc, base),
+        "delta_parent": accuracy_change(acc, parent),
+        "per_image": acc.get("per_image"),
+        "groups": acc.get("groups"),
         "batch_size": (cpu or gpu or {}).get("batch_size"),
         "notes": spd.get("notes", []),
         "fingerprint": spd["fingerprint"],
