@@ -36,6 +36,7 @@ rule tradeoff_figure:
                category="Trade-offs", subcategory="{dataset}"),
     params:
         profile=PROFILE,
+        methods={r["id"]: P.steps[r["chain"][-1]]["method"] for r in P.rows},  # the points' families
     log:
         f"{LOGS}/{{dataset}}/tradeoff_figure.log",
     localrule: True

@@ -4,4 +4,5 @@ from vitcompress.workflow import logging_to
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with logging_to(sm.log[0]):
-    tradeoff_figure(list(sm.input), sm.output[0], f"Trade-offs: {sm.wildcards.dataset} ({sm.params.profile} profile)")
+    tradeoff_figure(list(sm.input), sm.output[0], f"Trade-offs: {sm.wildcards.dataset} ({sm.params.profile} profile)",
+                    methods=sm.params.methods)

@@ -284,3 +284,39 @@ def test_deployment_targets_are_for_vit_b_only():
     records = [_bench_record("vanilla", 1.0, 1.0, ["avx2"], timm="vit_small_patch16_224"),
                _bench_record("ort_int8_static", 1.4, 0.3, ["avx2"], timm="vit_small_patch16_224")]
     assert deploy_targets(records, ["train", "ort_int8_static"]) == []
+
+
+def test_crowded_points_get_labels_that_do_not_overlap():
+    """The trade-off figures' labels: twelve points in one cluster, every label readable on its own."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.text import Annotation, Text
+
+    from vitcompress.report import _place_labels
+
+    fig, ax = plt.subplots(figsize=(5, 4))
+    pts = [(1.0 + 0.01 * i, 96.0 + 0.05 * (i % 3), str(i + 1)) for i in range(12)] + [(3.0, 50.0, "13")]
+    ax.scatter([p[0] for p in pts], [p[1] for p in pts])
+    ax.set_xlim(0.5, 4)
+    ax.set_ylim(40, 100)
+    _place_labels(ax, pts)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    boxes = [Text.get_window_extent(a, renderer) for a in ax.get_children() if isinstance(a, Annotation)]  # text only
+    assert len(boxes) == 13
+    overlaps = [(i, j) for i in range(13) for j in range(i + 1, 13) if boxes[i].overlaps(boxes[j])]
+    assert not overlaps
+    plt.close(fig)
+
+
+def test_the_tradeoff_figure_draws_every_row_with_its_intervals(tmp_path):
+    from vitcompress.report import tradeoff_figure
+
+    files = [_cell(tmp_path, "digits", r, profile="demo", accuracy=a, cpu_speedup=s, size_mb=m, chain=["vit"],
+                   delta_first={"delta": a - 97, "lo": a - 98, "hi": a - 96, "distinguishable": True},
+                   cpu_speedup_ci=[s * 0.95, s * 1.05])
+             for r, a, s, m in (("vanilla", 97.0, 1.0, 1.0), ("dynamic_ptq", 96.5, 1.6, 0.3), ("lsq", 96.0, 1.0, 0.15))]
+    tradeoff_figure(files, tmp_path / "t.png", "t", {"vanilla": "train", "dynamic_ptq": "dynamic_ptq", "lsq": "lsq"})
+    assert (tmp_path / "t.png").stat().st_size > 20_000

@@ -487,41 +487,114 @@ TRADEOFFS = (("cpu_speedup", "CPU speed-up vs the first row, timed side by side 
              ("size_mb", "size (MB, lower is better)", False))
 
 
-def tradeoff_figure(files: list[str], out: str | Path, title: str) -> None:
+FAMILIES = (  # (method of a row's last step, family label, marker): method families told apart
+    (("train",), "trained", "o"), (("dynamic_ptq", "fq_vit", "lsq", "diffq"), "quantized (PyTorch)", "s"),
+    (("distill",), "distilled", "^"), (("prune", "prune_gates"), "pruned", "D"), (("nystrom",), "low-rank", "v"),
+    (("onnx", "ort_int8_static", "ort_int8_dynamic"), "ONNX Runtime", "P"),
+)
+
+
+def _family(cell: dict, methods: dict) -> tuple[str, str, int]:
+    method = methods.get(cell["row"])
+    for i, (names, label, marker) in enumerate(FAMILIES):
+        if method in names:
+            return label, marker, i
+    return "other", "X", len(FAMILIES)
+
+
+def _place_labels(ax, points: list[tuple[float, float, str]], fontsize: float = 7) -> None:
+    """Label each point where its text overlaps no other label and no point: the nearest free place on
+    rings of growing radius around it (a leader line when it had to move away), in display pixels."""
+    fig = ax.figure
+    fig.canvas.draw()  # the axes' final scales, so data -> pixel is exact
+    dpi = fig.dpi
+    h = fontsize * dpi / 72 * 1.15
+    marks = [ax.transData.transform((x, y)) for x, y, _ in points]
+    placed: list[tuple[float, float, float, float]] = []
+
+    def free(box) -> bool:
+        x0, y0, x1, y1 = box
+        if any(x0 < b[2] and b[0] < x1 and y0 < b[3] and b[1] < y1 for b in placed):
+            return False
+        return not any(x0 - 5 < mx < x1 + 5 and y0 - 5 < my < y1 + 5 for mx, my in marks)
+
+    order = sorted(range(len(points)), key=lambda i: -marks[i][1])
+    for i in order:
+        (px, py), text = marks[i], points[i][2]
+        w = 0.62 * h * len(text) + 2
+        chosen = None
+        for radius in (7, 14, 22, 32, 44, 58):
+            for angle in range(45, 405, 30):
+                dx, dy = radius * np.cos(np.radians(angle)), radius * np.sin(np.radians(angle))
+                box = (px + dx - w / 2, py + dy - h / 2, px + dx + w / 2, py + dy + h / 2)
+                if free(box):
+                    chosen = (dx, dy, box, radius)
+                    break
+            if chosen:
+                break
+        if chosen is None:  # crowded beyond every ring: on top of its point, as before
+            chosen = (7, 7, (px, py, px + w, py + h), 7)
+        dx, dy, box, radius = chosen
+        placed.append(box)
+        ax.annotate(text, points[i][:2], xytext=(dx * 72 / dpi, dy * 72 / dpi), textcoords="offset points",
+                    fontsize=fontsize, ha="center", va="center", color="0.15", zorder=4,
+                    arrowprops=None if radius <= 7 else {"arrowstyle": "-", "color": "0.55", "lw": 0.5})
+
+
+def tradeoff_figure(files: list[str], out: str | Path, title: str, methods: dict | None = None) -> None:
     """Accuracy against CPU speed-up and against size for one data set's rows, the Pareto front marked:
-    the rows worth shipping are on it; every row off it is beaten on both axes by one that is."""
+    the rows worth shipping are on it; every row off it is beaten on both axes by one that is. Each point is
+    numbered (the key lists the rows), its family shown by colour and marker, and drawn with the 95%
+    intervals of its accuracy change (vertical) and of its speed-up (horizontal). ``methods``: row id ->
+    the method of its last step (for the families)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib import ticker
+    from matplotlib.lines import Line2D
 
-    cells = [read_json(f) for f in files]
-    fig, axes = plt.subplots(1, len(TRADEOFFS), figsize=(12, 4.8))
+    cells = [_flat(read_json(f)) for f in files]
+    methods = methods or {}
+    fig, axes = plt.subplots(1, len(TRADEOFFS), figsize=(13, 5.6))
     for ax, (key, label, larger) in zip(axes, TRADEOFFS):
         xs = [c.get(key) for c in cells]
         ys = [c.get("accuracy") for c in cells]
         front = pareto_front(xs, ys, larger)
         shown = [i for i, x in enumerate(xs) if not _missing(x)]
-        ax.scatter([xs[i] for i in shown], [ys[i] for i in shown], c=["C3" if front[i] else "C0" for i in shown],
-                   zorder=3)
         for i in shown:
-            ax.annotate(cells[i]["row"], (xs[i], ys[i]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            c = cells[i]
+            fam, marker, k = _family(c, methods)
+            yerr = None if _missing(c.get("delta_first_lo")) else \
+                [[c["delta_first"] - c["delta_first_lo"]], [c["delta_first_hi"] - c["delta_first"]]]
+            xerr = None if key != "cpu_speedup" or _missing(c.get("cpu_speedup_lo")) else \
+                [[xs[i] - c["cpu_speedup_lo"]], [c["cpu_speedup_hi"] - xs[i]]]
+            ax.errorbar(xs[i], ys[i], yerr=yerr, xerr=xerr, fmt=marker, color=f"C{k}", ecolor=f"C{k}", alpha=0.9,
+                        markersize=7, markeredgecolor="C3" if front[i] else "none", markeredgewidth=1.5,
+                        elinewidth=0.8, capsize=2, zorder=3)
+        _place_labels(ax, [(xs[i], ys[i], str(i + 1)) for i in shown])
         on = sorted((xs[i], ys[i]) for i in shown if front[i])
         if on:
-            ax.plot([p[0] for p in on], [p[1] for p in on], "--", color="C3", alpha=0.6, label="Pareto front")
-            ax.legend(loc="best")
+            ax.plot([p[0] for p in on], [p[1] for p in on], "--", color="C3", alpha=0.6)
         ax.set_xscale("log")
         ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
         ax.xaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
         ax.xaxis.set_minor_formatter(ticker.NullFormatter())
         ax.set_xlabel(label)
         ax.set_ylabel("top-1 accuracy (%)")
-        left_out = [cells[i]["row"] for i, x in enumerate(xs) if _missing(x)]
+        left_out = [str(i + 1) for i, x in enumerate(xs) if _missing(x)]
         if left_out:
             ax.set_title(f"not plotted (not measured): {', '.join(left_out)}", fontsize=8)
-    fig.suptitle(title)
-    fig.tight_layout()
+    used = sorted({_family(c, methods)[2] for c in cells})
+    handles = [Line2D([], [], marker=(FAMILIES[k][2] if k < len(FAMILIES) else "X"), color=f"C{k}", linestyle="",
+                      label=FAMILIES[k][1] if k < len(FAMILIES) else "other") for k in used]
+    handles.append(Line2D([], [], color="C3", linestyle="--", label="Pareto front (outlined points)"))
+    fig.legend(handles=handles, loc="upper center", ncol=len(handles), fontsize=8, frameon=False,
+               bbox_to_anchor=(0.5, 0.95))
+    key_text = "   ".join(f"{i + 1} {c['row']}" for i, c in enumerate(cells))
+    fig.text(0.5, 0.01, key_text, ha="center", va="bottom", fontsize=7, wrap=True)
+    fig.suptitle(title + " (error bars: 95% intervals)")
+    fig.tight_layout(rect=(0, 0.07, 1, 0.92))
     with atomic_path(out) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
