@@ -10,6 +10,7 @@ from snakemake.exceptions import WorkflowError
 from vitcompress.config import CHAIN_SEP, VARIANTS, ConfigError, resolve, split_chain, variant_step
 from vitcompress.errors import DeviceError
 from vitcompress.preflight import preflight
+from vitcompress.report import render_hardware
 from vitcompress.workflow import (bench_spec, fq_vit_ablation, job, job_priority, measure_speed, resolve_device,
                                   row_metrics, run_step, slots_for)
 
@@ -57,6 +58,9 @@ STEP_THREADS = min(ALL_CORES, int(P.raw["train"].get("threads") or ALL_CORES))
 STEP_SLOTS = slots_for(STEP_THREADS, ALL_CORES)
 # What speed depends on. It is a param of the timing rules only: a new machine re-times, never re-trains.
 FINGERPRINT = fingerprint(P.measure["cpu_threads"], P.measure.get("gpu", True))
+# Timings are kept per machine label, side by side: another machine (or configuration) adds its own.
+MACHINE = FINGERPRINT["label"]
+SPEED = f"{RESULTS}/{{dataset}}/{{chain}}/speed/{MACHINE}.json"
 
 
 def step_runtime(step_id):
@@ -155,7 +159,25 @@ TRADEOFF_FIGURES = [f"reports/figures/tradeoff_{d}.png" for d in P.datasets]
 FIGURES = TRADEOFF_FIGURES + PRUNE_FIGURES + FQ_FIGURES + FQ_ABLATIONS + ([SCALING_FIGURE] if "scaling" in P.raw else [])
 
 
+def speed_files(wildcards=None):
+    """Every timing of every cell: this machine's (to be made) and any other machine's already present
+    (from a DVC cache or a copied results folder), for the side-by-side hardware report."""
+    from glob import glob
+
+    out = []
+    for d in P.datasets:
+        for r in P.rows:
+            chain = CHAIN_SEP.join(r["chain"])
+            mine = SPEED.format(dataset=d, chain=chain)
+            out += [mine] + sorted(f for f in glob(SPEED.format(dataset=d, chain=chain).replace(MACHINE, "*"))
+                                   if f != mine)
+    return out
+
+
+HARDWARE_FILES = ["reports/hardware.md", "reports/hardware.csv", "reports/hardware.tex"]
+
+
 def get_final_output():
-    """Everything the default target builds: the tables, the metrics, the figures, and the attention
-    scaling benchmark's table when the profile has one."""
-    return REPORT_FILES + (["reports/attention_scaling.csv"] if "scaling" in P.raw else [])
+    """Everything the default target builds: the tables, the metrics, the figures, the timings of every
+    machine side by side, and the attention scaling benchmark's table when the profile has one."""
+    return REPORT_FILES + HARDWARE_FILES + (["reports/attention_scaling.csv"] if "scaling" in P.raw else [])

@@ -7,7 +7,7 @@ rule measure_speed:
         model=lambda wc: model_path(wc.dataset, wc.chain),
         baseline=lambda wc: model_path(wc.dataset, BASELINE_CHAIN),
     output:
-        f"{RESULTS}/{{dataset}}/{{chain}}/speed.json",
+        SPEED,
     params:
         measure=P.measure,
         fingerprint=FINGERPRINT,
@@ -25,7 +25,7 @@ rule measure_speed:
 rule row_metrics:
     input:
         accuracy=lambda wc: f"{RESULTS}/{wc.dataset}/{row_chain(wc)}/accuracy.json",
-        speed=lambda wc: f"{RESULTS}/{wc.dataset}/{row_chain(wc)}/speed.json",
+        speed=lambda wc: SPEED.format(dataset=wc.dataset, chain=row_chain(wc)),
         baseline=lambda wc: f"{RESULTS}/{wc.dataset}/{BASELINE_CHAIN}/accuracy.json",  # the paired changes'
         parent=parent_accuracy,  # their other side; none for a root row
     output:

@@ -88,3 +88,25 @@ rule fq_vit_ablation:
         job(fq_vit_ablation, log[0], threads=params.threads, device=params.device, parent=input.model,
             data_file=input.data, step=params.step, csv=output.csv, md=output.md, figure=output.figure,
             dataset=wildcards.dataset, seed=params.seed, eval_batch_size=params.eval_batch_size)
+
+
+rule hardware:
+    """Every row's speed-up, with its interval, on every machine whose timings are present."""
+    input:
+        speed=speed_files,
+        cells=ROW_FILES,  # the rows' labels, resolved per data set
+    output:
+        md=report(HARDWARE_FILES[0], caption="captions/hardware.rst", category="Tables"),
+        csv=HARDWARE_FILES[1],
+        tex=HARDWARE_FILES[2],
+    params:
+        profile=PROFILE,
+        datasets=P.datasets,
+        rows=[{"id": r["id"], "model": r["model"], "chain": CHAIN_SEP.join(r["chain"])} for r in P.rows],
+    log:
+        f"{LOGS}/hardware.log",
+    localrule: True
+    run:
+        job(render_hardware, log[0], pool=None, files=list(input.speed), profile=params.profile,
+            datasets=params.datasets, rows=params.rows, md=output.md, csv=output.csv, latex=output.tex,
+            cells=list(input.cells))

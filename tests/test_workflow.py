@@ -29,8 +29,9 @@ def test_paper_profile_dry_run_lists_every_cell_offline(tmp_path, raw_params):
             chain = prof.chain_id(row["id"])
             runtime = get_method(prof.steps[row["chain"][-1]]["method"]).runtime
             model = "model.onnx" if runtime == "onnxruntime" else "model.pt"  # the file a device loads
-            for f in (model, "accuracy.json", "speed.json"):
+            for f in (model, "accuracy.json"):
                 assert f"results/paper/{ds}/{chain}/{f}" in proc.stdout
+            assert f"results/paper/{ds}/{chain}/speed/" in proc.stdout  # timed per machine label
             assert f"results/paper/{ds}/rows/{row['id']}.json" in proc.stdout
     assert not (wf / "results").exists() and not (wf / "data").exists()
 
@@ -143,11 +144,21 @@ def test_tiny_workflow_end_to_end(tmp_path, raw_params, monkeypatch):
     again = snakemake(wf, "-n")
     assert "Nothing to be done" in again.stdout + again.stderr
 
-    # A new machine: only timings, the cells and the report re-run; checkpoints and accuracy are kept.
+    # A new machine: only timings, the cells and the reports re-run; checkpoints and accuracy are kept,
+    # and the first machine's timings stay beside the new ones.
     monkeypatch.setenv("VITCOMPRESS_MACHINE", "machine-b")
     moved = _job_counts(snakemake(wf, "-n").stdout)
     assert moved["measure_speed"] == moved["row_metrics"] == len(csv) and moved["report"] == 1
-    assert set(moved) == {"measure_speed", "attention_scaling", "row_metrics", "report", "tradeoff_figure", "all", "total"}
+    assert set(moved) == {"measure_speed", "attention_scaling", "row_metrics", "report", "tradeoff_figure",
+                          "hardware", "all", "total"}
+    first = (wf / "results/tiny/digits/vit/speed/machine-a.json").read_text()
+    snakemake(wf)
+    assert (wf / "results/tiny/digits/vit/speed/machine-a.json").read_text() == first  # left intact
+    hardware = pd.read_csv(wf / "reports/hardware.csv")
+    for m in ("machine-a", "machine-b"):
+        assert hardware[f"{m}:cpu_speedup"].notna().sum() == timed.shape[0], m  # a column each, every timed cell
+    assert "**machine-a**" in (wf / "reports/hardware.md").read_text() and "machine-b" in (wf / "reports/hardware.tex").read_text()
+    assert "Nothing to be done" in "".join(snakemake(wf, "-n").stdout)  # and a no-op re-run stays one
 
     bench = snakemake(wf, "bench_arch")
     table = pd.read_csv(wf / "reports/bench_arch.csv").set_index("row")
@@ -265,7 +276,11 @@ def test_a_job_killed_mid_training_leaves_nothing_complete_and_a_rerun_finishes(
     # no new one is written, and a re-run times again.
     prof["measure"].update(repeats=400)
     (wf / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    speed_json, speed_log = wf / "results/tiny/digits/vit/speed.json", wf / "logs/tiny/digits/vit/speed.log"
+    from vitcompress.measure import fingerprint
+
+    label = fingerprint(1, gpu=False)["label"] if "VITCOMPRESS_MACHINE" not in os.environ else os.environ["VITCOMPRESS_MACHINE"]
+    speed_json = next((wf / "results/tiny/digits/vit/speed").glob("*.json"), wf / f"results/tiny/digits/vit/speed/{label}.json")
+    speed_log = wf / "logs/tiny/digits/vit/speed.log"
     speed_log.unlink()
     run = _start(wf)
     deadline = time.monotonic() + 300
@@ -343,7 +358,7 @@ def test_dvc_repro_reruns_only_what_a_params_change_touches(tmp_path, raw_params
     (wf / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     plan = snakemake(wf, "-n")
     assert _job_counts(plan.stdout) == {"compress": 1, "measure_speed": 1, "report": 1, "row_metrics": 1,
-                                         "tradeoff_figure": 1, "all": 1, "total": 6}
+                                         "tradeoff_figure": 1, "hardware": 1, "all": 1, "total": 7}
     assert "output: results/tiny/digits/vit+lsq/model.pt" in plan.stdout
     assert "output: results/tiny/digits/vit/" not in plan.stdout
     _cli(wf, "dvc", "repro")

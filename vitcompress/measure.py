@@ -259,9 +259,7 @@ def fingerprint(cpu_threads: int, gpu: bool = True) -> dict:
     gpu_name = None
     if gpu and torch.cuda.is_available():
         gpu_name = torch.cuda.get_device_name(0)
-    return {
-        # VITCOMPRESS_MACHINE names a machine in reports (e.g. "jetson-orin-nano"); changing it re-times.
-        "label": os.environ.get("VITCOMPRESS_MACHINE") or platform.node(),
+    fp = {
         "cpu": cpu_model(),
         "cpu_flags": cpu_flags(),
         "machine": platform.machine(),
@@ -274,7 +272,31 @@ def fingerprint(cpu_threads: int, gpu: bool = True) -> dict:
         "python": platform.python_version(),
         # what the ORT int8 steps choose here (their accuracy depends on it): see reduce_range_for
         "ort_reduce_range": reduce_range_for(cpu_flags(), platform.machine())[0],
+        # kernels restricted by hand (e.g. ATEN_CPU_CAPABILITY=avx2) time another machine class
+        "aten_cpu_capability": os.environ.get("ATEN_CPU_CAPABILITY"),
     }
+    # VITCOMPRESS_MACHINE names a machine in reports (e.g. "jetson-orin-nano"); by default the label is
+    # derived from what speed depends on, so another configuration of the same host is another machine
+    fp["label"] = slug(os.environ.get("VITCOMPRESS_MACHINE") or machine_label(fp))
+    return fp
+
+
+def slug(text: str) -> str:
+    """``text`` as a file-name-safe label (letters, digits, ``.``, ``_``, ``-``)."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", str(text)).strip("-")[:80] or "machine"
+
+
+def machine_label(fp: dict) -> str:
+    """A default machine label from a fingerprint: the CPU, its threads, the GPU and any kernel
+    restriction, e.g. ``AMD-EPYC-1t`` or ``Intel-Xeon-4t-NVIDIA-H200``."""
+    parts = [" ".join(str(fp.get("cpu") or fp.get("machine") or "cpu").split()[:3]), f"{fp.get('cpu_threads')}t"]
+    if fp.get("gpu"):
+        parts.append(str(fp["gpu"]))
+    if fp.get("aten_cpu_capability"):
+        parts.append(fp["aten_cpu_capability"])
+    return "-".join(parts)
 
 
 X86 = ("x86_64", "amd64", "i386", "i686")
