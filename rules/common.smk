@@ -10,7 +10,6 @@ from snakemake.exceptions import WorkflowError
 from vitcompress.config import CHAIN_SEP, VARIANTS, ConfigError, resolve, split_chain, variant_step
 from vitcompress.errors import DeviceError
 from vitcompress.preflight import preflight
-from vitcompress.report import render_hardware
 from vitcompress.workflow import (bench_spec, fq_vit_ablation, job, job_priority, measure_speed, resolve_device,
                                   row_metrics, run_step, slots_for)
 

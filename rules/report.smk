@@ -106,7 +106,7 @@ rule hardware:
     log:
         f"{LOGS}/hardware.log",
     localrule: True
-    run:
-        job(render_hardware, log[0], pool=None, files=list(input.speed), profile=params.profile,
-            datasets=params.datasets, rows=params.rows, md=output.md, csv=output.csv, latex=output.tex,
-            cells=list(input.cells))
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/hardware.py"
