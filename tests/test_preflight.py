@@ -169,3 +169,41 @@ def test_not_in_profile_is_a_config_error_and_a_key_error(raw_params):
     with pytest.raises(KeyError):  # callers that catch KeyError keep working
         prof.row("nope")
     assert pickle.loads(pickle.dumps(NotInProfile("x"))).args == ("x",)
+
+
+def test_a_calibration_set_larger_than_the_training_split_stops_before_any_job(tmp_path, raw_params):
+    """The paper profile on hand-made CIFAR files cut to a few training images: ORT's calib_images and
+    FQ-ViT's are checked against the split's size known from the files, not in their jobs hours later."""
+    import os
+
+    from vitcompress.config import resolve
+    from vitcompress.preflight import check_counts
+    from vitcompress.smoke import write_cifar
+
+    raw = copy.deepcopy(raw_params)
+    raw["profiles"]["paper_smoke"]["steps"]["int8_static"]["calib_images"] = 256
+    prof = resolve(raw, {"profile": "paper_smoke"})
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        for ds in prof.datasets:  # the smoke run's hand-made files: 40 training images, 8 of them validation
+            write_cifar(prof.dataset_cfg(ds)["root"], ds)
+        with pytest.raises(ConfigError, match=r"profiles.paper_smoke.steps.int8_static.calib_images = 256 exceeds the "
+                                              r"32 training images of data set cifar10; lower calib_images to at most 32"):
+            check_counts(prof)
+        raw["profiles"]["paper_smoke"]["steps"]["int8_static"]["calib_images"] = 16
+        check_counts(resolve(raw, {"profile": "paper_smoke"}))  # 16 fit
+    finally:
+        os.chdir(cwd)
+
+
+@pytest.mark.parametrize("dataset, value, size", [("digits", 5000, 1257), ("digit_pairs", 6000, 5000)])
+def test_counts_from_params_alone(raw_params, dataset, value, size):
+    from vitcompress.config import resolve
+    from vitcompress.preflight import check_counts
+
+    raw = copy.deepcopy(raw_params)
+    raw["profiles"]["demo"]["datasets"] = [dataset]
+    raw["profiles"]["demo"]["steps"]["fq_vit"]["calib_images"] = value
+    with pytest.raises(ConfigError, match=rf"fq_vit.calib_images = {value} exceeds the {size} training images of data set {dataset}"):
+        check_counts(resolve(raw), prepared="/nonexistent/{dataset}.pt")

@@ -394,6 +394,40 @@ _KNOWN_SHAPES = {  # (classes, channels, [H, W]) of the built-in sources, known 
 }
 
 
+def split_sizes(cfg: dict, seed: int = 0, prepared: str | Path | None = None) -> dict[str, int] | None:
+    """Images per split (train, val, test) of a data set, before any job: from its prepared file if there
+    is one (its meta, memory-mapped), else from params.yaml (digits, digit pairs, CIFAR's official sizes)
+    or the files a run will read (CIFAR's batches when present); None where it cannot be known cheaply
+    (an unprepared imagefolder)."""
+    if prepared is not None and Path(prepared).is_file():
+        try:
+            meta = torch.load(prepared, map_location="cpu", weights_only=True, mmap=True)["meta"]
+            return {s: int(n) for s, n in meta["counts"].items()}
+        except Exception:  # unreadable: the job that prepares it says why
+            pass
+    source, sizes = cfg["source"], None
+    if source == "digits":
+        from sklearn.datasets import load_digits
+
+        parts = _split_indices(load_digits().target, cfg.get("split", [0.7, 0.15, 0.15]), seed)
+        sizes = {s: len(i) for s, i in parts.items()}
+    elif source == "digit_pairs":
+        sizes = dict(zip(SPLITS, cfg.get("samples", [8000, 1000, 2000])))
+    elif source in CIFAR_LAYOUT:
+        folder, files = CIFAR_LAYOUT[source]
+        local = Path(cfg.get("root", f"data/raw/{source}")) / folder
+        if all((local / f).is_file() for f in files):
+            (_, y), (_, test_y), _ = _read_cifar_folder(local, source)
+            train_total, test_total = len(y), len(test_y)
+        else:  # downloaded by the run: the official archive
+            train_total, test_total = 50000, 10000
+        val = int(cfg.get("val_size", 5000))
+        sizes = {"train": train_total - val, "val": val, "test": test_total}
+    if sizes is not None and cfg.get("limit"):
+        sizes = {s: min(n, int(cfg["limit"])) for s, n in sizes.items()}
+    return sizes
+
+
 def describe(cfg: dict) -> dict:
     """Classes, channels and image size of a data set without preparing it (architecture benchmarks)."""
     source = cfg["source"]

@@ -51,6 +51,29 @@ def check_files(profile: Profile) -> None:
                                   f"`pretrained_file: null` to download timm's weights.")
 
 
+def check_counts(profile: Profile, prepared: str = "data/prepared/{dataset}.pt") -> None:
+    """Every step setting that counts images of a split (a calibration set) against the data set's size,
+    known before the first job (:func:`vitcompress.data.split_sizes`): the message names the key, the value,
+    the size and the fix, instead of the job failing after hours of earlier jobs."""
+    from vitcompress.data import split_sizes
+    from vitcompress.methods import get_method
+
+    used = {sid for row in profile.rows for sid in row["chain"]}
+    for ds in profile.datasets:
+        sizes = split_sizes(profile.dataset_cfg(ds), profile.seed, prepared.format(dataset=ds))
+        if not sizes:
+            continue
+        for sid in sorted(used):
+            step = profile.step_cfg(sid, ds)
+            for key, (value, split) in get_method(step["method"]).settings(step).counted().items():
+                if value > sizes[split]:
+                    images = {"train": "training", "val": "validation"}.get(split, split)
+                    raise ConfigError(
+                        f"params.yaml: profiles.{profile.name}.steps.{sid}.{key} = {value} exceeds the {sizes[split]} "
+                        f"{images} images of data set {ds}; lower {key} to at most {sizes[split]}, or give {ds} "
+                        f"more images.")
+
+
 def _fingerprint(profile: Profile) -> str:
     """What the model checks depend on: the profile, the library's code and timm's version."""
     h = hashlib.sha256(json.dumps(profile.raw, sort_keys=True, default=str).encode())
@@ -154,6 +177,7 @@ def check_models(profile: Profile) -> None:
 def preflight(profile: Profile, cache_dir: str | Path | None = None) -> bool:
     """Every check; ``cache_dir``: remember a passing model check there. Returns whether models were built."""
     check_files(profile)
+    check_counts(profile)
     stamp = Path(cache_dir) / f"preflight-{profile.name}-{_fingerprint(profile)}" if cache_dir else None
     if stamp is not None and stamp.exists():
         return False

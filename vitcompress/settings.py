@@ -74,13 +74,14 @@ def _coerce(value, tp):
 
 
 def setting(default=dataclasses.MISSING, *, choices: tuple | None = None, low=None, high=None, low_open=False,
-            high_open=False, help: str = "", key: str | None = None):
+            high_open=False, help: str = "", key: str | None = None, counts: str | None = None):
     """A settings field: its default (none: the key is required), and optionally the values it may take
     (``choices``) or its range (``low``/``high``, inclusive unless ``*_open``); ``help`` is said when a
     required key is missing or a value is refused; ``key``: its params.yaml name when that is no Python
-    name (``lambda``)."""
+    name (``lambda``); ``counts``: the split whose images the value counts (``train``), checked against the
+    data set's size before any job."""
     meta = {"choices": choices, "low": low, "high": high, "low_open": low_open, "high_open": high_open,
-            "help": help, "key": key}
+            "help": help, "key": key, "counts": counts}
     return field(default=default, metadata=meta)
 
 
@@ -118,6 +119,11 @@ class Settings:
 
     def check(self, where: str) -> None:
         """Conditions between keys: raise ConfigError naming them. Default: none."""
+
+    def counted(self) -> dict[str, tuple[int, str]]:
+        """params.yaml key -> (value, split) for every key that counts images of a split."""
+        return {_key(f): (getattr(self, f.name), f.metadata["counts"]) for f in fields(self)
+                if f.metadata.get("counts")}
 
     def as_dict(self) -> dict:
         """params.yaml key -> value."""

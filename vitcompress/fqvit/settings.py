@@ -13,7 +13,7 @@ class FQViTSettings(Settings):
     act_bits: int = setting(8, low=2, high=8, help="activations are uint8 levels")
     attn_bits: int = setting(4, low=1, high=8, help="the log2 (LIS) levels of attention probabilities")
     observer: str = setting("minmax", choices=OBSERVERS, help="how calibration sets each activation range")
-    calib_images: int = setting(1000, low=1, help="training images the observers see")
+    calib_images: int = setting(1000, low=1, help="training images the observers see", counts="train")
     calib_batch_size: int = setting(100, low=1, help="calibration images a forward pass")
     ptf: bool = setting(True, help="Power-of-Two Factor on every tensor that feeds a LayerNorm")
     lis: bool = setting(True, help="Log-Int-Softmax; without it a calibrated act_bits uniform quantizer")

@@ -28,7 +28,8 @@ UNTRAINED_CALIB = 16  # random images calibrate an untrained (architecture bench
 
 @dataclass(frozen=True, kw_only=True)
 class OrtStaticSettings(ReduceRange):
-    calib_images: int = setting(256, low=1, help="training images the activation ranges are calibrated on")
+    calib_images: int = setting(256, low=1, help="training images the activation ranges are calibrated on",
+                                counts="train")
     calib_batch_size: int = setting(8, low=1, help="calibration images ORT runs at once (memory grows with it)")
     per_channel: bool = setting(True, help="one weight scale per output channel, else per tensor")
 
