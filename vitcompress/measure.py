@@ -81,6 +81,25 @@ def unpack_bits(text: str, n: int):
     return np.unpackbits(np.frombuffer(base64.b64decode(text), dtype=np.uint8))[:n].astype(bool)
 
 
+def accuracy_change(mine: dict, other: dict) -> dict | None:
+    """``mine``'s top-1 change against ``other``'s (two accuracy or metrics JSONs) on the same test images,
+    with its 95% interval (:func:`vitcompress.stats.paired_delta`; digit pairs resample their source
+    digits); None when either holds no per-image results."""
+    import numpy as np
+
+    from vitcompress.stats import paired_delta
+
+    def right(record):
+        p = record.get("per_image")
+        return None if not isinstance(p, dict) or not p.get("top1") else unpack_bits(p["top1"], p["n"])
+
+    a, b = right(mine), right(other)
+    if a is None or b is None or len(a) != len(b):
+        return None
+    groups = mine.get("groups")
+    return paired_delta(a, b, np.asarray(groups) if isinstance(groups, (list, tuple)) and groups else None)
+
+
 def spread(times: list[float]) -> dict:
     """Median, min, max and interquartile range of ``times`` (seconds)."""
     q = statistics.quantiles(times, n=4) if len(times) >= 2 else [times[0]] * 3

@@ -177,10 +177,10 @@ def check_models(profile: Profile) -> None:
 def preflight(profile: Profile, cache_dir: str | Path | None = None) -> bool:
     """Every check; ``cache_dir``: remember a passing model check there. Returns whether models were built."""
     check_files(profile)
-    check_counts(profile)
     stamp = Path(cache_dir) / f"preflight-{profile.name}-{_fingerprint(profile)}" if cache_dir else None
     if stamp is not None and stamp.exists():
         return False
+    check_counts(profile)  # may read CIFAR's files: remembered with the model checks
     check_models(profile)
     if stamp is not None:
         stamp.parent.mkdir(parents=True, exist_ok=True)

@@ -45,18 +45,6 @@ def _missing(v) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v))
 
 
-def _missing_list(v) -> bool:
-    return not isinstance(v, (list, tuple)) or not v
-
-
-def _per_image(record: dict):
-    """A cell's per-image top-1 correctness (bool array), or None."""
-    from vitcompress.measure import unpack_bits
-
-    p = record.get("per_image")
-    return None if not isinstance(p, dict) or not p.get("top1") else unpack_bits(p["top1"], p["n"])
-
-
 def fmt(v, digits: int = 2) -> str:
     return "-" if _missing(v) else f"{v:.{digits}f}"
 
@@ -251,13 +239,12 @@ def study_findings(df: pd.DataFrame, datasets: list[str], rows: list[str], study
 
     def change(ds, row, other) -> dict:
         """row minus other on ds: the paired delta and its interval (lo = hi = delta without per-image data)."""
-        from vitcompress.stats import paired_delta
+        from vitcompress.measure import accuracy_change
 
         c, o = cell[(ds, row)], cell[(ds, other)]
-        a, b = _per_image(c), _per_image(o)
-        if a is not None and b is not None and len(a) == len(b):
-            groups = c.get("groups")
-            return paired_delta(a, b, None if _missing_list(groups) else np.asarray(groups))
+        paired = accuracy_change(c, o)
+        if paired is not None:
+            return paired
         d = c["accuracy"] - o["accuracy"]
         return {"delta": d, "lo": d, "hi": d, "distinguishable": d != 0}
 

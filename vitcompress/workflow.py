@@ -11,7 +11,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn as nn
 
@@ -20,7 +19,15 @@ from vitcompress.config import row_labels
 from vitcompress.data import InputAdapter, PreparedData
 from vitcompress.errors import DeviceError
 from vitcompress.io import read_json, write_json
-from vitcompress.measure import effective_threads, evaluate, file_size_mb, pack_bits, speed, storage_sizes, unpack_bits
+from vitcompress.measure import (
+    accuracy_change,
+    effective_threads,
+    evaluate,
+    file_size_mb,
+    pack_bits,
+    speed,
+    storage_sizes,
+)
 from vitcompress.methods import StepContext, build_model, get_method
 from vitcompress.models import count_params
 from vitcompress.runtime import load_artifact
@@ -205,26 +212,6 @@ def evaluate_artifact(artifact: str, data_file: str, out: str, eval_batch_size: 
     })
 
 
-def per_image(record: dict, key: str = "top1"):
-    """A metrics or accuracy JSON's per-image correctness (bool array), or None if it has none."""
-    p = record.get("per_image")
-    return None if not p or not p.get(key) else unpack_bits(p[key], p["n"])
-
-
-def accuracy_change(mine: dict, other: dict | None) -> dict | None:
-    """This cell's top-1 change against ``other``'s on the same test images, with its 95% interval
-    (:func:`vitcompress.stats.paired_delta`; digit pairs resample their source digits)."""
-    from vitcompress.stats import paired_delta
-
-    if other is None:
-        return None
-    a, b = per_image(mine), per_image(other)
-    if a is None or b is None or len(a) != len(b):
-        return None
-    groups = mine.get("groups")
-    return paired_delta(a, b, None if groups is None else np.asarray(groups))
-
-
 def _input_shape(arch: dict) -> list[int]:
     return [int(arch["kwargs"]["in_chans"]), *map(int, arch["kwargs"]["img_size"])]
 
@@ -321,8 +308,8 @@ def row_metrics(row: dict, dataset: str, accuracy: str, speed_json: str, out: st
         "cpu_speedup_ci": cpu.get("vs_baseline_ci") if cpu else None,
         "gpu_speedup": gpu.get("vs_baseline") if gpu else None,
         "gpu_speedup_ci": gpu.get("vs_baseline_ci") if gpu else None,
-        "delta_first": None if base is acc or baseline_accuracy == accuracy else accuracy_change(acc, base),
-        "delta_parent": accuracy_change(acc, parent),
+        "delta_first": None if base is None or baseline_accuracy == accuracy else accuracy_change(acc, base),
+        "delta_parent": None if parent is None else accuracy_change(acc, parent),
         "per_image": acc.get("per_image"),
         "groups": acc.get("groups"),
         "batch_size": (cpu or gpu or {}).get("batch_size"),
