@@ -29,13 +29,14 @@ except (ConfigError, DeviceError) as _err:
 from vitcompress.data import prepare
 from vitcompress.measure import available_cpus, fingerprint
 from vitcompress.methods import get_method
+from vitcompress.runtimes import RUNTIMES, get_runtime, versions
 
 PROFILE = P.name
 RESULTS = f"results/{PROFILE}"
 LOGS = f"logs/{PROFILE}"
 DATA = "data/prepared/{dataset}.pt"
 CONDA_ENV = "../envs/vitcompress.yaml"  # relative to rules/: `snakemake --sdm conda` (script: rules only)
-MODEL = f"{RESULTS}/{{dataset}}/{{chain}}/model.pt"  # a PyTorch artifact; ONNX Runtime's are model.onnx
+MODEL = f"{RESULTS}/{{dataset}}/{{chain}}/model.pt"  # a PyTorch artifact; other runtimes' files: model_path()
 
 # Jobs that can use the GPU ask for the `gpu` resource only when they will really run on one,
 # so `--resources gpu=1` serialises GPU work without serialising CPU-only runs.
@@ -56,20 +57,35 @@ ALL_CORES = max(1, _workflow_cores())
 STEP_THREADS = min(ALL_CORES, int(P.raw["train"].get("threads") or ALL_CORES))
 STEP_SLOTS = slots_for(STEP_THREADS, ALL_CORES)
 # What speed depends on. It is a param of the timing rules only: a new machine re-times, never re-trains.
-FINGERPRINT = fingerprint(P.measure["cpu_threads"], P.measure.get("gpu", True))
+FINGERPRINT = fingerprint(P.measure["cpu_threads"], P.measure.get("gpu", True), versions())
 # Timings are kept per machine label, side by side: another machine (or configuration) adds its own.
 MACHINE = FINGERPRINT["label"]
 SPEED = f"{RESULTS}/{{dataset}}/{{chain}}/speed/{MACHINE}.json"
 
 
 def step_runtime(step_id):
-    """The runtime whose artifact a step makes: "pytorch" (model.pt) or "onnxruntime" (model.onnx)."""
+    """The runtime whose artifact a step makes: "pytorch" (model.pt), "onnxruntime" (model.onnx), ..."""
     return get_method(P.steps[step_id]["method"]).runtime
 
 
 def model_path(dataset, chain):
-    suffix = ".onnx" if step_runtime(split_chain(chain)[-1]) == "onnxruntime" else ".pt"
-    return f"{RESULTS}/{dataset}/{chain}/model{suffix}"
+    """The artifact of a chain: the first of its runtime's files."""
+    return f"{RESULTS}/{dataset}/{chain}/{get_runtime(step_runtime(split_chain(chain)[-1])).files[0]}"
+
+
+def parent_model(wildcards):
+    """The artifact a chain's last step started from; none for a root chain."""
+    steps = split_chain(wildcards.chain)
+    return [] if len(steps) == 1 else model_path(wildcards.dataset, CHAIN_SEP.join(steps[:-1]))
+
+
+def step_outputs(runtime):
+    """What a step job of ``runtime`` writes: its artifact's files (``model`` the first), its accuracy, and the
+    job's wall time and peak memory."""
+    chain = f"{RESULTS}/{{dataset}}/{{prefix}}+{{step}}"
+    files = RUNTIMES[runtime].files
+    return dict(model=f"{chain}/{files[0]}", **{f"file{i}": f"{chain}/{f}" for i, f in enumerate(files[1:], 1)},
+                accuracy=f"{chain}/accuracy.json", resources=f"{LOGS}/{{dataset}}/{{prefix}}+{{step}}/step.resources.tsv")
 
 
 def step_alternation(runtime):
@@ -132,7 +148,7 @@ def bench_params(wildcards):
     return bench_spec(P, wildcards.row)
 
 
-# The params every step rule (train, compress, deploy) gives its job.
+# The params every step rule (train, compress, deploy_<runtime>) gives its job.
 STEP_PARAMS = dict(step=step_params, device=config.get("device", "auto"), seed=P.seed,
                    eval_batch_size=P.measure["eval_batch_size"], threads=STEP_THREADS)
 
@@ -142,8 +158,9 @@ BASELINE_CHAIN = CHAIN_SEP.join(P.rows[0]["chain"])
 ROW_FILES = [row_file(d, r["id"]) for d in P.datasets for r in P.rows]
 METRICS_DIR = "reports/metrics"  # one file a cell: `dvc metrics show` prints a row each
 METRIC_FILES = [f"{METRICS_DIR}/{d}/{r['id']}.json" for d in P.datasets for r in P.rows]
+SUMMARY_FILE = "reports/summary.json"  # per data set: the first row's accuracy, each row's change and speed-up
 REPORT_FILES = ["reports/tables.md", "reports/tables.tex", "reports/metrics.csv", METRIC_FILES,
-                "reports/jobs.csv"]
+                "reports/jobs.csv", SUMMARY_FILE]
 # Wall time and peak memory (max RSS) of every training/compression job, as its worker measured them.
 STEP_RESOURCES = [f"{LOGS}/{d}/{c}/step.resources.tsv" for d in P.datasets for c in P.chains()]
 # Figures: the study's Figure 3 (importance histogram) for every gate-training chain and data set.

@@ -1,35 +1,28 @@
 # Later steps of a chain: a compression method applied to the artifact of the chain's prefix.
 # `results/<profile>/<dataset>/a+b/model.pt` is step b run on `.../a/model.pt`, so every row that
-# shares a prefix reuses its artifact (trained once).
+# shares a prefix reuses its artifact (trained once). One rule per runtime, by the files its artifacts
+# are: `compress` for PyTorch steps (model.pt); `deploy_<runtime>` for the steps whose artifact another
+# runtime runs (an `onnx` export and ORT int8: model.onnx; `ov` and NNCF int8: model.xml + model.bin),
+# the files a device loads. Their accuracy and speed are that runtime's.
 
+for _runtime in RUNTIMES:
 
-rule compress:
-    input:
-        unpack(step_inputs),
-    output:
-        model=f"{RESULTS}/{{dataset}}/{{prefix}}+{{step}}/model.pt",
-        accuracy=f"{RESULTS}/{{dataset}}/{{prefix}}+{{step}}/accuracy.json",
-        resources=f"{LOGS}/{{dataset}}/{{prefix}}+{{step}}/step.resources.tsv",  # wall time and peak memory
-    params:
-        **STEP_PARAMS,
-    wildcard_constraints:
-        step=step_alternation("pytorch"),
-    log:
-        f"{LOGS}/{{dataset}}/{{prefix}}+{{step}}/step.log",
-    priority: step_priority
-    threads: STEP_SLOTS
-    resources:
-        gpu=GPU_JOB,  # an export's check runs the PyTorch model on the profile's device too
-    run:
-        job(run_step, log[0], output.resources, **step_kwargs(input, output, params, wildcards))
-
-
-# Steps whose artifact ONNX Runtime runs (an `onnx` export, ORT int8 quantization): the same job, writing
-# `model.onnx`, the file a device loads. Its accuracy and speed are ONNX Runtime's.
-use rule compress as deploy with:
-    output:
-        model=f"{RESULTS}/{{dataset}}/{{prefix}}+{{step}}/model.onnx",
-        accuracy=f"{RESULTS}/{{dataset}}/{{prefix}}+{{step}}/accuracy.json",
-        resources=f"{LOGS}/{{dataset}}/{{prefix}}+{{step}}/step.resources.tsv",
-    wildcard_constraints:
-        step=step_alternation("onnxruntime"),
+    rule:
+        name:
+            "compress" if _runtime == "pytorch" else f"deploy_{_runtime}"
+        input:
+            unpack(step_inputs),
+        output:
+            **step_outputs(_runtime),
+        params:
+            **STEP_PARAMS,
+        wildcard_constraints:
+            step=step_alternation(_runtime),
+        log:
+            f"{LOGS}/{{dataset}}/{{prefix}}+{{step}}/step.log",
+        priority: step_priority
+        threads: STEP_SLOTS
+        resources:
+            gpu=GPU_JOB,  # a conversion's check runs the PyTorch model on the profile's device too
+        run:
+            job(run_step, log[0], output.resources, **step_kwargs(input, output, params, wildcards))

@@ -92,3 +92,18 @@ def snakemake(workdir: Path, *args, check=True, timeout=900):
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
     return proc
+
+
+def step_ctx(step: dict, parent, data_file):
+    """The context a step's ``run`` gets in the workflow, on the digits data set and the CPU."""
+    from vitcompress.methods import StepContext
+
+    return StepContext(step=step, dataset="digits", data_file=Path(data_file), device="cpu", parent=parent)
+
+
+def saved(art, path: Path):
+    """``art`` saved to ``path`` and loaded back, as the next step of a chain gets it."""
+    from vitcompress.runtimes import load_artifact
+
+    art.save(path)
+    return load_artifact(path)

@@ -23,7 +23,7 @@ def test_paper_profile_has_the_study_row_ids_and_datasets(raw_params):
                  "prune_0.2", "nystrom_24", "nystrom_32", "nystrom_64", "deit_base+dynamic_ptq"]
     ids = [r["id"] for r in prof.rows]
     assert ids[:len(study_ids)] == study_ids  # the study's rows, in its order; then deployment rows of our own
-    assert all(get_method(prof.steps[r["chain"][-1]]["method"]).runtime == "onnxruntime"
+    assert all(get_method(prof.steps[r["chain"][-1]]["method"]).runtime in ("onnxruntime", "openvino")
                for r in prof.rows[len(study_ids):])
     assert prof.raw["models"]["vit"]["timm"] == "vit_base_patch16_224"
 

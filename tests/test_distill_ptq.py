@@ -220,7 +220,7 @@ def test_a_student_initialised_from_its_teacher_computes_the_teachers_features()
 def test_the_distill_step_with_init_teacher_starts_from_the_teachers_weights(digits_file, tmp_path):
     """The step as a job runs it (run_step): with no epochs to train, the saved student is the teacher's
     encoder with new tokens, and its artifact records the initialisation."""
-    from vitcompress.runtime import load_artifact
+    from vitcompress.runtimes import load_artifact
     from vitcompress.workflow import run_step
 
     torch.manual_seed(1)

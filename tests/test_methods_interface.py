@@ -36,10 +36,11 @@ LAYERS = [
     {"vitcompress.errors", "vitcompress.io", "vitcompress.settings", "vitcompress.stats"},
     {"vitcompress.artifacts", "vitcompress.models", "vitcompress.data", "vitcompress.measure", "vitcompress.train",
      "vitcompress.attention", "vitcompress.workers"},
-    {"vitcompress.fqvit", "vitcompress.pruning", "vitcompress.runtime", "vitcompress.quantized_state"},  # algorithms, runtimes
+    {"vitcompress.fqvit", "vitcompress.pruning", "vitcompress.runtimes", "vitcompress.quantized_state"},  # algorithms, runtimes
     {"vitcompress.methods"},
     {"vitcompress.config", "vitcompress.preflight", "vitcompress.workflow", "vitcompress.report",
-     "vitcompress.scaling", "vitcompress.smoke", "vitcompress.cli", "vitcompress.__main__", "vitcompress"},
+     "vitcompress.scaling", "vitcompress.smoke", "vitcompress.cli", "vitcompress.__main__", "vitcompress",
+     "vitcompress.environment"},
 ]
 
 

@@ -5,24 +5,18 @@ from pathlib import Path
 import onnx
 import pytest
 import torch
-from conftest import TINY_VIT
+from conftest import TINY_VIT, saved, step_ctx
 
 from vitcompress.artifacts import Artifact, ArtifactError
 from vitcompress.config import ConfigError, resolve
 from vitcompress.data import InputAdapter, PreparedData, calibration_images
-from vitcompress.methods import StepContext, build_model, get_method
+from vitcompress.methods import build_model, get_method
 from vitcompress.models import count_params
-from vitcompress.runtime import OnnxArtifact, load_artifact
+from vitcompress.runtimes import load_artifact
+from vitcompress.runtimes.onnxruntime import OnnxArtifact
 from vitcompress.workflow import bench_row, build_untrained, evaluate_artifact
 
-
-def _ctx(step: dict, parent, data_file) -> StepContext:
-    return StepContext(step=step, dataset="digits", data_file=Path(data_file), device="cpu", parent=parent)
-
-
-def _saved(art, path: Path):
-    art.save(path)
-    return load_artifact(path)
+_ctx, _saved = step_ctx, saved
 
 
 @pytest.fixture(scope="module")
@@ -60,21 +54,20 @@ def test_exported_file_holds_no_debug_annotations_and_reloads_its_record(exporte
 
 def test_an_export_that_computes_another_model_is_refused(random_vit, digits_file, tmp_path, monkeypatch):
     """The step compares the file's test-set predictions with PyTorch's: a graph of other weights fails."""
-    import vitcompress.methods.onnx as onnx_step
+    from vitcompress.runtimes.onnxruntime import OnnxRuntime, export
 
     parent = _saved(random_vit, tmp_path / "vit.pt")
-    real_export = onnx_step.export
 
-    def wrong_weights(model, example):  # a graph of another model than the one the step checks against
+    def wrong_weights(cls, model, example):  # a graph of another model than the one the step checks against
         other = copy.deepcopy(model)
         torch.manual_seed(123)
         for p in other.parameters():
             p.data.normal_()
-        return real_export(other, example)
+        return export(other, example)
 
-    monkeypatch.setattr(onnx_step, "export", wrong_weights)
+    monkeypatch.setattr(OnnxRuntime, "convert", classmethod(wrong_weights))
     with pytest.raises(ValueError, match=r"predicts differently from PyTorch on .* test images"):
-        onnx_step.OnnxExport().run(_ctx({"id": "onnx", "method": "onnx"}, parent, digits_file))
+        get_method("onnx")().run(_ctx({"id": "onnx", "method": "onnx"}, parent, digits_file))
 
 
 def test_static_int8_quantizes_weights_and_activations_with_calibration(exported, digits_file, tmp_path):
@@ -284,7 +277,7 @@ def _profile_with_chain(raw, chain, **step_edits):
     (["vit", "onnx", "int8_static", "int8_dynamic"], {},
      r"chain\[3\] = 'int8_dynamic' .* but the step before it, 'int8_static' \(ort_int8_static\), makes an int8 "
      r"model; chain 'int8_dynamic' on the model before 'int8_static' instead \(e.g. \[vit, onnx, int8_dynamic\]\)"),
-    (["vit", "onnx", "onnx"], {}, r"chain\[2\] = 'onnx' exports to ONNX, but step 'onnx' .* already did"),
+    (["vit", "onnx", "onnx"], {}, r"chain\[2\] = 'onnx' converts to ONNX Runtime, but step 'onnx' .* already converted"),
     # the kind of model a step makes (float, QAT, int8, simulated) against what the next step takes
     (["vit", "dynamic_ptq", "dynamic_ptq"], {}, r"chain\[2\] = 'dynamic_ptq' .*'dynamic_ptq' \(dynamic_ptq\), makes an int8"),
     (["vit", "dynamic_ptq", "lsq"], {}, r"'lsq' uses method 'lsq', which needs a float model, .* makes an int8 model"),

@@ -4,6 +4,7 @@ import json
 import pandas as pd
 import pytest
 
+from vitcompress.io import write_json
 from vitcompress.report import (
     CSV_COLUMNS,
     build_frame,
@@ -28,7 +29,7 @@ def _cell(tmp_path, dataset, row, **over):
            "notes": ["no CUDA GPU here: no GPU timing."], "fingerprint": FP}
     rec.update(over)
     path = tmp_path / f"{dataset}-{row}.json"
-    path.write_text(json.dumps(rec))
+    write_json(path, rec)
     return str(path)
 
 
@@ -68,7 +69,7 @@ def test_tables_keep_row_order_print_dashes_and_published_figures(tmp_path):
     cells = sorted(p.relative_to(out["metrics"]).as_posix() for p in out["metrics"].rglob("*.json"))
     assert cells == ["cifar10/dynamic_ptq.json", "cifar10/vanilla.json", "cifar100/vanilla.json"]
     vanilla = json.loads((out["metrics"] / "cifar10/vanilla.json").read_text())
-    assert vanilla["accuracy"] == 91.25 and set(vanilla) == {"accuracy", "size_mb", "compressed_mb", "cpu_speedup", "cpu_speed",
+    assert vanilla["accuracy"] == 91.25 and set(vanilla) == {"accuracy", "size_mb", "compressed_mb", "cpu_speedup", "cpu_speedup_parent", "cpu_speed",
                                                               "gpu_speed"}
     assert json.loads((out["metrics"] / "cifar10/dynamic_ptq.json").read_text())["cpu_speed"] is None
 
@@ -276,6 +277,32 @@ def test_deployment_targets_follow_the_cpu_instruction_sets(flags, target, met):
     size = out[("ort_int8_static", "size, % of the first row")]
     assert size["met"] is (84.0 / 327.0 <= 0.26) and size["measured"] == "25.7%"
     assert ("vanilla", "CPU speed-up over PyTorch fp32") not in out
+
+
+def test_openvino_targets_compare_rows_of_the_same_run():
+    """OpenVINO int8 of the first row's model over ORT static int8 (ratio of their speed-ups), and the best
+    pruned or distilled chain through OpenVINO int8 over PyTorch fp32, on a VNNI CPU."""
+    from vitcompress.report import deploy_targets
+
+    flags = ["avx2", "avx512_vnni"]
+    rows = [("vanilla", 1.0, 327.0, ["vit"], "train"), ("ort_int8_static", 3.5, 84.0, ["vit", "onnx", "s8"], "ort_int8_static"),
+            ("ov_int8", 4.5, 86.0, ["vit", "ov", "q"], "ov_int8"),
+            ("deit_tiny+ov_int8", 14.0, 6.0, ["deit_tiny", "ov", "q"], "ov_int8"),
+            ("prune+ov_int8", 5.5, 60.0, ["vit", "gates", "prune_0.2", "ov", "q"], "ov_int8")]
+    methods = {"vit": "train", "deit_tiny": "distill", "gates": "prune_gates", "prune_0.2": "prune", "ov": "ov",
+               "onnx": "onnx", "s8": "ort_int8_static", "q": "ov_int8"}
+    records = [{**_bench_record(r, sp, size, flags), "chain": chain, "chain_methods": methods}
+               for r, sp, size, chain, _ in rows]
+    out = {(t["row"], t["what"]): t for t in deploy_targets(records, [m for *_, m in rows])}
+    over = out[("ov_int8", "CPU speed over ort_int8_static (same run)")]
+    assert over["measured"] == "1.29x" and over["met"] is True
+    assert out[("ov_int8", "CPU speed-up over PyTorch fp32")]["met"] is True  # 4.5 >= 4.3
+    past = out[("deit_tiny+ov_int8", "CPU speed-up over PyTorch fp32, pruned or distilled + OpenVINO int8")]
+    assert past["measured"] == "14.00x" and past["met"] is True and "avx512_vnni" in past["target"]
+    assert out[("ov_int8", "size, % of the first row")]["met"] is False  # 26.3% > 26%
+    records[2]["cpu_speedup"] = 4.0
+    out = {(t["row"], t["what"]): t for t in deploy_targets(records, [m for *_, m in rows])}
+    assert out[("ov_int8", "CPU speed over ort_int8_static (same run)")]["met"] is False  # 1.14x
 
 
 def test_deployment_targets_are_for_vit_b_only():

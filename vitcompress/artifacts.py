@@ -12,7 +12,8 @@ An artifact is a plain dictionary of tensors and JSON-like values:
                 its quantizer class is stored by name, so it too is plain tensors and values
 
 so it loads with ``torch.load(weights_only=True)``: a file that would need to unpickle anything else
-is refused. A step may store its artifact compressed (``meta["compress"]``: zlib or xz), behind a header
+is refused. It also holds the content digest of all of the above (:func:`vitcompress.io.seal`), which
+every load checks: a file altered since it was written is refused. A step may store its artifact compressed (``meta["compress"]``: zlib or xz), behind a header
 that names the compressor; loading recognises each form.
 """
 from __future__ import annotations
@@ -28,7 +29,7 @@ import torch
 import torch.nn as nn
 
 from vitcompress.errors import ArtifactError  # noqa: F401  (re-exported)
-from vitcompress.io import atomic_path
+from vitcompress.io import atomic_path, check_sealed, seal
 
 FORMAT = "vitcompress.artifact/1"
 OWN_META = ("compress", "diffq_size_estimate_mb")  # describe one file, not what a child step makes of it
@@ -88,6 +89,7 @@ class Artifact:
         }
         if self.quantized is not None:
             payload["quantized"] = self.quantized
+        payload = seal(payload)  # the content digest every load checks (vitcompress.io)
         # Through a buffer: saved to a path, torch names the archive's folder after the (temporary,
         # random) file name, so the same weights gave different bytes, and a different size, every run.
         buf = io.BytesIO()
@@ -131,5 +133,6 @@ class Artifact:
             ) from None
         if not isinstance(payload, dict) or payload.get("format") != FORMAT:
             raise ArtifactError(f"{path}: not a vitcompress artifact (expected format {FORMAT!r}).")
+        payload = check_sealed(payload, path, "artifact")
         return cls(payload["arch"], payload["state_dict"], payload["transforms"], payload["meta"],
                    payload.get("quantized"))

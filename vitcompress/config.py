@@ -234,6 +234,12 @@ def _check_profile(raw: dict, name: str) -> None:
                 _check_link(where, j, sid, method, [METHODS[prof["steps"][s]["method"]] for s in row["chain"][:j]],
                             row["chain"][:j])
         settings = chain_settings(prof["steps"], row["chain"])
+        said = f"{row['id']} {row['model']} {row['method']}"
+        if settings.get("precision") == "bf16" and re.search(r"fp32|\bf32\b|float32", said, re.I):
+            raise ConfigError(
+                f"params.yaml: {where} is labelled fp32 ({said!r}) but its chain runs OpenVINO at precision bf16; "
+                f"rename the row (e.g. ov_bf16) or set the step's precision to f32."
+            )
         for key in ("model", "method"):
             for field in LABEL_FIELD.findall(row[key]):
                 if field not in settings:
@@ -243,34 +249,47 @@ def _check_profile(raw: dict, name: str) -> None:
                     )
 
 
-RUNTIME_NAMES = {"pytorch": "a PyTorch model", "onnxruntime": "an ONNX model"}
-
-
 def _check_link(where: str, j: int, sid: str, method, before: list, before_ids: list) -> None:
     """Step ``sid`` (``method``) can take what the chain's earlier steps (``before``, their methods, with
     step ids ``before_ids``) make: the runtime, and the kind of model (float, QAT, int8, simulated)."""
-    made = before[-1].runtime
-    if method.runtime != method.input_runtime and made == method.runtime:
-        export = next(s for s, m in zip(before_ids, before) if m.runtime != m.input_runtime)
+    from vitcompress.runtimes import get_runtime
+
+    made, wants = get_runtime(before[-1].runtime), get_runtime(method.input_runtime)
+    converts = method.runtime != method.input_runtime
+    conversion = next((i for i, m in enumerate(before) if m.runtime != m.input_runtime), None)
+    if converts and conversion is not None:
+        conv_id, conv = before_ids[conversion], before[conversion]
+        if conv.runtime == method.runtime:
+            fix = "a chain converts once: remove one of them"
+        else:
+            fix = (f"a chain converts once: start {sid!r} from the PyTorch model instead, e.g. "
+                   f"[{', '.join(before_ids[:conversion] + [sid])}]")
         raise ConfigError(
-            f"params.yaml: {where}.chain[{j}] = {sid!r} exports to ONNX, but step {export!r} earlier in the chain "
-            f"already did; a chain exports once: remove one of them."
+            f"params.yaml: {where}.chain[{j}] = {sid!r} converts to {get_runtime(method.runtime).label}, but step "
+            f"{conv_id!r} ({conv.name}) earlier in the chain already converted to {get_runtime(conv.runtime).label} "
+            f"(its steps make {get_runtime(conv.runtime).model_noun}); {fix}."
         )
-    if method.input_runtime != made:
-        fix = ("put an `onnx` step (method onnx) before it" if method.input_runtime == "onnxruntime"
-               else "move it before the chain's `onnx` step: ONNX graphs are not changed by PyTorch methods")
+    if method.input_runtime != made.name:
+        if method.input_runtime == "pytorch":
+            fix = (f"move it before the chain's `{before_ids[conversion]}` step: {made.label} models are not changed "
+                   f"by PyTorch methods")
+        elif made.name == "pytorch":
+            fix = f"put an `{wants.converter}` step (method {wants.converter}) before it"
+        else:
+            fix = (f"convert the PyTorch model with an `{wants.converter}` step (method {wants.converter}) in place of "
+                   f"step {before_ids[conversion]!r}")
         raise ConfigError(
             f"params.yaml: {where}.chain[{j}] = {sid!r} uses method {method.name!r}, which needs "
-            f"{RUNTIME_NAMES[method.input_runtime]}, but the step before it makes {RUNTIME_NAMES[made]}; {fix}."
+            f"{wants.model_noun}, but the step before it makes {made.model_noun}; {fix}."
         )
-    if method.runtime != method.input_runtime:  # an export: every earlier step must leave traceable PyTorch
+    if converts:  # every earlier step must leave a PyTorch model the converter can trace
         blocking = [m.name for m in before if not m.exportable]
         if blocking:
             raise ConfigError(
-                f"params.yaml: {where}.chain[{j}] = {sid!r} exports to ONNX, but method {blocking[0]!r} earlier "
-                f"in the chain makes a model the exporter cannot trace (torch.ao int8 layers or simulated "
-                f"quantization); export the float model and quantize in ONNX Runtime (ort_int8_dynamic, "
-                f"ort_int8_static) instead."
+                f"params.yaml: {where}.chain[{j}] = {sid!r} converts to {get_runtime(method.runtime).label}, but "
+                f"method {blocking[0]!r} earlier in the chain makes a model the converter cannot trace (torch.ao "
+                f"int8 layers or simulated quantization); convert the float model and quantize in the runtime "
+                f"(ort_int8_dynamic, ort_int8_static, ov_int8) instead."
             )
     if before[-1].makes not in method.accepts:
         from vitcompress.methods.base import KIND_NAMES

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from vitcompress.errors import DataError, UnsafeFileError  # noqa: F401  (re-exported)
-from vitcompress.io import atomic_path
+from vitcompress.io import atomic_path, check_sealed, seal
 
 log = logging.getLogger(__name__)
 
@@ -298,7 +298,7 @@ def prepare(cfg: dict, out: str | Path, seed: int = 0) -> dict:
     for s, g in groups.items():
         payload[f"{s}_groups"] = torch.from_numpy(np.ascontiguousarray(g))
     with atomic_path(out) as tmp:
-        torch.save(payload, tmp)
+        torch.save(seal(payload), tmp)  # with the content digest every read checks
     log.info("prepared %s: %s", cfg["source"], meta["counts"])
     return meta
 
@@ -311,6 +311,7 @@ class PreparedData:
             payload = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
             raise DataError(f"{path}: unreadable prepared data ({exc}); delete it and re-run the workflow.") from None
+        payload = check_sealed(payload, path, "prepared data file")
         self.meta: dict = payload["meta"]
         self.splits = {s: (payload[f"{s}_x"], payload[f"{s}_y"]) for s in SPLITS}
         # per split, the parts each image shares with others (digit pairs' two source digits), if any
@@ -375,13 +376,14 @@ class InputAdapter:
         return (x - self.mean) / self.std
 
 
-def calibration_images(ctx_or_file, img_size, count: int, device: str = "cpu", seed: int = 0) -> torch.Tensor:
-    """The first ``count`` images of a seeded shuffle of the training split, model-ready."""
+def calibration_images(ctx_or_file, img_size, count: int, device: str = "cpu", seed: int = 0,
+                       key: str = "calib_images") -> torch.Tensor:
+    """The first ``count`` images of a seeded shuffle of the training split, model-ready (``key``: the step
+    setting that asked for them, which an error names)."""
     data = PreparedData(ctx_or_file)
     x, _ = data.splits["train"]
     if count > len(x):
-        raise ValueError(f"calib_images = {count} exceeds the {len(x)} training images of this data set; "
-                         f"lower calib_images.")
+        raise ValueError(f"{key} = {count} exceeds the {len(x)} training images of this data set; lower {key}.")
     pick = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:count]
     return InputAdapter(data.meta, img_size, device)(x[pick])
 

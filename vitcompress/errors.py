@@ -39,3 +39,7 @@ class PretrainedUnavailable(RuntimeError):
 
 class PretrainedMismatch(PretrainedUnavailable):
     """A pretrained weights file does not hold the weights of the model it is meant for."""
+
+
+class IntegrityError(ArtifactError):
+    """A file this project wrote no longer holds what it held when written (its content digest differs)."""

@@ -16,11 +16,12 @@ import os
 import platform
 import statistics
 import time
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import torch
 import torch.nn as nn
+
+from vitcompress.io import package_version
 
 MB = 2 ** 20  # the study's "MB" matches MiB: ViT-B/16 with a 10-class head is 327 MiB
 
@@ -146,13 +147,15 @@ def best_of_rounds(rounds_times: list[list[float]]) -> dict:
 
 def speed(model: nn.Module, input_shape, batch_size: int, device: str = "cpu", threads: int | None = None,
           warmup: int = 3, repeats: int = 10, rounds: int = 1, seed: int = 0,
-          baseline: nn.Module | None = None) -> dict:
+          baseline: nn.Module | None = None, parent: nn.Module | None = None) -> dict:
     """Throughput at ``batch_size`` and batch-1 latency of ``model`` on synthetic inputs.
 
     With a ``baseline`` model (same input), the batch timings alternate model and baseline call by
     call, and ``vs_baseline`` is the median over all pairs of baseline time / model time: a speed-up
     measured side by side, which a machine whose speed drifts (between jobs, or within a second on a
-    shared VM) cannot skew the way it skews two it/s figures taken apart."""
+    shared VM) cannot skew the way it skews two it/s figures taken apart. A ``parent`` (the model this
+    one was made from) joins the same alternation (model, baseline, parent, model, ...) for
+    ``vs_parent``, the step's own gain; a parent that is the baseline object is not timed twice."""
     if threads:
         torch.set_num_threads(effective_threads(threads))
     if rounds < 1:
@@ -162,28 +165,34 @@ def speed(model: nn.Module, input_shape, batch_size: int, device: str = "cpu", t
     out = {"device": device, "batch_size": int(batch_size), "warmup": int(warmup), "repeats": int(repeats),
            "rounds": int(rounds), "threads": torch.get_num_threads()}
     example = torch.randn(batch_size, *input_shape, generator=g).to(device)
-    if baseline is not None:
-        baseline.eval().to(device)
-    batch_rounds, single_rounds, base_rounds = [], [], []
+    others = {"baseline": baseline, "parent": None if parent is baseline else parent}
+    others = {k: m.eval().to(device) for k, m in others.items() if m is not None}
+    batch_rounds, single_rounds = [], []
+    other_rounds: dict[str, list] = {k: [] for k in others}
     cuda = example.is_cuda
     for _ in range(rounds):  # batch and batch-1 alternate, so a stall cannot hit only one of them
-        if baseline is None:
+        if not others:
             batch_rounds.append(time_forward(model, example, warmup, repeats))
         else:
-            mine, base_times = time_alternating([lambda: model(example), lambda: baseline(example)], cuda,
-                                                warmup, repeats)
-            batch_rounds.append(mine)
-            base_rounds.append(base_times)
+            times = time_alternating([lambda: model(example)] + [lambda m=m: m(example) for m in others.values()],
+                                     cuda, warmup, repeats)
+            batch_rounds.append(times[0])
+            for k, t in zip(others, times[1:]):
+                other_rounds[k].append(t)
         single_rounds.append(time_forward(model, example[:1], warmup, repeats))
     batch, single = best_of_rounds(batch_rounds), best_of_rounds(single_rounds)
-    if baseline is not None:
-        ratios = [b / m for mine, base_times in zip(batch_rounds, base_rounds) for m, b in zip(mine, base_times)]
-        from vitcompress.stats import median_interval
+    from vitcompress.stats import median_interval
 
+    for k, rounds_times in other_rounds.items():
+        ratios = [b / m for mine, theirs in zip(batch_rounds, rounds_times) for m, b in zip(mine, theirs)]
+        key = "vs_baseline" if k == "baseline" else "vs_parent"
         ratio_spread = spread(ratios)
-        out.update(vs_baseline=ratio_spread["median_s"], vs_baseline_iqr=ratio_spread["iqr_s"],
-                   vs_baseline_ci=list(median_interval(ratios)),
-                   baseline_it_per_s=1.0 / best_of_rounds(base_rounds)["best_s"])
+        out.update({key: ratio_spread["median_s"], f"{key}_iqr": ratio_spread["iqr_s"],
+                    f"{key}_ci": list(median_interval(ratios)),
+                    f"{k}_it_per_s": 1.0 / best_of_rounds(rounds_times)["best_s"]})
+    if parent is not None and parent is baseline:
+        out.update(vs_parent=out["vs_baseline"], vs_parent_iqr=out["vs_baseline_iqr"],
+                   vs_parent_ci=out["vs_baseline_ci"], parent_it_per_s=out["baseline_it_per_s"])
     out.update({
         "it_per_s": 1.0 / batch["best_s"],
         "images_per_s": batch_size / batch["best_s"],
@@ -221,29 +230,26 @@ def file_size_mb(path: str | Path) -> float:
 COMPRESS_LEVEL = 9  # zlib level of the Compressed column: the level diffq's compressed_model_size uses
 
 
-def storage_sizes(path: str | Path) -> dict:
-    """The Size column's one storage form for every row, and the compressed one beside it (MB):
+def storage_sizes(paths) -> dict:
+    """The Size column's one storage form for every row, and the compressed one beside it (MB), of an
+    artifact's files (``paths``: one path, or every file of it, e.g. an OpenVINO IR's .xml and .bin):
 
     ``size_mb``: the deployable artifact's raw bytes (a PyTorch artifact stored compressed counts as its
-    uncompressed payload; an ONNX file as it is); ``compressed_mb``: those same bytes through zlib at
-    level 9, for every row alike, so a method whose claim rests on compression shows it there."""
+    uncompressed payload; other runtimes' files as they are); ``compressed_mb``: those same bytes through
+    zlib at level 9, for every row alike, so a method whose claim rests on compression shows it there."""
     import zlib
 
-    path = Path(path)
-    if path.suffix == ".pt":
-        from vitcompress.artifacts import Artifact
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    raw = b""
+    for path in map(Path, paths):
+        if path.suffix == ".pt":
+            from vitcompress.artifacts import Artifact
 
-        raw = Artifact.payload(path)
-    else:
-        raw = path.read_bytes()
+            raw += Artifact.payload(path)
+        else:
+            raw += path.read_bytes()
     return {"size_mb": len(raw) / MB, "compressed_mb": len(zlib.compress(raw, COMPRESS_LEVEL)) / MB}
-
-
-def _pkg(name: str) -> str | None:
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return None
 
 
 def cpu_model() -> str:
@@ -273,8 +279,9 @@ def cpu_flags() -> list[str]:
     return []
 
 
-def fingerprint(cpu_threads: int, gpu: bool = True) -> dict:
-    """What speed depends on. Accuracy and checkpoints do not, so only timings re-run when it changes."""
+def fingerprint(cpu_threads: int, gpu: bool = True, versions: dict | None = None) -> dict:
+    """What speed depends on. Accuracy and checkpoints do not, so only timings re-run when it changes.
+    ``versions``: the runtimes' packages and versions (:func:`vitcompress.runtimes.versions`)."""
     gpu_name = None
     if gpu and torch.cuda.is_available():
         gpu_name = torch.cuda.get_device_name(0)
@@ -286,8 +293,8 @@ def fingerprint(cpu_threads: int, gpu: bool = True) -> dict:
         "cpu_threads": effective_threads(cpu_threads),
         "gpu": gpu_name,
         "torch": torch.__version__,
-        "timm": _pkg("timm"),
-        "onnxruntime": _pkg("onnxruntime"),
+        "timm": package_version("timm"),
+        **(versions or {}),
         "python": platform.python_version(),
         # what the ORT int8 steps choose here (their accuracy depends on it): see reduce_range_for
         "ort_reduce_range": reduce_range_for(cpu_flags(), platform.machine())[0],
@@ -334,3 +341,23 @@ def reduce_range_for(flags: list[str], machine: str) -> tuple[bool, str]:
     if have:
         return False, f"x86 with {have[0]}: int32 accumulation"
     return True, "x86 without VNNI: u8s8 int16 saturation"
+
+
+@torch.inference_mode()
+def agreement(reference: nn.Module, candidate: nn.Module, batches, adapter) -> dict:
+    """How often two models' top-1 predictions agree over ``batches`` of (uint8 images, labels), with each
+    one's accuracy and the largest logit difference (``candidate`` runs on the CPU)."""
+    same = right_ref = right_cand = total = 0
+    max_diff = 0.0
+    for x, y in batches:
+        inputs = adapter(x)
+        a = reference(inputs).float().cpu()
+        b = candidate(inputs.cpu()).float()
+        same += (a.argmax(-1) == b.argmax(-1)).sum().item()
+        right_ref += (a.argmax(-1) == y).sum().item()
+        right_cand += (b.argmax(-1) == y).sum().item()
+        max_diff = max(max_diff, (a - b).abs().max().item())
+        total += len(y)
+    n = max(1, total)
+    return {"images": total, "agreement": same / n, "reference_top1": 100 * right_ref / n,
+            "top1": 100 * right_cand / n, "max_abs_logit_diff": max_diff}

@@ -151,7 +151,7 @@ def create(arch: dict, pretrained: bool = False, pretrained_file: str | None = N
 def count_params(model: nn.Module) -> int:
     """Parameters of the model, counting the packed int8 weights of torch.ao quantized layers and the
     stored integer weights of simulated-quantization layers (fq_vit's ``weight_q`` buffers) too."""
-    if callable(getattr(model, "num_params", None)):  # an ONNX Runtime model (vitcompress.runtime.OrtModule)
+    if callable(getattr(model, "num_params", None)):  # another runtime's model (vitcompress.runtimes: OrtModule, OvModule)
         return int(model.num_params())
     total = sum(p.numel() for p in model.parameters())
     total += sum(b.numel() for name, b in model.named_buffers() if name.endswith("weight_q"))

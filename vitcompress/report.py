@@ -22,7 +22,9 @@ CSV_COLUMNS = [
     "delta_first", "delta_first_lo", "delta_first_hi", "delta_first_distinguishable",
     "delta_parent", "delta_parent_lo", "delta_parent_hi", "delta_parent_distinguishable",
     "cpu_speed", "cpu_images_per_s", "cpu_latency_ms", "cpu_speedup", "cpu_speedup_lo", "cpu_speedup_hi",
-    "gpu_speedup", "gpu_speedup_lo", "gpu_speedup_hi", "size_mb", "compressed_mb", "params",
+    "gpu_speedup", "gpu_speedup_lo", "gpu_speedup_hi",
+    "cpu_speedup_parent", "cpu_speedup_parent_lo", "cpu_speedup_parent_hi",
+    "gpu_speedup_parent", "gpu_speedup_parent_lo", "gpu_speedup_parent_hi", "size_mb", "compressed_mb", "params",
     "diffq_true_size_mb", "diffq_compressed_mb", "train_epochs", "batch_size",
     "published_accuracy", "published_size_mb",
 ]
@@ -92,13 +94,14 @@ def tex(s) -> str:
 
 def _flat(record: dict) -> dict:
     """A cell's JSON with its intervals as columns: ``delta_first`` -> delta_first, _lo, _hi,
-    _distinguishable; ``cpu_speedup_ci`` -> cpu_speedup_lo, _hi (missing: None)."""
+    _distinguishable; ``cpu_speedup_ci`` -> cpu_speedup_lo, _hi, and the same for the speed-ups over the
+    row's parent (missing: None)."""
     out = dict(record)
     for key in ("delta_first", "delta_parent"):
         d = out.pop(key, None) or {}
         out.update({key: d.get("delta"), f"{key}_lo": d.get("lo"), f"{key}_hi": d.get("hi"),
                     f"{key}_distinguishable": d.get("distinguishable")})
-    for key in ("cpu_speedup", "gpu_speedup"):
+    for key in ("cpu_speedup", "gpu_speedup", "cpu_speedup_parent", "gpu_speedup_parent"):
         ci = out.pop(f"{key}_ci", None) or (None, None)
         out[f"{key}_lo"], out[f"{key}_hi"] = ci
     return out
@@ -143,7 +146,7 @@ def job_resources(benchmarks: list[str]) -> pd.DataFrame:
     return pd.DataFrame(records, columns=["dataset", "chain", "wall_s", "max_rss_mb"])
 
 
-DVC_METRICS = ("accuracy", "size_mb", "compressed_mb", "cpu_speedup", "cpu_speed", "gpu_speed")  # a column each in `dvc metrics show`
+DVC_METRICS = ("accuracy", "size_mb", "compressed_mb", "cpu_speedup", "cpu_speedup_parent", "cpu_speed", "gpu_speed")  # a column each in `dvc metrics show`
 STUDY_DATASETS = ("cifar10", "cifar100")
 STUDY_BASELINE = "vanilla"
 
@@ -328,9 +331,11 @@ def study_findings(df: pd.DataFrame, datasets: list[str], rows: list[str], study
 
 def render_tables(files: list[str], profile: str, datasets: list[str], rows: list[str], md: str, tex: str,
                   csv: str, metrics_dir: str, templates: str | Path | None = None, figures: list[str] = (),
-                  benchmarks: list[str] = (), jobs_csv: str | None = None, study_rows: dict | None = None) -> None:
+                  benchmarks: list[str] = (), jobs_csv: str | None = None, study_rows: dict | None = None,
+                  summary: str | None = None) -> None:
     """``metrics_dir``: one ``<dataset>/<row>.json`` per cell (the DVC metrics). ``study_rows``: row id ->
-    the study's row id it stands for, for the comparison with the study (default: the same id)."""
+    the study's row id it stands for, for the comparison with the study (default: the same id).
+    ``summary``: the compact metrics file :func:`summary_metrics` writes (what ``dvc exp show`` compares)."""
     df = build_frame(files, profile, rows)
     jobs = job_resources(list(benchmarks))
     if jobs_csv:
@@ -382,7 +387,27 @@ def render_tables(files: list[str], profile: str, datasets: list[str], rows: lis
     for stale in set(Path(metrics_dir).glob("*/*.json")) - set(cells):  # another profile's or an old row's
         stale.unlink()
     for path, r in cells.items():  # one file a cell: `dvc metrics show` prints a row for each
-        write_json(path, {k: (None if _missing(r[k]) else r[k]) for k in DVC_METRICS})
+        write_json(path, {k: (None if _missing(r[k]) else r[k]) for k in DVC_METRICS}, seal_it=False)  # DVC reads it
+    if summary:
+        write_json(summary, summary_metrics(flat, datasets, rows), seal_it=False)
+
+
+def summary_metrics(flat: pd.DataFrame, datasets: list[str], rows: list[str]) -> dict:
+    """The few numbers an experiment is compared by, per data set: the first row's accuracy, and each other
+    row's accuracy change against it (points) and CPU speed-up over it, rounded as the tables print them.
+    ``dvc exp show`` flattens it to ``<dataset>.<first row>_accuracy``, ``<dataset>.delta.<row>``,
+    ``<dataset>.speedup.<row>``; ``--only-changed`` leaves the columns a sweep moved."""
+    def num(v, digits):
+        return None if _missing(v) else round(float(v), digits)
+
+    cell = {(r["dataset"], r["row"]): r for r in flat.to_dict("records")}
+    out = {}
+    for ds in datasets:
+        first = cell.get((ds, rows[0]), {})
+        out[ds] = {f"{rows[0]}_accuracy": num(first.get("accuracy"), 2),
+                   "delta": {r: num(cell.get((ds, r), {}).get("delta_first"), 2) for r in rows[1:]},
+                   "speedup": {r: num(cell.get((ds, r), {}).get("cpu_speedup"), 2) for r in rows[1:]}}
+    return out
 
 
 # Deployment targets for ViT-B/16 (the study's architecture), by the method of a row's last step: the
@@ -392,7 +417,14 @@ DEPLOY_TARGETS = {
     "onnx": {"speedup": {"": 1.0}},
     "ort_int8_static": {"speedup": {"avx512_vnni": 3.0, "avx2": 2.0}, "size_pct": 26.0},
     "ort_int8_dynamic": {"size_pct": 26.0},
+    "ov_int8": {"speedup": {"avx512_vnni": 4.3}, "size_pct": 26.0},
+    "ov_int8_accuracy_control": {"size_pct": 26.0},
 }
+# Targets across rows: OpenVINO int8 of the first row's model against ORT static int8 of it, timed in the same
+# run; and a chain past the peer: a pruned or distilled model through OpenVINO int8, against PyTorch fp32.
+OV_OVER_ORT = 1.2
+CHAIN_PAST_PEER = {"avx512_vnni": 5.0}
+SHRINKING = ("prune", "distill")  # methods whose model is smaller than the first row's
 TARGET_ARCH = "vit_base_patch16_224"
 
 
@@ -417,6 +449,31 @@ def deploy_targets(records: list[dict], methods: list[str]) -> list[dict]:
             pct = 100.0 * r["size_mb"] / base_size
             out.append({"row": r["row"], "what": "size, % of the first row", "target": f"<= {target['size_pct']:g}%",
                         "measured": f"{pct:.1f}%", "met": bool(pct <= target["size_pct"])})
+    return out + _cross_row_targets(records, methods)
+
+
+def _cross_row_targets(records: list[dict], methods: list[str]) -> list[dict]:
+    """The targets that compare rows of one run: OpenVINO int8 of the first row's model over ORT static int8
+    of it (the ratio of their speed-ups, timed in the same run), and the best pruned or distilled chain
+    through OpenVINO int8 over PyTorch fp32 (by the CPU's instruction sets)."""
+    out = []
+    root = records[0].get("chain", [])
+    chains = [(r, m, r.get("chain") or []) for r, m in zip(records, methods)]
+    own = [r for r, m, c in chains if m == "ov_int8" and c[:len(root)] == root and len(c) == len(root) + 2]
+    ort = [r for r, m, c in chains if m == "ort_int8_static" and c[:len(root)] == root and len(c) == len(root) + 2]
+    if own and ort and not _missing(own[0].get("cpu_speedup")) and not _missing(ort[0].get("cpu_speedup")):
+        ratio = own[0]["cpu_speedup"] / ort[0]["cpu_speedup"]
+        out.append({"row": own[0]["row"], "what": f"CPU speed over {ort[0]['row']} (same run)",
+                    "target": f">= {OV_OVER_ORT:g}x", "measured": f"{ratio:.2f}x", "met": bool(ratio >= OV_OVER_ORT)})
+    flags = set(records[0]["fingerprint"].get("cpu_flags") or []) if records else set()
+    isa = next((f for f in CHAIN_PAST_PEER if f in flags), None)
+    past = [r for r, m, c in chains if m == "ov_int8" and not _missing(r.get("cpu_speedup"))
+            and any(r.get("chain_methods", {}).get(s) in SHRINKING for s in c)]
+    if isa and past:
+        best = max(past, key=lambda r: r["cpu_speedup"])
+        out.append({"row": best["row"], "what": "CPU speed-up over PyTorch fp32, pruned or distilled + OpenVINO int8",
+                    "target": f">= {CHAIN_PAST_PEER[isa]:g}x (CPU with {isa})", "measured": f"{best['cpu_speedup']:.2f}x",
+                    "met": bool(best["cpu_speedup"] >= CHAIN_PAST_PEER[isa])})
     return out
 
 
@@ -440,6 +497,8 @@ def render_bench(files: list[str], rows: list[dict], profile: str, csv: str, md:
             "cpu_images_per_s": (r.get("cpu") or {}).get("images_per_s"),
             "cpu_latency_ms": (r.get("cpu") or {}).get("latency_ms"),
             "cpu_speedup": (r.get("cpu") or {}).get("vs_baseline"),
+            "cpu_speedup_parent": (r.get("cpu") or {}).get("vs_parent"),
+            "chain": r.get("chain") or row["chain"], "chain_methods": r.get("chain_methods") or {},
             "gpu_speed": (r.get("gpu") or {}).get("it_per_s"),
             "gpu_speedup": (r.get("gpu") or {}).get("vs_baseline"),
             "batch_size": (r.get("cpu") or r.get("gpu") or {}).get("batch_size"),
@@ -447,7 +506,8 @@ def render_bench(files: list[str], rows: list[dict], profile: str, csv: str, md:
             "notes": r.get("notes", []),
         })
     with atomic_path(csv) as tmp:
-        pd.DataFrame(records).drop(columns=["fingerprint", "notes"]).to_csv(tmp, index=False, float_format="%.6g")
+        pd.DataFrame(records).drop(columns=["fingerprint", "notes", "chain_methods"]).to_csv(tmp, index=False,
+                                                                                       float_format="%.6g")
     env = _env(Path(templates) if templates else DEFAULT_TEMPLATES)
     with atomic_path(md) as tmp:
         tmp.write_text(env.get_template("bench_arch.md.j2").render(profile=profile, rows=records,
@@ -544,6 +604,7 @@ FAMILIES = (  # (method of a row's last step, family label, marker): method fami
     (("train",), "trained", "o"), (("dynamic_ptq", "fq_vit", "lsq", "diffq"), "quantized (PyTorch)", "s"),
     (("distill",), "distilled", "^"), (("prune", "prune_gates"), "pruned", "D"), (("nystrom",), "low-rank", "v"),
     (("onnx", "ort_int8_static", "ort_int8_dynamic"), "ONNX Runtime", "P"),
+    (("ov", "ov_int8", "ov_int8_accuracy_control"), "OpenVINO", "*"),
 )
 
 

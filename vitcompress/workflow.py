@@ -30,7 +30,7 @@ from vitcompress.measure import (
 )
 from vitcompress.methods import StepContext, build_model, get_method
 from vitcompress.models import count_params
-from vitcompress.runtime import load_artifact
+from vitcompress.runtimes import artifact_files, describe, get_runtime, load_artifact
 from vitcompress.train import seed_everything
 from vitcompress.workers import in_worker, job_resources
 
@@ -164,11 +164,6 @@ def job_priority(step: dict) -> float:
     return int(epochs or 0) / 1000
 
 
-def runtime_name(meta: dict) -> str:
-    """The runtime that runs an artifact, as tables name it."""
-    return "ONNX Runtime" if meta.get("runtime") == "onnxruntime" else "PyTorch"
-
-
 def evaluate_artifact(artifact: str, data_file: str, out: str, eval_batch_size: int = 256,
                       device: str = "auto", threads: int = 1) -> None:
     """Accuracy on the test split, size on disk and parameter count: nothing here depends on the hardware."""
@@ -190,14 +185,14 @@ def evaluate_artifact(artifact: str, data_file: str, out: str, eval_batch_size: 
         "accuracy": acc["top1"],
         "top5": acc.get("top5"),
         "test_images": acc["n"],
-        **storage_sizes(artifact),
+        **storage_sizes(artifact_files(artifact)),
         "params": count_params(model),
         "num_classes": data.num_classes,
         "input_size": list(art.arch["kwargs"]["img_size"]),
         "in_chans": art.arch["kwargs"]["in_chans"],
         "cpu_only": bool(art.meta.get("cpu_only", False)),
         "eval_device": dev,
-        "runtime": runtime_name(art.meta),
+        "runtime": describe(art.meta),
         "settings": art.settings(),
         "train_epochs": art.train_epochs(),
         # diffq's own figures for its row: true_model_size (the learned bits, exactly) and
@@ -209,7 +204,22 @@ def evaluate_artifact(artifact: str, data_file: str, out: str, eval_batch_size: 
         "per_image": {"n": acc["n"], "top1": pack_bits(acc["correct1"]),
                       "top5": None if acc["correct5"] is None else pack_bits(acc["correct5"])},
         "groups": data.groups["test"].tolist() if "test" in data.groups else None,
+        "notes": artifact_notes(art.meta),
     })
+
+
+def artifact_notes(meta: dict) -> list[str]:
+    """What a table should say under a cell about how its artifact was made (accuracy control's float layers)."""
+    notes = []
+    ac = meta.get("accuracy_control")
+    if ac:
+        ops, layers = ac.get("reverted_operations") or [], ac["float_layers"]
+        total = (meta.get("ov_quantization") or {}).get("weight_layers", "?")
+        notes.append(f"NNCF's accuracy control reverted {len(ops)} of {ac.get('quantized_operations') or '?'} quantized "
+                     f"operations to float{' (' + ', '.join(ops) + ')' if ops else ''}, leaving {len(layers)} of {total} "
+                     f"weight layers in float; validation top-1 {ac['float_top1']:.2f}% (float IR) -> "
+                     f"{ac['int8_top1']:.2f}% (int8), bound {ac['max_drop']:g} points on the validation split.")
+    return notes
 
 
 def _input_shape(arch: dict) -> list[int]:
@@ -217,10 +227,14 @@ def _input_shape(arch: dict) -> list[int]:
 
 
 def measure_model(model, artifact_meta: dict, input_shape, measure: dict, fp: dict,
-                  baseline: nn.Module | None = None, is_baseline: bool = False) -> dict:
+                  baseline: nn.Module | None = None, is_baseline: bool = False,
+                  parent: nn.Module | None = None, parent_cpu_only: bool = False) -> dict:
     """CPU timings always; GPU timings only when CUDA is there and the model can run on it.
     With a ``baseline`` model, each timing also gives the speed-up over it, timed side by side;
-    ``is_baseline``: the model is the baseline, whose speed-up is 1 by definition (not timed twice)."""
+    ``is_baseline``: the model is the baseline, whose speed-up is 1 by definition (not timed twice).
+    ``parent``: the model this one was made from (the baseline object itself when it is), timed in the
+    same alternation for the speed-up of the chain's last step alone (on the CPU only when
+    ``parent_cpu_only``)."""
     common = dict(warmup=int(measure["warmup"]), repeats=int(measure["repeats"]),
                   rounds=int(measure.get("rounds", 1)))
     out = {"fingerprint": fp, "notes": []}
@@ -229,14 +243,17 @@ def measure_model(model, artifact_meta: dict, input_shape, measure: dict, fp: di
         out["notes"].append("simulated (fake-quantized) model: timing the simulation would not show int8 speed.")
         return out
     out["cpu"] = speed(model, input_shape, int(measure["batch_size"]), "cpu",
-                       threads=int(measure["cpu_threads"]), baseline=baseline, **common)
+                       threads=int(measure["cpu_threads"]), baseline=baseline, parent=parent, **common)
     gpu_ok = measure.get("gpu", True) and torch.cuda.is_available()
     if gpu_ok and not artifact_meta.get("cpu_only"):
-        out["gpu"] = speed(model, input_shape, int(measure["batch_size"]), "cuda", baseline=baseline, **common)
+        gpu_parent = None if parent_cpu_only else parent
+        out["gpu"] = speed(model, input_shape, int(measure["batch_size"]), "cuda", baseline=baseline,
+                           parent=gpu_parent, **common)
     else:
         out["gpu"] = None
-        if artifact_meta.get("runtime") == "onnxruntime":
-            out["notes"].append("ONNX Runtime rows run on its CPU execution provider: no GPU timing.")
+        if artifact_meta.get("runtime", "pytorch") != "pytorch":
+            rt = get_runtime(artifact_meta["runtime"])
+            out["notes"].append(f"{rt.label} rows run on {rt.cpu_backend} only: no GPU timing.")
         elif artifact_meta.get("cpu_only"):
             out["notes"].append("CPU-only model: no GPU timing.")
         elif not gpu_ok:
@@ -257,17 +274,26 @@ def fq_vit_ablation(threads: int, device: str, parent: str, step: dict, **kwargs
              device=resolve_device(device), **kwargs)
 
 
-def measure_speed(artifact: str, out: str, measure: dict, fp: dict, baseline: str | None = None) -> None:
+def measure_speed(artifact: str, out: str, measure: dict, fp: dict, baseline: str | None = None,
+                  parent: str | None = None) -> None:
     """Time one artifact. ``fp`` is the workflow's hardware fingerprint: a changed one re-runs only this.
 
     ``baseline``: the artifact of the profile's baseline row (its first), timed call by call beside
-    this one for a side-by-side speed-up (not timed when it is this artifact: its speed-up is 1)."""
+    this one for a side-by-side speed-up (not timed when it is this artifact: its speed-up is 1).
+    ``parent``: the artifact this one was made from (its chain minus the last step), timed in the same
+    alternation for the last step's own speed-up (none for a root chain)."""
     art = load_artifact(artifact)
     model = build_model(art)
     is_baseline = baseline is not None and Path(baseline).resolve() == Path(artifact).resolve()
     ref = build_model(load_artifact(baseline)) if baseline is not None and not is_baseline else None
+    par, par_art = None, None
+    if parent:
+        par_art = load_artifact(parent)
+        par = ref if baseline is not None and Path(parent).resolve() == Path(baseline).resolve() else \
+            build_model(par_art)
     write_json(out, measure_model(model, art.meta, _input_shape(art.arch), measure, fp, baseline=ref,
-                                  is_baseline=is_baseline))
+                                  is_baseline=is_baseline, parent=par,
+                                  parent_cpu_only=bool(par_art is not None and par_art.meta.get("cpu_only"))))
 
 
 def row_metrics(row: dict, dataset: str, accuracy: str, speed_json: str, out: str, profile: str,
@@ -279,13 +305,14 @@ def row_metrics(row: dict, dataset: str, accuracy: str, speed_json: str, out: st
     the last step) accuracy JSONs, for the paired intervals of the accuracy changes against them."""
     acc, spd = read_json(accuracy), read_json(speed_json)
     cpu, gpu = spd.get("cpu"), spd.get("gpu")
+    labels = row_labels(row, settings or {}, acc.get("settings"))
     base = read_json(baseline_accuracy) if baseline_accuracy else None
     parent = read_json(parent_accuracy) if parent_accuracy else None
     write_json(out, {
         "profile": profile,
         "dataset": dataset,
         "row": row["id"],
-        **row_labels(row, settings or {}, acc.get("settings")),
+        **labels,
         "chain": row["chain"],
         "runtime": acc.get("runtime", "PyTorch"),
         "accuracy": acc["accuracy"],
@@ -308,12 +335,17 @@ def row_metrics(row: dict, dataset: str, accuracy: str, speed_json: str, out: st
         "cpu_speedup_ci": cpu.get("vs_baseline_ci") if cpu else None,
         "gpu_speedup": gpu.get("vs_baseline") if gpu else None,
         "gpu_speedup_ci": gpu.get("vs_baseline_ci") if gpu else None,
+        # the last step's own gain: over the model it was made from, timed in the same alternation
+        "cpu_speedup_parent": cpu.get("vs_parent") if cpu else None,
+        "cpu_speedup_parent_ci": cpu.get("vs_parent_ci") if cpu else None,
+        "gpu_speedup_parent": gpu.get("vs_parent") if gpu else None,
+        "gpu_speedup_parent_ci": gpu.get("vs_parent_ci") if gpu else None,
         "delta_first": None if base is None or baseline_accuracy == accuracy else accuracy_change(acc, base),
         "delta_parent": None if parent is None else accuracy_change(acc, parent),
         "per_image": acc.get("per_image"),
         "groups": acc.get("groups"),
         "batch_size": (cpu or gpu or {}).get("batch_size"),
-        "notes": spd.get("notes", []),
+        "notes": [f"{labels['model']}: {n}" for n in acc.get("notes") or []] + spd.get("notes", []),
         "fingerprint": spd["fingerprint"],
     })
 
@@ -347,11 +379,12 @@ def _deployed(chain_steps: list[dict], arch: dict):
         path = Path(tmp) / "model.pt"
         build_untrained(torch_steps, arch).save(path)
         for i, step in enumerate(chain_steps[len(torch_steps):]):
-            child = get_method(step["method"]).untrained_deploy(load_artifact(path), step)
-            path = Path(tmp) / f"model{i}.onnx"
+            method = get_method(step["method"])
+            child = method.untrained_deploy(load_artifact(path), step)
+            path = Path(tmp) / f"step{i}" / get_runtime(method.runtime).files[0]
             child.save(path)
         art = load_artifact(path)
-        yield art, build_model(art), storage_sizes(path)
+        yield art, build_model(art), storage_sizes(artifact_files(path))
 
 
 def bench_row(chain_steps: list[dict], arch: dict, measure: dict, fp: dict, out: str,
@@ -360,16 +393,26 @@ def bench_row(chain_steps: list[dict], arch: dict, measure: dict, fp: dict, out:
 
     ``baseline_steps``/``baseline_arch``: the baseline row's chain and architecture (the profile's
     first row), built the same way and timed call by call beside this one for a side-by-side
-    speed-up, as the cells' timings are; the baseline row itself is not timed twice."""
+    speed-up, as the cells' timings are; the baseline row itself is not timed twice. The chain minus
+    its last step (the row's parent) joins the alternation for the last step's own speed-up."""
     baseline_arch = baseline_arch or arch
     is_baseline = (baseline_steps is not None and baseline_arch == arch
                    and [s["id"] for s in baseline_steps] == [s["id"] for s in chain_steps])
     timed_beside = baseline_steps is not None and not is_baseline
+    parent_steps = chain_steps[:-1]
+    parent_is_baseline = (timed_beside and baseline_arch == arch
+                          and [s["id"] for s in baseline_steps] == [s["id"] for s in parent_steps])
     with contextlib.ExitStack() as stack:
         art, model, size = stack.enter_context(_deployed(chain_steps, arch))
         ref = stack.enter_context(_deployed(baseline_steps, baseline_arch))[1] if timed_beside else None
+        par = None
+        if parent_steps:
+            par = ref if parent_is_baseline else stack.enter_context(_deployed(parent_steps, arch))[1]
         result = measure_model(model, art.meta, _input_shape(arch), measure, fp, baseline=ref,
-                               is_baseline=is_baseline)
+                               is_baseline=is_baseline, parent=par,
+                               parent_cpu_only=bool(parent_steps) and get_method(parent_steps[-1]["method"]).runtime
+                               != "pytorch")
         result.update(**size, params=count_params(model), arch=arch, chain=[s["id"] for s in chain_steps],
-                      runtime=runtime_name(art.meta), settings=art.settings())
+                      chain_methods={s["id"]: s["method"] for s in chain_steps},
+                      runtime=describe(art.meta), settings=art.settings())
     write_json(out, result)

@@ -218,3 +218,83 @@ def build_model(art) -> nn.Module:
             f"unexpected {list(unexpected)[:3]}); it was written by another version: re-run its step."
         )
     return model.eval()
+
+
+VERIFY_BATCH = 64
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConversionSettings(Settings):
+    min_agreement: float = setting(0.995, low=0, low_open=True, high=1,
+                                   help="the share of test images whose top-1 the converted model and PyTorch must "
+                                        "agree on")
+
+
+class Conversion(Method):
+    """A step that converts the chain's PyTorch model into another runtime (``runtime``), then predicts the
+    whole test split with both and refuses the conversion when they agree on fewer than ``min_agreement``
+    of the images: a graph that computes something else must not reach a device or the table. The
+    artifact is the runtime's file(s); its accuracy and speed are that runtime's.
+
+    Subclasses set ``name``, ``runtime`` and ``Settings`` (a :class:`ConversionSettings`), and may add to
+    the artifact's meta (:meth:`converted_meta`)."""
+
+    Settings = ConversionSettings
+    input_runtime = "pytorch"
+
+    @classmethod
+    def converted_meta(cls, s) -> dict:
+        """What the converted artifact records besides the chain (e.g. its inference precision)."""
+        return {}
+
+    @classmethod
+    def converted(cls, parent, model: nn.Module, step: dict, example):
+        from vitcompress.runtimes import get_runtime
+
+        rt = get_runtime(cls.runtime)
+        s = cls.settings(step)
+        return rt.artifact.child(parent, rt.convert(model, example), {"method": cls.name}, step,
+                                 **cls.converted_meta(s))
+
+    def run(self, ctx: StepContext):
+        import logging
+        import tempfile
+
+        from vitcompress.data import InputAdapter, PreparedData
+        from vitcompress.measure import agreement
+        from vitcompress.runtimes import get_runtime
+
+        parent, step, rt = ctx.parent, ctx.step, get_runtime(self.runtime)
+        s = self.settings(step)
+        data = PreparedData(ctx.data_file)
+        adapter = InputAdapter(data.meta, parent.arch["kwargs"]["img_size"], ctx.device)
+        model = build_model(parent)
+        art = self.converted(parent, model, step, adapter(data.splits["test"][0][:2]).cpu())
+        with tempfile.TemporaryDirectory() as tmp:  # run the graph as a device would: from its file(s)
+            path = Path(tmp) / rt.files[0]
+            art.save(path)
+            check = agreement(model.to(ctx.device), rt.module(path, art.meta).eval(),
+                              data.loader("test", VERIFY_BATCH), adapter)
+        art.path = None
+        logging.getLogger("vitcompress").info(
+            "%s: %s agrees with PyTorch on %.2f%% of %d test images (top-1 %.2f%% vs %.2f%%, largest logit "
+            "difference %.2g)", ctx.dataset, rt.describe(art.meta), 100 * check["agreement"], check["images"],
+            check["top1"], check["reference_top1"], check["max_abs_logit_diff"])
+        if check["agreement"] < s.min_agreement:
+            raise ValueError(
+                f"{ctx.dataset}: the {rt.label} conversion of step {step['id']!r} predicts differently from "
+                f"PyTorch on {100 * (1 - check['agreement']):.2f}% of {check['images']} test images (allowed: "
+                f"{100 * (1 - s.min_agreement):.2f}%); the converted graph does not compute the model. Nothing "
+                f"was written; report the architecture, or lower min_agreement to accept it.")
+        art.meta["export_check"] = check
+        return art
+
+    @classmethod
+    def untrained_deploy(cls, parent, step: dict):
+        """The conversion of an untrained (random-weight) artifact, for architecture benchmarks."""
+        import torch
+
+        kwargs = parent.arch["kwargs"]
+        example = torch.randn(2, int(kwargs["in_chans"]), *map(int, kwargs["img_size"]),
+                              generator=torch.Generator().manual_seed(0))
+        return cls.converted(parent, build_model(parent), step, example)

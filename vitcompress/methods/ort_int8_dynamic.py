@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vitcompress.methods.base import Method, StepContext, register
-from vitcompress.runtime import RUNTIME, OnnxArtifact, ReduceRange, check_onnx, onnx_child, quantize_dynamic
+from vitcompress.runtimes.onnxruntime import RUNTIME, OnnxArtifact, ReduceRange, check_onnx, quantize_dynamic
 from vitcompress.settings import setting
 
 
@@ -25,7 +25,7 @@ def _child(parent: OnnxArtifact, step: dict, s: OrtDynamicSettings) -> OnnxArtif
     proto = quantize_dynamic(parent.path, s.per_channel, reduce)
     spec = {"method": OrtDynamic.name, "per_channel": s.per_channel, "reduce_range": reduce,
             "reduce_range_reason": why}
-    return onnx_child(parent, proto, spec, step, ort_quantized="dynamic int8")
+    return OnnxArtifact.child(parent, proto, spec, step, ort_quantized="dynamic int8")
 
 
 @register

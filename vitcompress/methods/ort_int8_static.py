@@ -6,7 +6,7 @@
 QuantizeLinear/DequantizeLinear pair around a MatMul into an integer MatMul kernel (VNNI where the CPU
 has it), so this row runs int8 arithmetic for real, unlike the simulated FQ-ViT row. LayerNorm and GELU
 stay float (ORT has no integer kernels for them), and so does softmax by choice: ORT's QLinearSoftmax is
-slower than the float one (see :func:`vitcompress.runtime.quantize_static`). FQ-ViT's PTF LayerNorm and
+slower than the float one (see :func:`vitcompress.runtimes.onnxruntime.quantize_static`). FQ-ViT's PTF LayerNorm and
 4-bit log2 softmax thus have nothing to map onto, and the FQ-ViT row keeps no speed.
 
 ``reduce_range`` (``auto``): 7-bit weights on an x86 CPU without VNNI, where ORT's u8×s8 kernels would
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from vitcompress.methods.base import Method, StepContext, register
-from vitcompress.runtime import RUNTIME, OnnxArtifact, ReduceRange, check_onnx, onnx_child, quantize_static
+from vitcompress.runtimes.onnxruntime import RUNTIME, OnnxArtifact, ReduceRange, check_onnx, quantize_static
 from vitcompress.settings import setting
 
 UNTRAINED_CALIB = 16  # random images calibrate an untrained (architecture benchmark) model
@@ -40,7 +40,7 @@ def _child(parent: OnnxArtifact, step: dict, s: OrtStaticSettings, images: torch
     proto = quantize_static(parent.path, images, s.calib_batch_size, s.per_channel, reduce)
     spec = {"method": OrtStatic.name, "calib_images": len(images), "per_channel": s.per_channel,
             "reduce_range": reduce, "reduce_range_reason": why}
-    return onnx_child(parent, proto, spec, step, ort_quantized="static int8 (QDQ)")
+    return OnnxArtifact.child(parent, proto, spec, step, ort_quantized="static int8 (QDQ)")
 
 
 @register

@@ -1,4 +1,4 @@
-"""Deployment artifacts for ONNX Runtime: export, load, run, as the rest of the pipeline runs PyTorch models.
+"""The ``onnxruntime`` runtime: export, load, run and quantize, as the rest of the pipeline runs PyTorch models.
 
 An ONNX artifact is the ``.onnx`` file a device loads, nothing else: the model graph and its weights
 (``onnx`` writes them as protocol buffers, which hold no code), plus, in the file's own metadata, the
@@ -15,7 +15,6 @@ measurement functions do after setting the thread count: a timing never includes
 """
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 from dataclasses import dataclass
@@ -25,12 +24,13 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from vitcompress.artifacts import FORMAT, OWN_META, Artifact, ArtifactError
 from vitcompress.errors import ConfigError
-from vitcompress.io import atomic_path
+from vitcompress.io import DIGEST_PLACEHOLDER, atomic_path, package_version, seal_files
+from vitcompress.runtimes.base import Runtime, RuntimeArtifact, register_runtime
 from vitcompress.settings import Settings, setting
 
 META_KEY = "vitcompress.artifact"
+DIGEST_META = "vitcompress.digest"  # the file's content digest (vitcompress.io.seal_files)
 INPUT, OUTPUT = "image", "logits"
 RUNTIME = "onnxruntime"
 
@@ -87,66 +87,52 @@ class OrtModule(nn.Module):
 
 
 @dataclass
-class OnnxArtifact(Artifact):
-    """A ``.onnx`` deployment artifact. ``proto``: the ``onnx.ModelProto`` a step made (until saved);
-    ``path``: the file it was loaded from or saved to. ``state_dict`` stays empty: the weights are in the graph."""
+class OnnxArtifact(RuntimeArtifact):
+    """A ``.onnx`` deployment artifact; ``native`` is the ``onnx.ModelProto`` a step made (until saved)."""
 
-    proto: object = None
-    path: str | None = None
-
-    def build(self) -> nn.Module:
-        if self.path is None:
-            raise ArtifactError("this ONNX artifact has not been saved yet: save it, then build it to run it")
-        return OrtModule(self.path).eval()
-
-    def save(self, path: str | Path, compress: str | None = None) -> None:
-        """Write the graph atomically, with the artifact record in the file's metadata (``compress`` must be
-        None or "none": a device loads the .onnx file as it is)."""
+    def write(self, path: Path, record: str) -> None:
         import onnx
 
-        if compress not in (None, "none"):
-            raise ValueError(f"compress = {compress!r}: an ONNX artifact is stored as the runtime reads it")
-        if self.proto is None:
-            raise ArtifactError("an ONNX artifact loaded from a file is already saved; copy the file instead")
-        record = json.dumps({"format": FORMAT, "arch": self.arch, "transforms": self.transforms,
-                             "meta": self.meta}, sort_keys=True)
-        kept = [p for p in self.proto.metadata_props if p.key != META_KEY]
-        del self.proto.metadata_props[:]
-        self.proto.metadata_props.extend(kept)
-        self.proto.metadata_props.add(key=META_KEY, value=record)
+        kept = [p for p in self.native.metadata_props if p.key not in (META_KEY, DIGEST_META)]
+        del self.native.metadata_props[:]
+        self.native.metadata_props.extend(kept)
+        self.native.metadata_props.add(key=META_KEY, value=record)
+        self.native.metadata_props.add(key=DIGEST_META, value=DIGEST_PLACEHOLDER)
         with atomic_path(path) as tmp:
-            onnx.save_model(self.proto, str(tmp), save_as_external_data=False)
-        self.path = str(path)
+            onnx.save_model(self.native, str(tmp), save_as_external_data=False)
+            seal_files([tmp])
 
     @classmethod
-    def load(cls, path: str | Path) -> "OnnxArtifact":
+    def read_record(cls, path: Path) -> str | None:
         import onnx
 
-        path = Path(path)
-        if not path.exists():
-            raise ArtifactError(f"{path}: no such artifact; run the workflow step that makes it.")
-        try:
-            proto = onnx.load(str(path), load_external_data=False)
-        except Exception as exc:  # protobuf's DecodeError and friends: a damaged file
-            raise ArtifactError(f"{path}: corrupt or truncated ONNX file ({type(exc).__name__}); delete it and "
-                                f"re-run the workflow to rebuild it.") from None
-        record = next((p.value for p in proto.metadata_props if p.key == META_KEY), None)
-        if record is None:
-            raise ArtifactError(f"{path}: an ONNX file without vitcompress's record ({META_KEY!r} metadata); "
-                                f"only ONNX files this project wrote are artifacts.")
-        payload = json.loads(record)
-        if payload.get("format") != FORMAT:
-            raise ArtifactError(f"{path}: not a vitcompress artifact (expected format {FORMAT!r}).")
-        return cls(payload["arch"], {}, payload["transforms"], payload["meta"], None, None, str(path))
+        proto = onnx.load(str(path), load_external_data=False)
+        return next((p.value for p in proto.metadata_props if p.key == META_KEY), None)
 
 
-def onnx_child(parent: Artifact, proto, transform: dict, step: dict, **meta) -> OnnxArtifact:
-    """The artifact of ``step``, which turned ``parent`` (PyTorch or ONNX) into the graph ``proto``: the
-    parent's record, its transforms plus ``transform``, its chain plus this step, and ``meta``."""
-    inherited = {k: v for k, v in parent.meta.items() if k not in OWN_META and k != "export_check"}
-    steps = parent.meta.get("steps", []) + [{"id": step["id"], "method": step["method"]}]
-    meta = {**inherited, "steps": steps, "runtime": RUNTIME, "cpu_only": True, **meta}
-    return OnnxArtifact(parent.arch, {}, list(parent.transforms) + [transform], meta, None, proto)
+@register_runtime
+class OnnxRuntime(Runtime):
+    name = RUNTIME
+    label = "ONNX Runtime"
+    files = ("model.onnx",)
+    converter = "onnx"
+    cpu_backend = "its CPU execution provider"
+    file_kind = "ONNX"
+    model_noun = "an ONNX model"
+    artifact = OnnxArtifact
+
+    @classmethod
+    def convert(cls, model, example):
+        return export(model, example)
+
+    @classmethod
+    def module(cls, path, meta):
+        return OrtModule(path)
+
+    @classmethod
+    def versions(cls):
+        return {"onnxruntime": package_version("onnxruntime")}
+
 
 
 def check_onnx(parent, step_id: str) -> None:
@@ -176,11 +162,6 @@ class ReduceRange(Settings):
 
             return reduce_range_for(cpu_flags(), platform.machine())
         return bool(self.reduce_range), "set in params.yaml"
-
-
-def load_artifact(path: str | Path) -> Artifact:
-    """A PyTorch (``.pt``) or ONNX (``.onnx``) artifact, by the file's suffix."""
-    return OnnxArtifact.load(path) if Path(path).suffix == ".onnx" else Artifact.load(path)
 
 
 def export(model: nn.Module, example: torch.Tensor):

@@ -1,0 +1,369 @@
+"""The ``openvino`` runtime: convert, load, run and quantize (NNCF) on OpenVINO's CPU plugin.
+
+An OpenVINO artifact is the IR a device loads: ``model.xml`` (the graph) and ``model.bin`` (its
+weights), nothing else; the same ``arch`` / ``transforms`` / ``meta`` record a PyTorch artifact carries
+sits in the graph's ``rt_info`` (``vitcompress/artifact``). Weights are saved as they are computed
+(``compress_to_fp16=False``): an fp32 row's IR holds f32 weights, an int8 row's int8 ones.
+
+Precision is explicit. On a CPU with AVX-512 BF16 or AMX, the CPU plugin runs every operator that is
+not quantized in bf16 unless told otherwise; :class:`OvModule` always passes the step's ``precision``
+(``f32`` by default) as ``INFERENCE_PRECISION_HINT`` and refuses to run when the compiled model reports
+another, so no row labelled f32 runs in bf16, and the Runtime column names the precision it ran.
+
+Telemetry: OpenVINO's converter and NNCF send usage data through the ``openvino_telemetry`` package
+unless opted out. This module makes that package unimportable in its process before it imports
+either (both then fall back to their no-op stubs, as they do when it is not installed), and sets
+NNCF's own switch (``NNCF_CI``): nothing leaves the machine.
+
+``openvino`` and ``nncf`` are imported only by the functions that need them.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from vitcompress.io import DIGEST_PLACEHOLDER, file_mode, package_version, seal_files
+from vitcompress.runtimes.base import Runtime, RuntimeArtifact, register_runtime
+from vitcompress.settings import Settings, setting
+
+RUNTIME = "openvino"
+RECORD_KEY = ["vitcompress", "artifact"]
+DIGEST_KEY_RT = ["vitcompress", "digest"]  # the IR's content digest, .xml and .bin (vitcompress.io.seal_files)
+PRECISIONS = ("f32", "bf16")
+
+
+def _no_telemetry() -> None:
+    loaded = sys.modules.get("openvino_telemetry")
+    if loaded is not None:
+        raise RuntimeError("openvino_telemetry was imported before vitcompress could keep it out; import OpenVINO "
+                           "and NNCF through vitcompress.runtimes.openvino (ov(), nncf()) so no usage data is sent")
+    sys.modules["openvino_telemetry"] = None  # `import openvino_telemetry` now raises ImportError: both use stubs
+    os.environ.setdefault("NNCF_CI", "1")
+
+
+def ov():
+    """The ``openvino`` package, its telemetry off."""
+    _no_telemetry()
+    import openvino
+
+    return openvino
+
+
+def nncf():
+    """The ``nncf`` package, its telemetry off, its progress bars and INFO lines out of the job logs."""
+    _no_telemetry()
+    import logging
+
+    import nncf as _nncf
+
+    _nncf.set_log_level(logging.WARNING)
+    return _nncf
+
+
+_CORE = None
+
+
+def core():
+    global _CORE
+    if _CORE is None:
+        _CORE = ov().Core()
+    return _CORE
+
+
+class OvModule(nn.Module):
+    """An OpenVINO CPU model as a module: ``forward(x: Tensor) -> Tensor`` (float logits).
+
+    It is compiled for each input shape it meets (static shapes: what a deployment compiles), with as many
+    inference threads as PyTorch has (one stream) and the ``precision`` asked for as the inference
+    precision hint, which the compiled model must report back."""
+
+    def __init__(self, path: str | Path, precision: str = "f32"):
+        super().__init__()
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision = {precision!r}: use one of {', '.join(PRECISIONS)}")
+        self.path, self.precision = str(path), precision
+        self._requests: dict = {}
+        self._threads = None
+
+    def compiled(self, shape: tuple[int, ...]):
+        """The model compiled for inputs of ``shape`` (cached)."""
+        threads = torch.get_num_threads()
+        if threads != self._threads:
+            self._requests.clear()
+            self._threads = threads
+        if shape not in self._requests:
+            model = core().read_model(self.path)
+            model.reshape({model.inputs[0]: ov().PartialShape(list(shape))})
+            compiled = core().compile_model(model, "CPU", {
+                "INFERENCE_PRECISION_HINT": self.precision, "INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1,
+                "PERFORMANCE_HINT": "LATENCY"})
+            got = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+            if got != self.precision:
+                raise RuntimeError(f"{self.path}: OpenVINO compiled it for {got} inference, not the {self.precision} "
+                                   f"its step asks for (this CPU cannot run {self.precision}); set the step's "
+                                   f"precision to {got} or run it on a CPU that has it.")
+            self._requests[shape] = compiled.create_infer_request()
+        return self._requests[shape]
+
+    def reported_precision(self, shape=(1,)) -> str:
+        """The inference precision the compiled model reports (compiling it for ``shape`` if needed)."""
+        request = self._requests.get(shape) or next(iter(self._requests.values()), None)
+        return request.get_compiled_model().get_property("INFERENCE_PRECISION_HINT").get_type_name()
+
+    def train(self, mode: bool = True):
+        if mode:
+            raise RuntimeError("an OpenVINO model runs inference only")
+        return super().train(False)
+
+    def _apply(self, fn, recurse=True):  # .to(device): the CPU plugin holds no torch tensors
+        return self
+
+    def num_params(self) -> int:
+        return count_weights(core().read_model(self.path))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type != "cpu":
+            raise RuntimeError("the OpenVINO artifacts run on its CPU plugin only")
+        request = self.compiled(tuple(x.shape))
+        request.infer([np.ascontiguousarray(x.detach().numpy(), dtype=np.float32)])
+        return torch.from_numpy(request.get_output_tensor(0).data.copy())
+
+
+@dataclass
+class OvArtifact(RuntimeArtifact):
+    """An OpenVINO IR deployment artifact; ``native`` is the ``openvino.Model`` a step made (until saved)."""
+
+    def write(self, path: Path, record: str) -> None:
+        self.native.set_rt_info(record, RECORD_KEY)
+        self.native.set_rt_info(DIGEST_PLACEHOLDER, DIGEST_KEY_RT)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        try:  # both files in a scratch folder, sealed, then the weights and last the graph moved in place
+            xml, weights = tmp / path.name, tmp / path.with_suffix(".bin").name
+            ov().save_model(self.native, str(xml), compress_to_fp16=False)
+            seal_files([xml, weights])
+            for f in (xml, weights):
+                os.chmod(f, file_mode())
+            os.replace(weights, path.with_suffix(".bin"))
+            os.replace(xml, path)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    @classmethod
+    def read_record(cls, path: Path) -> str | None:
+        model = core().read_model(str(path))
+        return model.get_rt_info(RECORD_KEY).astype(str) if model.has_rt_info(RECORD_KEY) else None
+
+
+@register_runtime
+class OpenVINO(Runtime):
+    name = RUNTIME
+    label = "OpenVINO"
+    files = ("model.xml", "model.bin")
+    converter = "ov"
+    cpu_backend = "its CPU plugin"
+    file_kind = "OpenVINO IR"
+    model_noun = "an OpenVINO IR"
+    artifact = OvArtifact
+
+    @classmethod
+    def convert(cls, model: nn.Module, example: torch.Tensor):
+        import warnings
+
+        model = model.cpu().eval()
+        with warnings.catch_warnings():  # tracer warnings about shape-dependent Python branches
+            warnings.simplefilter("ignore")
+            converted = ov().convert_model(model, example_input=example.cpu(),
+                                           input=[ov().PartialShape([-1, *example.shape[1:]])])
+        return converted
+
+    @classmethod
+    def module(cls, path, meta):
+        return OvModule(path, meta.get("ov_precision", "f32"))
+
+    @classmethod
+    def describe(cls, meta: dict) -> str:
+        precision = meta.get("ov_precision", "f32")
+        return f"OpenVINO, int8 + {precision}" if meta.get("ov_int8") else f"OpenVINO, {precision}"
+
+    @classmethod
+    def versions(cls):
+        return {"openvino": package_version("openvino"), "nncf": package_version("nncf")}
+
+
+
+@dataclass(frozen=True, kw_only=True)
+class Precision(Settings):
+    """The ``precision`` key every OpenVINO step has: the CPU plugin's inference precision for what is not
+    quantized."""
+
+    precision: str = setting("f32", choices=PRECISIONS,
+                             help="OpenVINO's inference precision hint for the operators not quantized")
+
+
+def check_ir(parent, step_id: str) -> None:
+    """Raise ValueError unless ``parent`` is a saved OpenVINO IR (what NNCF's OpenVINO backend takes)."""
+    if not isinstance(parent, OvArtifact) or parent.path is None:
+        raise ValueError(f"step {step_id!r} quantizes an OpenVINO IR: put an `ov` step before it.")
+
+
+# -- NNCF post-training quantization -------------------------------------------------------------------
+
+def _quantization_args(s, images: torch.Tensor) -> dict:
+    n = nncf()
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
+
+    alphas = AdvancedSmoothQuantParameters() if s.smooth_quant else AdvancedSmoothQuantParameters(matmul=-1)
+    presets = {"performance": n.QuantizationPreset.PERFORMANCE, "mixed": n.QuantizationPreset.MIXED}
+    return dict(calibration_dataset=n.Dataset([im[None].numpy().astype(np.float32) for im in images]),
+                model_type=n.ModelType.TRANSFORMER, preset=presets[s.preset], subset_size=len(images),
+                fast_bias_correction=s.fast_bias_correction,
+                advanced_parameters=AdvancedQuantizationParameters(smooth_quant_alphas=alphas))
+
+
+def quantize(parent_path: str | Path, images: torch.Tensor, s):
+    """NNCF's post-training int8 quantization (``nncf.quantize``, ``model_type=TRANSFORMER``) of the IR at
+    ``parent_path``, calibrated on ``images`` (one image a calibration item); ``s``: the step's settings
+    (``preset``, ``smooth_quant``, ``fast_bias_correction``). Returns the ``openvino.Model``."""
+    args = _quantization_args(s, images)
+    return nncf().quantize(core().read_model(str(parent_path)), args.pop("calibration_dataset"), **args)
+
+
+def quantize_with_accuracy_control(parent_path: str | Path, images: torch.Tensor, val_batches, s):
+    """``nncf.quantize_with_accuracy_control``: as :func:`quantize`, then quantized operations reverted to
+    float, the most harmful first (ranked on every validation batch), until top-1 on ``val_batches``
+    ((images, labels) pairs, the validation split) is within ``s.max_drop`` points of the float IR's; NNCF
+    judges both with f32 inference, as do the scores returned.
+
+    Returns the ``openvino.Model``, both IRs' validation top-1 (%) and what NNCF reverted
+    (``{"operations": [...], "quantized_operations": n}``). Raises ValueError when the bound is not met
+    within ``s.max_num_iterations`` (NNCF then returns its last model and only says so at INFO level)."""
+    n = nncf()
+    from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
+    from nncf.quantization.algorithms.accuracy_control import algorithm as restorer
+
+    val_batches = [(x.numpy().astype(np.float32), y.numpy()) for x, y in val_batches]
+    args = _quantization_args(s, images)
+    args["advanced_quantization_parameters"] = args.pop("advanced_parameters")
+    reverted = {"operations": [], "quantized_operations": None}
+    report = restorer.QuantizationAccuracyRestorer.__dict__.get("_print_report")
+
+    def keep_report(rep, max_num_iterations):  # NNCF's own report of what it reverted, kept as data
+        reverted.update(operations=sorted(getattr(op, "node_name", str(op)) for op in rep.reverted_operations),
+                        quantized_operations=rep.num_quantized_operations)
+        return report.__func__(rep, max_num_iterations)
+
+    if isinstance(report, staticmethod):
+        restorer.QuantizationAccuracyRestorer._print_report = staticmethod(keep_report)
+    try:
+        model = n.quantize_with_accuracy_control(
+            core().read_model(str(parent_path)), args.pop("calibration_dataset"),
+            n.Dataset(val_batches, lambda item: item[0]), validation_top1, max_drop=s.max_drop,
+            drop_type=n.DropType.ABSOLUTE,
+            advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(
+                max_num_iterations=s.max_num_iterations, num_ranking_workers=1,
+                ranking_subset_size=len(val_batches)), **args)
+    finally:
+        if isinstance(report, staticmethod):
+            restorer.QuantizationAccuracyRestorer._print_report = report
+    f32 = {"INFERENCE_PRECISION_HINT": "f32"}
+    scores = {"float": validation_top1(core().compile_model(core().read_model(str(parent_path)), "CPU", f32),
+                                       val_batches),
+              "int8": validation_top1(core().compile_model(model.clone(), "CPU", f32), val_batches)}
+    if scores["float"] - scores["int8"] > s.max_drop + 1e-9:
+        raise ValueError(
+            f"NNCF's accuracy control could not keep the int8 IR within max_drop = {s.max_drop:g} top-1 points of the "
+            f"float IR on the validation split ({scores['float']:.2f}% -> {scores['int8']:.2f}%) in "
+            f"max_num_iterations = {s.max_num_iterations} rounds ({len(reverted['operations'])} operations reverted); "
+            f"nothing was written: raise max_drop or max_num_iterations.")
+    return model, scores, reverted
+
+
+def validation_top1(compiled, items) -> float:
+    """Top-1 (%) of a compiled model over (images, labels) items: the metric accuracy control bounds."""
+    right = total = 0
+    for x, y in items:
+        right += int((compiled(x)[0].argmax(-1) == y).sum())
+        total += len(y)
+    return 100.0 * right / max(1, total)
+
+
+# -- what an IR holds ----------------------------------------------------------------------------------
+
+_INT_TYPES = ("i8", "u8", "i4", "u4")
+_PASS_THROUGH = ("Convert", "Multiply", "Subtract", "Reshape", "Transpose", "Unsqueeze")
+
+
+def _sources(node, depth: int = 6):
+    """The nodes feeding ``node`` through dequantization and layout ops, ``node``'s inputs first."""
+    out, todo = [], [(i.get_source_output().get_node(), depth) for i in node.inputs()]
+    while todo:
+        src, d = todo.pop()
+        out.append(src)
+        if d and src.get_type_name() in _PASS_THROUGH:
+            todo += [(i.get_source_output().get_node(), d - 1) for i in src.inputs()]
+    return out
+
+
+def _is_int_constant(node) -> bool:
+    return node.get_type_name() == "Constant" and node.get_output_element_type(0).get_type_name() in _INT_TYPES
+
+
+def _layer_name(node) -> str:
+    """A weight layer's PyTorch module name from its OpenVINO name (``__module.blocks.0.attn.qkv/aten::linear/MatMul``)."""
+    m = re.match(r"__module\.([^/]+)/", node.get_friendly_name())
+    return m.group(1) if m else node.get_friendly_name()
+
+
+def weight_layers(model) -> list:
+    """The MatMul/Convolution nodes with a constant (weight) input: the layers a quantizer quantizes."""
+    out = []
+    for node in model.get_ordered_ops():
+        if node.get_type_name() in ("MatMul", "Convolution") and any(
+                s.get_type_name() == "Constant" and s.get_output_element_type(0).get_type_name() not in ("i64", "i32")
+                for s in _sources(node)):
+            out.append(node)
+    return out
+
+
+def quantization_summary(model) -> dict:
+    """What an IR holds: FakeQuantize nodes, integer weight constants, and the weight layers left in float
+    (module names), i.e. neither an integer weight nor a quantized input."""
+    ops = model.get_ordered_ops()
+    float_layers = [_layer_name(n) for n in weight_layers(model)
+                    if not any(_is_int_constant(s) or s.get_type_name() == "FakeQuantize" for s in _sources(n))]
+    return {"fake_quantize": sum(op.get_type_name() == "FakeQuantize" for op in ops),
+            "int_weights": sum(_is_int_constant(op) for op in ops),
+            "weight_layers": len(weight_layers(model)), "float_layers": float_layers}
+
+
+def count_weights(model) -> int:
+    """Weights in the graph: the elements of every floating-point or integer weight constant, not shapes,
+    axes, quantization ranges (FakeQuantize inputs 1-4) or dequantization scales and zero points."""
+    total = 0
+    for op in model.get_ordered_ops():
+        if op.get_type_name() != "Constant" or op.get_output_element_type(0).get_type_name() in ("i64", "i32"):
+            continue
+        consumers = [t for t in op.output(0).get_target_inputs()]
+        if all(t.get_node().get_type_name() == "FakeQuantize" and t.get_index() > 0 for t in consumers):
+            continue
+        if any(t.get_node().get_type_name() in ("Multiply", "Subtract") and _dequantizes(t.get_node())
+               for t in consumers) and not _is_int_constant(op):
+            continue
+        total += int(np.prod(list(op.get_output_shape(0)))) if op.get_output_partial_shape(0).is_static else 0
+    return total
+
+
+def _dequantizes(node) -> bool:
+    """A Multiply/Subtract whose other input is an integer constant turned float (a dequantization)."""
+    return any(s.get_type_name() == "Convert" and any(_is_int_constant(c) for c in _sources(s, 1))
+               for s in (i.get_source_output().get_node() for i in node.inputs()))
