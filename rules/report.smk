@@ -12,6 +12,7 @@ rule report:
         csv=report(REPORT_FILES[2], caption="captions/metrics.rst", category="Tables"),
         metrics=REPORT_FILES[3],
         jobs=report(REPORT_FILES[4], caption="captions/jobs.rst", category="Tables"),
+        summary=SUMMARY_FILE,  # what `dvc exp show` compares experiments by
     params:
         profile=PROFILE,
         datasets=P.datasets,

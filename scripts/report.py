@@ -1,4 +1,4 @@
-"""Snakemake entry point: render the tables (Markdown, LaTeX), metrics.csv and the per-cell DVC metrics."""
+"""Snakemake entry point: render the tables (Markdown, LaTeX), metrics.csv, the per-cell DVC metrics and the summary."""
 from vitcompress.report import render_tables
 from vitcompress.workflow import logging_to
 
@@ -7,4 +7,4 @@ with logging_to(sm.log[0]):
     render_tables(list(sm.input.rows), sm.params.profile, sm.params.datasets, sm.params.rows,
                   md=sm.output.md, tex=sm.output.tex, csv=sm.output.csv, metrics_dir=sm.params.metrics_dir,
                   figures=list(sm.input.figures), benchmarks=list(sm.input.benchmarks), jobs_csv=sm.output.jobs,
-                  study_rows=sm.params.study_rows)
+                  study_rows=sm.params.study_rows, summary=sm.output.summary)

@@ -16,6 +16,7 @@ from conftest import REPO, make_workflow, snakemake, tiny_profile, tool_env
 from vitcompress.config import expand_profiles, resolve
 from vitcompress.io import read_json
 from vitcompress.methods import get_method
+from vitcompress.runtimes import get_runtime
 from vitcompress.workflow import build_untrained
 
 
@@ -27,9 +28,8 @@ def test_paper_profile_dry_run_lists_every_cell_offline(tmp_path, raw_params):
         assert f"data/prepared/{ds}.pt" in proc.stdout
         for row in prof.rows:
             chain = prof.chain_id(row["id"])
-            runtime = get_method(prof.steps[row["chain"][-1]]["method"]).runtime
-            model = "model.onnx" if runtime == "onnxruntime" else "model.pt"  # the file a device loads
-            for f in (model, "accuracy.json"):
+            runtime = get_runtime(get_method(prof.steps[row["chain"][-1]]["method"]).runtime)
+            for f in (*runtime.files, "accuracy.json"):  # the files a device loads
                 assert f"results/paper/{ds}/{chain}/{f}" in proc.stdout
             assert f"results/paper/{ds}/{chain}/speed/" in proc.stdout  # timed per machine label
             assert f"results/paper/{ds}/rows/{row['id']}.json" in proc.stdout
@@ -129,6 +129,18 @@ def test_tiny_workflow_end_to_end(tmp_path, raw_params, monkeypatch):
     assert ort["size_mb"] == pytest.approx(onnx_file.stat().st_size / 2**20) and ort["cpu_speedup"] > 0
     assert not (wf / "results/tiny/digits/vit+onnx+int8_static/model.pt").exists()
     assert by_row.loc["ort_int8_static", "runtime"] == "ONNX Runtime" and "| ONNX Runtime |" in (wf / "reports/tables.md").read_text()
+    # the OpenVINO row: the IR's two files, its precision in the Runtime column, and each step's own speed-up:
+    # int8 over the IR it quantized, timed in the same alternation as the first row
+    ov = json.loads((wf / "results/tiny/digits/rows/ov_int8.json").read_text())
+    ir = wf / "results/tiny/digits/vit+ov+ov_int8"
+    assert ov["runtime"] == "OpenVINO, int8 + f32" and (ir / "model.xml").exists() and (ir / "model.bin").exists()
+    assert ov["size_mb"] == pytest.approx(((ir / "model.xml").stat().st_size + (ir / "model.bin").stat().st_size) / 2**20)
+    assert ov["cpu_speedup_parent"] > 0 and ov["cpu_speedup_parent_ci"][0] <= ov["cpu_speedup_parent"]
+    assert ov["cpu_speedup_parent"] != ov["cpu_speedup"]  # over the OpenVINO f32 IR, not over the first row
+    speed_json = read_json(next((wf / "results/tiny/digits/vit+ov+ov_int8/speed").glob("*.json")))
+    assert speed_json["fingerprint"]["openvino"] and speed_json["fingerprint"]["nncf"]
+    assert cell["cpu_speedup_parent"] is None  # a root row has no parent
+    assert by_row.loc["lsq", "cpu_speedup_parent"] > 0  # over the vanilla model it fine-tuned
     md = (wf / "reports/tables.md").read_text()
     assert md.count("| Vanilla ViT |") == 2 and (wf / "reports/tables.tex").exists()
     assert all((wf / "logs/tiny" / d / "vit/step.log").stat().st_size > 0 for d in ("digits", "digit_pairs"))
@@ -370,3 +382,49 @@ def test_dvc_repro_reruns_only_what_a_params_change_touches(tmp_path, raw_params
     (wf / "params.yaml").write_text(yaml.safe_dump(shared, sort_keys=False))
     plan = _job_counts(snakemake(wf, "-n").stdout)
     assert plan["train"] == 1 and plan["compress"] == 1 and plan["measure_speed"] == 2  # all downstream of vit
+
+
+@pytest.mark.e2e
+def test_dvc_experiments_compare_their_metrics(tmp_path, raw_params):
+    """Two experiments sweeping one setting (`dvc exp run -S`, one queued and run by `dvc queue start`):
+    `dvc exp show --json` holds each one's metrics, which differ where the setting acts, and the summary
+    file is a few columns per data set."""
+    raw = tiny_profile(raw_params, rows=["vanilla", "lsq"])
+    raw["profiles"]["tiny"]["steps"]["lsq"]["bits"] = 4  # in the file, so `-S` can override it (the demo has it)
+    wf = make_workflow(tmp_path, raw)
+    shutil.copytree(REPO / "vitcompress", wf / "vitcompress", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / ".gitignore", wf / ".gitignore")
+    _cli(wf, "git", "init", "-q")
+    _cli(wf, "git", "config", "user.email", "ci@example.org")
+    _cli(wf, "git", "config", "user.name", "ci")
+    _cli(wf, "dvc", "init", "-q")
+    _cli(wf, "dvc", "repro")
+    _cli(wf, "git", "add", "-A")
+    _cli(wf, "git", "commit", "-qm", "baseline")
+    summary = json.loads((wf / "reports/summary.json").read_text())
+    assert set(summary["digits"]) == {"vanilla_accuracy", "delta", "speedup"} and set(summary["digits"]["delta"]) == {"lsq"}
+    _cli(wf, "dvc", "exp", "run", "-n", "bits2", "-S", "profiles.tiny.steps.lsq.bits=2")
+    _cli(wf, "dvc", "exp", "run", "--queue", "-n", "bits8", "-S", "profiles.tiny.steps.lsq.bits=8")
+    _cli(wf, "dvc", "queue", "start", "-j", "1")
+    for _ in range(180):  # the queue runs in the background
+        if "bits8" in _cli(wf, "dvc", "exp", "list", "--name-only"):
+            break
+        time.sleep(2)
+    shown = json.loads(subprocess.run(["dvc", "exp", "show", "--json"], cwd=wf, capture_output=True, text=True,
+                                      env=tool_env(), check=True).stdout)
+    exps = {}
+    for commit in shown:
+        for exp in commit.get("experiments") or []:
+            for rev in exp.get("revs") or []:
+                data = (rev.get("data") or {})
+                exps[exp.get("name") or rev.get("name")] = data
+    assert {"bits2", "bits8"} <= set(exps)
+
+    def lsq(exp):
+        metrics = exps[exp]["metrics"]["reports/summary.json"]["data"]["digits"]
+        return metrics["delta"]["lsq"], exps[exp]["params"]["params.yaml"]["data"]["profiles"]["tiny"]["steps"]["lsq"]["bits"]
+
+    (d2, b2), (d8, b8) = lsq("bits2"), lsq("bits8")
+    assert (b2, b8) == (2, 8) and d2 is not None and d8 is not None and d2 != d8
+    vanilla = {exps[e]["metrics"]["reports/summary.json"]["data"]["digits"]["vanilla_accuracy"] for e in ("bits2", "bits8")}
+    assert len(vanilla) == 1  # the sweep re-ran only what the setting touches
