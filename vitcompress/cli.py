@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 EPILOG = """examples:
   vitcompress validate                    check params.yaml (all profiles), build every row's models
@@ -12,6 +13,7 @@ EPILOG = """examples:
   vitcompress validate --profile paper    the same for one profile
   vitcompress methods                     list the compression methods a step can use
   vitcompress fingerprint                 what the speed measurements on this machine depend on
+  vitcompress env                         does this interpreter have what requirements.lock pins?
   vitcompress smoke-files                 hand-made CIFAR and weights files for the paper_smoke profile
 
 run the pipeline:
@@ -73,6 +75,20 @@ def _smoke_files(args) -> int:
     return 0
 
 
+def _env(args) -> int:
+    from vitcompress.environment import CONDA_ENV, conda_env, mismatches
+
+    if args.write_conda:
+        Path(CONDA_ENV).write_text(conda_env(args.lock))
+        print(f"wrote {CONDA_ENV} from {args.lock}")
+        return 0
+    bad = mismatches(args.lock)
+    for line in bad:
+        print(line, file=sys.stderr)
+    print(f"{args.lock}: {'every pin installed' if not bad else f'{len(bad)} pin(s) differ: run make install'}")
+    return 1 if bad else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vitcompress", description=__doc__, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -89,6 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--params", default="params.yaml", help="path to params.yaml (default: %(default)s)")
     p.add_argument("--profile", default="paper_smoke", help="the profile whose files to write (default: %(default)s)")
     p.set_defaults(func=_smoke_files)
+    p = sub.add_parser("env", help="check this interpreter against requirements.lock (or write the conda env from it)")
+    p.add_argument("--lock", default="requirements.lock", help="the lock file (default: %(default)s)")
+    p.add_argument("--write-conda", action="store_true", help="regenerate envs/vitcompress.yaml from the lock")
+    p.set_defaults(func=_env)
     p = sub.add_parser("fingerprint", help="print this machine's hardware fingerprint")
     p.add_argument("--threads", type=int, default=1, help="CPU threads the timings use (default: %(default)s)")
     p.set_defaults(func=_fingerprint)
