@@ -6,25 +6,44 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.vitcompress-installed
+LOCK := requirements.lock
+UV_VERSION := 0.13.9
+# the pip constraints this machine's pip applies (e.g. a local cap on torch), so the lock installs here too
+PIP_CONSTRAINTS = $(foreach c,$(PIP_CONSTRAINT) $(shell $(PY) -m pip config list 2>/dev/null | sed -n "s/^global.constraint='\(.*\)'$$/\1/p"),--constraint $(c))
 CORES ?= 4
 SNAKEMAKE_ARGS ?=
 
-.PHONY: demo test paper-smoke install lint clean help
+.PHONY: demo test test-cluster paper-smoke install lock lint clean help
 
 help:
 	@echo "make demo   - install into $(VENV) if needed, run the demo profile, print where the tables are"
 	@echo "make test   - install into $(VENV) if needed, run pytest"
 	@echo "make paper-smoke - the paper profile (ViT-B/16, 224x224, every row) on hand-made CIFAR and weights files, CPU"
+	@echo "make test-cluster - a one-node SLURM on this machine (installs slurm, munge, MariaDB), the tiny profile through profiles/slurm"
+	@echo "make lock   - regenerate requirements.lock (exact versions, hashes) and envs/ from pyproject.toml"
 	@echo "make lint   - snakemake --lint"
 	@echo "make clean  - remove results/, logs/, rendered reports (keeps $(VENV) and data/raw/)"
 
 $(PY):
 	python3 -m venv $(VENV)
 
-$(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+# Exactly what the lock names, hashes checked; then the project itself, without resolving anything.
+$(STAMP): $(LOCK) pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet --require-hashes --no-deps -r $(LOCK)
+	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
+
+# After a change to pyproject.toml's dependencies, or to move to newer releases: resolve again (uv), with
+# hashes, for the Python and platform CI runs; then the conda env from the same lock.
+lock: | $(PY)
+	$(PY) -m pip install --quiet "uv==$(UV_VERSION)"
+	$(VENV)/bin/uv pip compile pyproject.toml --extra test --generate-hashes --python-version 3.11 \
+		--python-platform x86_64-unknown-linux-gnu $(PIP_CONSTRAINTS) --no-header --quiet -o $(LOCK).tmp
+	{ echo "# Generated from pyproject.toml by \`make lock\`: uv pip compile pyproject.toml --extra test --generate-hashes"; \
+	  echo "#   --python-version 3.11 --python-platform x86_64-unknown-linux-gnu$(if $(PIP_CONSTRAINTS), (with this machine's pip constraints),)"; \
+	  echo "# Do not edit; make demo / make test / CI install exactly this (pip --require-hashes --no-deps)."; \
+	  cat $(LOCK).tmp; } > $(LOCK) && rm -f $(LOCK).tmp
+	$(PY) -m vitcompress env --write-conda
 
 install: $(STAMP)
 
@@ -47,6 +66,10 @@ paper-smoke: $(STAMP)
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest -q tests/test_paper_smoke.py
 	@echo
 	@echo "Tables:  $(CURDIR)/reports/tables.md   (profile paper_smoke; per-job time and memory: reports/jobs.csv)"
+
+# Not part of `make test`: installs system packages (root) and starts SLURM's daemons, stopping them after.
+test-cluster: $(STAMP)
+	VENV=$(abspath $(VENV)) bash scripts/test_cluster.sh
 
 lint: $(STAMP)
 	PATH="$(abspath $(VENV))/bin:$$PATH" snakemake --lint
