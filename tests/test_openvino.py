@@ -307,3 +307,17 @@ def test_a_row_labelled_fp32_cannot_run_in_bf16(raw_params):
         resolve(raw, {"profile": "demo"})
     raw["profiles"]["demo"]["rows"] = [r for r in raw["profiles"]["demo"]["rows"] if "fp32" not in r["id"]]
     resolve(raw, {"profile": "demo"})  # a bf16 row labelled as such runs
+
+
+def test_the_row_note_says_what_accuracy_control_reverted():
+    from vitcompress.workflow import artifact_notes
+
+    ac = {"max_drop": 0.5, "float_top1": 98.0, "int8_top1": 97.6, "float_layers": ["blocks.0.mlp.fc2"],
+          "reverted_operations": ["__module.blocks.0.mlp.fc2/aten::linear/MatMul"], "quantized_operations": 19}
+    meta = {"accuracy_control": ac, "ov_quantization": {"weight_layers": 18}}
+    (note,) = artifact_notes(meta)
+    assert "reverted 1 of 19 quantized operations to float (__module.blocks.0.mlp.fc2/aten::linear/MatMul)" in note
+    assert "1 of 18 weight layers are in float" in note and "98.00% (float IR) -> 97.60% (int8), bound 0.5" in note
+    none = {**meta, "accuracy_control": {**ac, "float_layers": [], "reverted_operations": [], "quantized_operations": None}}
+    assert "reverted no operation (the fully quantized IR met the bound); 0 of 18" in artifact_notes(none)[0]
+    assert artifact_notes({"ov_quantization": {}}) == []

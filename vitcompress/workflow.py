@@ -215,10 +215,14 @@ def artifact_notes(meta: dict) -> list[str]:
     if ac:
         ops, layers = ac.get("reverted_operations") or [], ac["float_layers"]
         total = (meta.get("ov_quantization") or {}).get("weight_layers", "?")
-        notes.append(f"NNCF's accuracy control reverted {len(ops)} of {ac.get('quantized_operations') or '?'} quantized "
-                     f"operations to float{' (' + ', '.join(ops) + ')' if ops else ''}, leaving {len(layers)} of {total} "
-                     f"weight layers in float; validation top-1 {ac['float_top1']:.2f}% (float IR) -> "
-                     f"{ac['int8_top1']:.2f}% (int8), bound {ac['max_drop']:g} points on the validation split.")
+        if ops:
+            of = f" of {ac['quantized_operations']}" if ac.get("quantized_operations") else ""
+            what = f"reverted {len(ops)}{of} quantized operations to float ({', '.join(ops)})"
+        else:
+            what = "reverted no operation (the fully quantized IR met the bound)"
+        notes.append(f"NNCF's accuracy control {what}; {len(layers)} of {total} weight layers are in float; "
+                     f"validation top-1 {ac['float_top1']:.2f}% (float IR) -> {ac['int8_top1']:.2f}% (int8), bound "
+                     f"{ac['max_drop']:g} points on the validation split.")
     return notes
 
 
