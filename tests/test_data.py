@@ -188,3 +188,18 @@ def test_imagefolder_with_an_empty_class_is_refused(tmp_path):
     (tmp_path / "imgs" / "bird").mkdir()
     with pytest.raises(DataError, match="bird"):
         load_source({"source": "imagefolder", "root": str(tmp_path / "imgs")})
+
+
+def test_split_sizes_trust_a_prepared_file_only_of_the_same_configuration(tmp_path):
+    """Two profiles share data/prepared/<dataset>.pt: a file another configuration made (e.g. the smoke
+    profile's 32-image CIFAR) must not stand for this one's counts before the first job."""
+    from vitcompress.data import prepare, split_sizes
+
+    path = tmp_path / "digits.pt"
+    small = {"source": "digits", "limit": 40}
+    prepare(small, path)
+    from vitcompress.data import PreparedData
+
+    assert split_sizes(small, 0, path) == PreparedData(path).meta["counts"]  # its own file: read from it
+    full = split_sizes({"source": "digits"}, 0, path)
+    assert full == split_sizes({"source": "digits"}, 0, None) and full["train"] > 40  # not the other's 40

@@ -49,6 +49,24 @@ def test_pruning_removes_the_lowest_scored_fraction_globally_and_physically():
     assert count_params(slim) < count_params(model)
 
 
+def test_tied_scores_are_pruned_in_a_seeded_random_order_not_by_position():
+    """Gates that barely moved (a short gate training) tie: by position the ties would all fall on the first
+    kind (the features entering qkv, the costliest per dimension); drawn at random each kind loses about its
+    share, and the same seed draws the same dimensions."""
+    model = create(ARCH).eval()
+    tied = {k: [torch.ones_like(t) for t in v] for k, v in random_scores(model).items()}
+    keep = select(tied, 0.25)
+    lost = {k: sum(int(t.numel()) for t in random_scores(model)[k]) - sum(int(i.numel()) for i in keep[k])
+            for k in KINDS}
+    total = {k: sum(int(t.numel()) for t in random_scores(model)[k]) for k in KINDS}
+    for k in KINDS:
+        assert 0.1 < lost[k] / total[k] < 0.45, (k, lost, total)  # about a quarter of each, not all of one
+    again = select(tied, 0.25)
+    assert all(torch.equal(a, b) for k in KINDS for a, b in zip(keep[k], again[k]))
+    other = select(tied, 0.25, seed=1)
+    assert not all(torch.equal(a, b) for k in KINDS for a, b in zip(keep[k], other[k]))
+
+
 def test_vtp_prunes_embedding_dims_into_qkv_and_fc1_and_value_dims_but_never_query_key():
     """VTP's placement: the lowest-scored features entering qkv and fc1 leave those layers' input columns
     (the residual stream keeps its width), value dimensions leave v and proj, q/k dimensions stay."""

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from vitcompress.errors import DataError, UnsafeFileError  # noqa: F401  (re-exported)
-from vitcompress.io import atomic_path, check_sealed, seal
+from vitcompress.io import atomic_path, check_sealed, content_digest, seal
 
 log = logging.getLogger(__name__)
 
@@ -290,6 +290,8 @@ def prepare(cfg: dict, out: str | Path, seed: int = 0) -> dict:
         "mean": train_x.mean(dim=(0, 2, 3)).tolist(),
         "std": train_x.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist(),
         "counts": {s: int(len(y)) for s, (_, y) in splits.items()},
+        # which configuration made it: another profile's file at the same path is not taken for this one's
+        "config": config_digest(cfg, seed),
     }
     payload = {"meta": meta}
     for s, (x, y) in splits.items():
@@ -396,15 +398,22 @@ _KNOWN_SHAPES = {  # (classes, channels, [H, W]) of the built-in sources, known 
 }
 
 
+def config_digest(cfg: dict, seed: int = 0) -> str:
+    """The digest of a data set's configuration (and seed), recorded in its prepared file."""
+    return content_digest({"cfg": cfg, "seed": int(seed)})
+
+
 def split_sizes(cfg: dict, seed: int = 0, prepared: str | Path | None = None) -> dict[str, int] | None:
     """Images per split (train, val, test) of a data set, before any job: from its prepared file if there
-    is one (its meta, memory-mapped), else from params.yaml (digits, digit pairs, CIFAR's official sizes)
+    is one made from this configuration (its meta, memory-mapped; another profile's file at the same path
+    is not taken), else from params.yaml (digits, digit pairs, CIFAR's official sizes)
     or the files a run will read (CIFAR's batches when present); None where it cannot be known cheaply
     (an unprepared imagefolder)."""
     if prepared is not None and Path(prepared).is_file():
         try:
             meta = torch.load(prepared, map_location="cpu", weights_only=True, mmap=True)["meta"]
-            return {s: int(n) for s, n in meta["counts"].items()}
+            if meta.get("config") == config_digest(cfg, seed):  # made from this configuration, not another's
+                return {s: int(n) for s, n in meta["counts"].items()}
         except Exception:  # unreadable: the job that prepares it says why
             pass
     source, sizes = cfg["source"], None

@@ -158,9 +158,11 @@ def restructure_slim(model: nn.Module, shapes: list[dict]) -> nn.Module:
     return model
 
 
-def select(scores: dict[str, list[torch.Tensor]], ratio: float) -> dict[str, list[torch.Tensor]]:
+def select(scores: dict[str, list[torch.Tensor]], ratio: float, seed: int = 0) -> dict[str, list[torch.Tensor]]:
     """Indices each block keeps after removing the fraction ``ratio`` of all dimensions, ranked globally
-    (``attn_out``: a (heads, kept) tensor, the same count per head).
+    (``attn_out``: a (heads, kept) tensor, the same count per head). Equal scores are ranked in a seeded
+    random order: by position, a tie would always fall on the first kind and block (the qkv inputs of
+    block 0 first), which costs more parameters per dimension than the others.
 
     Raises ValueError (naming ``ratio``) if a block would lose every dimension of a kind.
     """
@@ -169,8 +171,9 @@ def select(scores: dict[str, list[torch.Tensor]], ratio: float) -> dict[str, lis
     flat = torch.cat([s.reshape(-1).float() for k in KINDS for s in scores[k]])
     n_prune = int(math.floor(ratio * flat.numel()))
     keep: dict[str, list[torch.Tensor]] = {k: [] for k in KINDS}
-    # Rank, not threshold: ties still remove exactly n_prune dimensions.
-    order = torch.argsort(flat, stable=True)
+    # Rank, not threshold: ties still remove exactly n_prune dimensions, drawn at random among the tied.
+    shuffle = torch.randperm(flat.numel(), generator=torch.Generator().manual_seed(seed))
+    order = shuffle[torch.argsort(flat[shuffle], stable=True)]
     alive = torch.ones_like(flat, dtype=torch.bool)
     alive[order[:n_prune]] = False
     offset = 0
