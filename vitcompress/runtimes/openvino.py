@@ -114,9 +114,9 @@ class OvModule(nn.Module):
             self._requests[shape] = compiled.create_infer_request()
         return self._requests[shape]
 
-    def reported_precision(self, shape=(1,)) -> str:
-        """The inference precision the compiled model reports (compiling it for ``shape`` if needed)."""
-        request = self._requests.get(shape) or next(iter(self._requests.values()), None)
+    def reported_precision(self) -> str:
+        """The inference precision the compiled model reports (after a forward call has compiled it)."""
+        request = next(iter(self._requests.values()))
         return request.get_compiled_model().get_property("INFERENCE_PRECISION_HINT").get_type_name()
 
     def train(self, mode: bool = True):
