@@ -2,6 +2,7 @@
 as asked; accuracy control judged on the validation split; the per-step speed-up; chains that cannot run."""
 import copy
 import os
+import platform
 import sys
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from conftest import TINY_VIT, saved, step_ctx
 from vitcompress.artifacts import Artifact, ArtifactError
 from vitcompress.config import ConfigError, resolve
 from vitcompress.data import InputAdapter, PreparedData
-from vitcompress.measure import cpu_flags, evaluate, speed
+from vitcompress.measure import cpu_flags, evaluate, int8_flags, ov_int8_recipe, speed
 from vitcompress.methods import build_model, get_method
 from vitcompress.models import arch_for, count_params, create
 from vitcompress.runtimes import describe, get_runtime, load_artifact, runtime_of
@@ -100,8 +101,14 @@ def test_int8_ir_holds_integer_weights_and_keeps_the_accuracy(converted, quantiz
     weights = Path(quantized.path).with_suffix(".bin").stat().st_size
     assert weights < 0.45 * Path(converted.path).with_suffix(".bin").stat().st_size  # int8, not f32, on disk
     assert abs(_top1(quantized, digits_file) - _top1(converted, digits_file)) <= 2.0
+    recipe = ov_int8_recipe(int8_flags(), platform.machine())
     assert quantized.transforms[-1] == {"method": "ov_int8", "subset_size": 128, "preset": "mixed",
-                                        "smooth_quant": True, "fast_bias_correction": True, "precision": "f32"}
+                                        "smooth_quant": True, "fast_bias_correction": True, "precision": "f32",
+                                        "overflow_fix": recipe["overflow_fix"], "attention": recipe["attention"],
+                                        "recipe_reason": recipe["reason"]}
+    check = quantized.meta["deploy_check"]  # the IR as deployed against its own FakeQuantize math, val split
+    assert check["reference"] == "simulation" and check["split"] == "val"
+    assert check["images"] == len(PreparedData(digits_file).splits["val"][1]) and check["gap"] <= 1.0
 
 
 def test_precision_is_the_one_asked_for(converted):

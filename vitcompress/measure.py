@@ -274,6 +274,42 @@ def cpu_flags() -> list[str]:
     return []
 
 
+# oneDNN's ISA levels (ONEDNN_MAX_CPU_ISA, which OpenVINO's CPU plugin honours), lowest first, and the
+# /proc/cpuinfo flags a cap at that level hides from int8 kernels; unnamed levels hide nothing we track.
+ONEDNN_ISA_LEVELS = ("sse41", "avx", "avx2", "avx2_vnni", "avx2_vnni_2", "avx512_core", "avx512_core_vnni",
+                     "avx512_core_bf16", "avx10_1_512", "avx512_core_fp16", "avx10_1_512_amx",
+                     "avx512_core_amx", "avx10_1_512_amx_fp16", "avx512_core_amx_fp16", "all")
+_FLAG_LEVEL = {"avx2": "avx2", "avx_vnni": "avx2_vnni", "avx512f": "avx512_core", "avx512_vnni": "avx512_core_vnni",
+               "avx512_bf16": "avx512_core_bf16", "amx_tile": "avx512_core_amx", "amx_int8": "avx512_core_amx",
+               "amx_bf16": "avx512_core_amx"}
+
+
+def isa_cap() -> str | None:
+    """The oneDNN ISA cap set for this process (``ONEDNN_MAX_CPU_ISA``, lower case), or None."""
+    cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").strip().lower()
+    return cap or None
+
+
+def int8_flags(flags: list[str] | None = None) -> list[str]:
+    """The instruction sets oneDNN-based int8 kernels (OpenVINO's CPU plugin) may use here: the CPU's flags
+    less those above an ``ONEDNN_MAX_CPU_ISA`` cap, so ``ONEDNN_MAX_CPU_ISA=AVX2`` on an AVX-512 VNNI CPU
+    reads as an AVX2-only one (the emulation the tests and docs use)."""
+    flags = cpu_flags() if flags is None else list(flags)
+    cap = isa_cap()
+    if cap is None or cap not in ONEDNN_ISA_LEVELS:
+        return flags
+    top = ONEDNN_ISA_LEVELS.index(cap)
+    return [f for f in flags if f not in _FLAG_LEVEL or ONEDNN_ISA_LEVELS.index(_FLAG_LEVEL[f]) <= top]
+
+
+def has_vnni(flags: list[str], machine: str) -> bool | None:
+    """Whether int8 dot products accumulate without 16-bit saturation: x86 with VNNI (AVX-512 VNNI, AVX-VNNI,
+    AMX) True, x86 without False; None off x86 (ARM's kernels do not saturate)."""
+    if machine.lower() not in X86:
+        return None
+    return any(f in flags for f in VNNI)
+
+
 def fingerprint(cpu_threads: int, gpu: bool = True, versions: dict | None = None) -> dict:
     """What speed depends on. Accuracy and checkpoints do not, so only timings re-run when it changes.
     ``versions``: the runtimes' packages and versions (:func:`vitcompress.runtimes.versions`)."""
@@ -283,6 +319,7 @@ def fingerprint(cpu_threads: int, gpu: bool = True, versions: dict | None = None
     fp = {
         "cpu": cpu_model(),
         "cpu_flags": cpu_flags(),
+        "int8_flags": int8_flags(),  # those oneDNN's int8 kernels may use (less an ONEDNN_MAX_CPU_ISA cap)
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
         "cpu_threads": effective_threads(cpu_threads),
@@ -293,8 +330,11 @@ def fingerprint(cpu_threads: int, gpu: bool = True, versions: dict | None = None
         "python": platform.python_version(),
         # what the ORT int8 steps choose here (their accuracy depends on it): see reduce_range_for
         "ort_reduce_range": reduce_range_for(cpu_flags(), platform.machine())[0],
+        # what the OpenVINO int8 steps choose here (ov_int8_recipe): weights' bits and the attention's
+        **{f"ov_{k}": v for k, v in ov_int8_recipe(int8_flags(), platform.machine()).items() if k != "reason"},
         # kernels restricted by hand (e.g. ATEN_CPU_CAPABILITY=avx2) time another machine class
         "aten_cpu_capability": os.environ.get("ATEN_CPU_CAPABILITY"),
+        "onednn_max_cpu_isa": isa_cap(),
     }
     # VITCOMPRESS_MACHINE names a machine in reports (e.g. "jetson-orin-nano"); by default the label is
     # derived from what speed depends on, so another configuration of the same host is another machine
@@ -317,6 +357,8 @@ def machine_label(fp: dict) -> str:
         parts.append(str(fp["gpu"]))
     if fp.get("aten_cpu_capability"):
         parts.append(fp["aten_cpu_capability"])
+    if fp.get("onednn_max_cpu_isa"):
+        parts.append(f"onednn-{fp['onednn_max_cpu_isa']}")
     return "-".join(parts)
 
 
@@ -336,6 +378,23 @@ def reduce_range_for(flags: list[str], machine: str) -> tuple[bool, str]:
     if have:
         return False, f"x86 with {have[0]}: int32 accumulation"
     return True, "x86 without VNNI: u8s8 int16 saturation"
+
+
+def ov_int8_recipe(flags: list[str], machine: str) -> dict:
+    """What NNCF should quantize for OpenVINO's CPU plugin on this CPU class (``auto`` in ``ov_int8``).
+
+    Without VNNI, the plugin's int8 kernels multiply u8 by s8 with VPMADDUBSW, which adds two products into
+    a saturating int16. Two places clip: the weight layers (fixed by 7-bit weights, NNCF's
+    ``overflow_fix: enable``), and the attention's q·kᵀ, where NNCF (``model_type=TRANSFORMER``) quantizes
+    both inputs, both activations: no 7-bit weight can help there, so the attention stays float. With VNNI
+    (int32 accumulation) and off x86 (no such kernels) both stay as NNCF sets them: full 8 bits, int8 q·kᵀ.
+    ``flags``: :func:`int8_flags` (the CPU's, less an ``ONEDNN_MAX_CPU_ISA`` cap)."""
+    vnni = has_vnni(flags, machine)
+    if vnni is False:
+        return {"overflow_fix": "enable", "attention": "float", "reason": "x86 without VNNI: u8s8 int16 saturation"}
+    why = f"{machine}: no u8s8 saturation" if vnni is None else \
+        f"x86 with {next(f for f in VNNI if f in flags)}: int32 accumulation"
+    return {"overflow_fix": "disable", "attention": "int8", "reason": why}
 
 
 @torch.inference_mode()

@@ -20,6 +20,10 @@ The hooks, all in :class:`Method`:
 ``untrained_deploy``      the same for steps of another runtime, from the parent's saved file
 ========================  =====================================================================
 
+Two kinds of step of another runtime share their shape: a :class:`Conversion` (PyTorch into a runtime,
+checked against PyTorch) and a :class:`RuntimeQuantizer` (a runtime's int8 quantizer, its deployed model
+checked against the quantization's own float math).
+
 The runner calls :meth:`Method.execute`: the parent's kind (``makes``/``accepts``) checked once, then
 :meth:`Method.run`.
 """
@@ -298,3 +302,117 @@ class Conversion(Method):
         example = torch.randn(2, int(kwargs["in_chans"]), *map(int, kwargs["img_size"]),
                               generator=torch.Generator().manual_seed(0))
         return cls.converted(parent, build_model(parent), step, example)
+
+
+@dataclass(frozen=True, kw_only=True)
+class VerifySettings(Settings):
+    """The keys of the check every runtime quantizer makes of what it deploys."""
+
+    max_gap: float = setting(1.0, low=0, help="top-1 points the deployed int8 model may lose, on validation images, "
+                                              "against its quantization's own float simulation (against its parent "
+                                              "where the runtime has none); a larger gap stops the job")
+    verify_images: int = setting(1000, low=1, help="validation images (the split's first) the deployed model is "
+                                                    "checked on")
+
+
+UNTRAINED_CALIB = 16  # random images calibrate an untrained (architecture benchmark) model
+
+
+def untrained_images(parent) -> "torch.Tensor":  # noqa: F821
+    """Seeded random model-ready images for quantizing an untrained chain (architecture benchmarks)."""
+    import torch
+
+    kwargs = parent.arch["kwargs"]
+    return torch.randn(UNTRAINED_CALIB, int(kwargs["in_chans"]), *map(int, kwargs["img_size"]),
+                       generator=torch.Generator().manual_seed(0))
+
+
+class RuntimeQuantizer(Method):
+    """A runtime's own int8 quantizer (ONNX Runtime's, NNCF's for OpenVINO), which takes that runtime's
+    artifact and makes another, and verifies what it deploys: the saved int8 model, run by the runtime's
+    integer kernels on this CPU, against the same file evaluated with its quantization's math in float
+    (:meth:`~vitcompress.runtimes.base.Runtime.simulation`; the parent where the runtime has no such
+    simulation), on validation images. Their top-1 may differ by at most ``max_gap`` points: beyond that the
+    CPU's int8 kernels do not compute what the quantizer described (e.g. 16-bit saturation on x86 CPUs
+    without VNNI), and the job stops, naming the instruction sets, the gap and the fix. The check is
+    recorded in the artifact (``deploy_check``).
+
+    Subclasses set ``name``, ``runtime``, ``Settings`` (a :class:`VerifySettings` subclass) and implement
+    :meth:`quantize` (the unsaved child artifact); ``calibration`` says which images they calibrate on."""
+
+    makes = "int8"
+    calibration_key: ClassVar[str | None] = None  # the Settings field that counts calibration images
+
+    def calibration(self, ctx: StepContext, s):
+        """The training images the quantizer calibrates on (None: it needs none)."""
+        if self.calibration_key is None:
+            return None
+        from vitcompress.data import calibration_images
+
+        return calibration_images(ctx.data_file, ctx.parent.arch["kwargs"]["img_size"],
+                                  getattr(s, self.calibration_key), "cpu", ctx.seed, key=self.calibration_key)
+
+    def quantize(self, ctx: StepContext, s, images):
+        """The quantized child artifact of ``ctx.parent`` (not saved)."""
+        raise NotImplementedError
+
+    @classmethod
+    def fix(cls, s, check: dict) -> str:
+        """What to change, for settings ``s``, when the deployed model misses its reference (said in the error)."""
+        return "run the step on the CPU class the model will be deployed to, or raise max_gap to accept the loss"
+
+    def run(self, ctx: StepContext):
+        s = self.settings(ctx.step)
+        art = self.quantize(ctx, s, self.calibration(ctx, s))
+        art.meta["deploy_check"] = check = verify_deployed(art, ctx, s.verify_images)
+        if check["gap"] > s.max_gap + 1e-9:
+            ref = "its quantization's float simulation" if check["reference"] == "simulation" else "its parent"
+            flags = ", ".join(check["cpu_flags"]) or "none reported"
+            if check["onednn_max_cpu_isa"]:
+                flags += f"; ONEDNN_MAX_CPU_ISA={check['onednn_max_cpu_isa']}"
+            raise ValueError(
+                f"{ctx.dataset}: step {ctx.step['id']!r} ({self.name}) deploys an int8 model that scores "
+                f"{check['top1']:.2f}% on {check['images']} {check['split']} images against "
+                f"{check['reference_top1']:.2f}% "
+                f"for {ref} ({check['gap']:.2f} points lost, max_gap = {s.max_gap:g}; top-1 agrees on "
+                f"{100 * check['agreement']:.2f}%): this CPU's int8 kernels ({check['machine']}, instruction sets: "
+                f"{flags}) do not compute what the quantizer described. Nothing was written; "
+                f"{self.fix(s, check)}.")
+        return art
+
+
+def verify_deployed(art, ctx: StepContext, images: int = 1000) -> dict:
+    """The deployed model of ``art`` (saved to a scratch folder and loaded as a device would) against its
+    quantization's float simulation, or against ``ctx.parent`` where its runtime has none, on the first
+    ``images`` validation images (test images where the data set has no validation split): both top-1s,
+    the gap (reference minus deployed, points), their top-1 agreement, and the CPU it ran on."""
+    import platform
+    import tempfile
+
+    import torch
+
+    from vitcompress.data import InputAdapter, PreparedData
+    from vitcompress.measure import agreement, cpu_flags, isa_cap
+    from vitcompress.runtimes import get_runtime
+
+    rt = get_runtime(art.runtime.name)
+    data = PreparedData(ctx.data_file)
+    split = "val" if len(data.splits["val"][1]) else "test"
+    x, y = data.splits[split]
+    x, y = x[:images], y[:images]
+    adapter = InputAdapter(data.meta, art.arch["kwargs"]["img_size"], "cpu")
+    batches = list(zip(x.split(VERIFY_BATCH), y.split(VERIFY_BATCH)))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / rt.files[0]
+        art.save(path)
+        try:
+            reference, kind = rt.simulation(path, art.meta), "simulation"
+            if reference is None:
+                reference, kind = build_model(ctx.parent), "parent"
+            with torch.inference_mode():
+                check = agreement(reference.eval(), rt.module(path, art.meta).eval(), batches, adapter)
+        finally:
+            art.path = None
+    return {"split": split, "images": check["images"], "reference": kind, "reference_top1": check["reference_top1"],
+            "top1": check["top1"], "gap": check["reference_top1"] - check["top1"], "agreement": check["agreement"],
+            "machine": platform.machine(), "cpu_flags": cpu_flags(), "onednn_max_cpu_isa": isa_cap()}

@@ -4,18 +4,28 @@
 or per output channel with ``per_channel``), activations quantized at run time from each batch's own
 range. No calibration data. It is the runtime counterpart of the ``dynamic_ptq`` row (torch.ao, whose
 eager API torch 2.14 deprecates). ``reduce_range`` as in :mod:`vitcompress.methods.ort_int8_static`.
+
+Its integer operators (DynamicQuantizeLinear, MatMulInteger) have no float form to simulate them, so the
+deployed model is checked against its parent, the exported float model (:class:`RuntimeQuantizer`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vitcompress.methods.base import Method, StepContext, register
-from vitcompress.runtimes.onnxruntime import RUNTIME, OnnxArtifact, ReduceRange, check_onnx, quantize_dynamic
+from vitcompress.methods.base import RuntimeQuantizer, StepContext, VerifySettings, register
+from vitcompress.runtimes.onnxruntime import (
+    RUNTIME,
+    OnnxArtifact,
+    ReduceRange,
+    check_onnx,
+    quantize_dynamic,
+    reduce_range_fix,
+)
 from vitcompress.settings import setting
 
 
 @dataclass(frozen=True, kw_only=True)
-class OrtDynamicSettings(ReduceRange):
+class OrtDynamicSettings(ReduceRange, VerifySettings):
     per_channel: bool = setting(False, help="one weight scale per output channel, else per tensor")
 
 
@@ -29,14 +39,17 @@ def _child(parent: OnnxArtifact, step: dict, s: OrtDynamicSettings) -> OnnxArtif
 
 
 @register
-class OrtDynamic(Method):
+class OrtDynamic(RuntimeQuantizer):
     name = "ort_int8_dynamic"
     Settings = OrtDynamicSettings
     runtime = input_runtime = RUNTIME
-    makes = "int8"
 
-    def run(self, ctx: StepContext) -> OnnxArtifact:
-        return _child(ctx.parent, ctx.step, self.settings(ctx.step))
+    def quantize(self, ctx: StepContext, s, images) -> OnnxArtifact:
+        return _child(ctx.parent, ctx.step, s)
+
+    @classmethod
+    def fix(cls, s, check) -> str:
+        return reduce_range_fix(s)
 
     @classmethod
     def untrained_deploy(cls, parent: OnnxArtifact, step: dict) -> OnnxArtifact:

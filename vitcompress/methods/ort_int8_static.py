@@ -11,30 +11,35 @@ slower than the float one (see :func:`vitcompress.runtimes.onnxruntime.quantize_
 
 ``reduce_range`` (``auto``): 7-bit weights on an x86 CPU without VNNI, where ORT's u8×s8 kernels would
 saturate, full 8 bits elsewhere (:func:`vitcompress.measure.reduce_range_for`); the choice and its reason
-are recorded in the step's record, and the machine's in the timing fingerprint.
+are recorded in the step's record, and the machine's in the timing fingerprint. The deployed model (fused
+integer kernels) is checked against the same QDQ file run with no fusion, i.e. each QuantizeLinear /
+DequantizeLinear pair in float (:class:`RuntimeQuantizer`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
-from vitcompress.methods.base import Method, StepContext, register
-from vitcompress.runtimes.onnxruntime import RUNTIME, OnnxArtifact, ReduceRange, check_onnx, quantize_static
+from vitcompress.methods.base import RuntimeQuantizer, StepContext, VerifySettings, register, untrained_images
+from vitcompress.runtimes.onnxruntime import (
+    RUNTIME,
+    OnnxArtifact,
+    ReduceRange,
+    check_onnx,
+    quantize_static,
+    reduce_range_fix,
+)
 from vitcompress.settings import setting
-
-UNTRAINED_CALIB = 16  # random images calibrate an untrained (architecture benchmark) model
 
 
 @dataclass(frozen=True, kw_only=True)
-class OrtStaticSettings(ReduceRange):
+class OrtStaticSettings(ReduceRange, VerifySettings):
     calib_images: int = setting(256, low=1, help="training images the activation ranges are calibrated on",
                                 counts="train")
     calib_batch_size: int = setting(8, low=1, help="calibration images ORT runs at once (memory grows with it)")
     per_channel: bool = setting(True, help="one weight scale per output channel, else per tensor")
 
 
-def _child(parent: OnnxArtifact, step: dict, s: OrtStaticSettings, images: torch.Tensor) -> OnnxArtifact:
+def _child(parent: OnnxArtifact, step: dict, s: OrtStaticSettings, images) -> OnnxArtifact:
     check_onnx(parent, step["id"])
     reduce, why = s.resolved()
     proto = quantize_static(parent.path, images, s.calib_batch_size, s.per_channel, reduce)
@@ -44,23 +49,19 @@ def _child(parent: OnnxArtifact, step: dict, s: OrtStaticSettings, images: torch
 
 
 @register
-class OrtStatic(Method):
+class OrtStatic(RuntimeQuantizer):
     name = "ort_int8_static"
     Settings = OrtStaticSettings
     runtime = input_runtime = RUNTIME
-    makes = "int8"
+    calibration_key = "calib_images"
 
-    def run(self, ctx: StepContext) -> OnnxArtifact:
-        from vitcompress.data import calibration_images
-
-        s = self.settings(ctx.step)
-        images = calibration_images(ctx.data_file, ctx.parent.arch["kwargs"]["img_size"], s.calib_images, "cpu",
-                                    ctx.seed)
+    def quantize(self, ctx: StepContext, s, images) -> OnnxArtifact:
         return _child(ctx.parent, ctx.step, s, images)
 
     @classmethod
+    def fix(cls, s, check) -> str:
+        return reduce_range_fix(s)
+
+    @classmethod
     def untrained_deploy(cls, parent: OnnxArtifact, step: dict) -> OnnxArtifact:
-        kwargs = parent.arch["kwargs"]
-        images = torch.randn(UNTRAINED_CALIB, int(kwargs["in_chans"]), *map(int, kwargs["img_size"]),
-                             generator=torch.Generator().manual_seed(0))
-        return _child(parent, step, cls.settings(step), images)
+        return _child(parent, step, cls.settings(step), untrained_images(parent))

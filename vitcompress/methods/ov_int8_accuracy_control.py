@@ -8,7 +8,8 @@ judged with f32 inference (so the step's precision must be f32). A bound not met
 the job (NNCF itself would return its last model). The artifact records what NNCF reverted
 (``accuracy_control.reverted_operations``) and which weight layers are left in float
 (``float_layers``), and the row's notes name them. With a bound the quantized IR already meets,
-nothing is reverted.
+nothing is reverted. The recipe of the CPU class (``overflow_fix``, ``attention``) and the check of the deployed
+IR against its own float math are ``ov_int8``'s.
 
 SmoothQuant stays off: NNCF restores a reverted layer's original weights but not SmoothQuant's scaling
 of its input, so a reverted layer would compute another function.
@@ -25,8 +26,8 @@ from dataclasses import dataclass
 import torch
 
 from vitcompress.errors import ConfigError
-from vitcompress.methods.base import Method, StepContext, register
-from vitcompress.methods.ov_int8 import OvInt8Settings, spec, untrained_images
+from vitcompress.methods.base import RuntimeQuantizer, StepContext, register, untrained_images
+from vitcompress.methods.ov_int8 import OvInt8Settings, fix, spec
 from vitcompress.runtimes.openvino import (
     RUNTIME,
     OvArtifact,
@@ -72,25 +73,26 @@ def _child(parent: OvArtifact, step: dict, s: OvAccuracyControlSettings, images:
 
 
 @register
-class OvAccuracyControl(Method):
+class OvAccuracyControl(RuntimeQuantizer):
     name = "ov_int8_accuracy_control"
     Settings = OvAccuracyControlSettings
     runtime = input_runtime = RUNTIME
-    makes = "int8"
+    calibration_key = "subset_size"
 
-    def run(self, ctx: StepContext) -> OvArtifact:
-        from vitcompress.data import InputAdapter, PreparedData, calibration_images
+    def quantize(self, ctx: StepContext, s, images) -> OvArtifact:
+        from vitcompress.data import InputAdapter, PreparedData
 
-        s = self.settings(ctx.step)
-        img_size = ctx.parent.arch["kwargs"]["img_size"]
-        images = calibration_images(ctx.data_file, img_size, s.subset_size, "cpu", ctx.seed, key="subset_size")
         data = PreparedData(ctx.data_file)
-        adapter = InputAdapter(data.meta, img_size, "cpu")
+        adapter = InputAdapter(data.meta, ctx.parent.arch["kwargs"]["img_size"], "cpu")
         val = [(adapter(x), y) for x, y in data.loader("val", VAL_BATCH)]
         if not val:
             raise ValueError(f"step {ctx.step['id']!r} bounds accuracy on the validation split, which is empty on "
                              f"{ctx.dataset}; give the data set a validation split (its val_size, or a larger samples list).")
         return _child(ctx.parent, ctx.step, s, images, val)
+
+    @classmethod
+    def fix(cls, s, check) -> str:
+        return fix(s)
 
     @classmethod
     def untrained_deploy(cls, parent: OvArtifact, step: dict) -> OvArtifact:

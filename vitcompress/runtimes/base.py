@@ -15,6 +15,7 @@ The hooks, all in :class:`Runtime`:
 ``load``             a saved artifact (its record checked)
 ``convert``          a PyTorch model to the runtime's own model object (what ``save`` writes)
 ``module``           a saved artifact as an ``nn.Module`` that takes and returns torch tensors
+``simulation``       a saved quantized artifact with its quantization's math in float (or None)
 ``describe``         the Runtime column of one artifact (e.g. ``OpenVINO, int8 + f32``)
 ``versions``         the packages whose versions the timing fingerprint records
 ==================  =======================================================================
@@ -34,6 +35,8 @@ import torch.nn as nn
 
 from vitcompress.artifacts import FORMAT, OWN_META, Artifact, ArtifactError
 from vitcompress.io import changed, files_state, undigested
+
+CHECKS = ("export_check", "deploy_check")  # what one step verified of its own artifact: never inherited
 
 
 class Runtime:
@@ -65,6 +68,13 @@ class Runtime:
     def module(cls, path: str | Path, meta: dict) -> nn.Module:
         """The saved artifact at ``path`` as an ``nn.Module`` (inference only), for ``evaluate``/``speed``."""
         raise NotImplementedError
+
+    @classmethod
+    def simulation(cls, path: str | Path, meta: dict) -> nn.Module | None:
+        """The saved quantized artifact at ``path`` evaluated with its quantization's own math in float (the
+        fake-quantized graph, no integer kernel), as an ``nn.Module``; None where the runtime has no such
+        simulation (then a quantizer's deployed model is checked against its parent). Default: none."""
+        return None
 
     @classmethod
     def describe(cls, meta: dict) -> str:
@@ -169,7 +179,7 @@ class RuntimeArtifact(Artifact):
     def child(cls, parent: Artifact, native, transform: dict, step: dict, **meta) -> "RuntimeArtifact":
         """The artifact of ``step``, which turned ``parent`` (PyTorch, or this runtime's) into ``native``:
         the parent's record, its transforms plus ``transform``, its chain plus this step, and ``meta``."""
-        inherited = {k: v for k, v in parent.meta.items() if k not in OWN_META and k != "export_check"}
+        inherited = {k: v for k, v in parent.meta.items() if k not in OWN_META and k not in CHECKS}
         steps = parent.meta.get("steps", []) + [{"id": step["id"], "method": step["method"]}]
         meta = {**inherited, "steps": steps, "runtime": cls.runtime.name, "cpu_only": cls.runtime.cpu_only, **meta}
         return cls(parent.arch, {}, list(parent.transforms) + [transform], meta, None, native)

@@ -32,15 +32,18 @@ from vitcompress.settings import Settings, setting
 META_KEY = "vitcompress.artifact"
 DIGEST_META = "vitcompress.digest"  # the file's content digest (vitcompress.io.seal_files)
 INPUT, OUTPUT = "image", "logits"
+# operators that compute in integers as written (no float form to simulate them with)
+INTEGER_OPS = {"MatMulInteger", "ConvInteger", "QLinearMatMul", "QLinearConv", "DynamicQuantizeLinear",
+               "DynamicQuantizeMatMul", "MatMulIntegerToFloat"}
 RUNTIME = "onnxruntime"
 
 
 class OrtModule(nn.Module):
     """An ONNX Runtime CPU session as a module: ``forward(x: Tensor) -> Tensor`` (float logits)."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, fuse: bool = True):
         super().__init__()
-        self.path = str(path)
+        self.path, self.fuse = str(path), fuse
         self._session = None
         self._threads = None
 
@@ -53,8 +56,10 @@ class OrtModule(nn.Module):
             opts.intra_op_num_threads = threads
             opts.inter_op_num_threads = 1
             opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-            # every fusion ORT has: QDQ pairs around MatMul become integer MatMul kernels, LayerNorm/GELU fuse
-            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            # every fusion ORT has: QDQ pairs around MatMul become integer MatMul kernels, LayerNorm/GELU fuse;
+            # none (fuse=False): each QuantizeLinear/DequantizeLinear runs as written, the QDQ math in float
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL if self.fuse else \
+                ort.GraphOptimizationLevel.ORT_DISABLE_ALL
             self._session = ort.InferenceSession(self.path, opts, providers=["CPUExecutionProvider"])
             self._input = self._session.get_inputs()[0].name
             self._threads = threads
@@ -130,6 +135,18 @@ class OnnxRuntime(Runtime):
         return OrtModule(path)
 
     @classmethod
+    def simulation(cls, path, meta):
+        """A QDQ model run with no graph fusion: each QuantizeLinear/DequantizeLinear pair computed in float,
+        every MatMul a float one. None for a graph with integer operators of its own (dynamic quantization's
+        MatMulInteger) or no QDQ pair."""
+        import onnx
+
+        ops = {n.op_type for n in onnx.load(str(path), load_external_data=False).graph.node}
+        if "DequantizeLinear" not in ops or ops & INTEGER_OPS:
+            return None
+        return OrtModule(path, fuse=False)
+
+    @classmethod
     def versions(cls):
         return {"onnxruntime": package_version("onnxruntime")}
 
@@ -162,6 +179,14 @@ class ReduceRange(Settings):
 
             return reduce_range_for(cpu_flags(), platform.machine())
         return bool(self.reduce_range), "set in params.yaml"
+
+
+def reduce_range_fix(s) -> str:
+    """The fix to suggest when an ORT int8 model misses its reference: 7-bit weights if they are off."""
+    reduce, _ = s.resolved()
+    if not reduce:
+        return "set reduce_range: true on this step (7-bit weights: what auto chooses on an x86 CPU without VNNI)"
+    return "raise max_gap to accept the loss, or report the model and this CPU"
 
 
 def export(model: nn.Module, example: torch.Tensor):

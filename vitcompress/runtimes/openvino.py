@@ -86,11 +86,11 @@ class OvModule(nn.Module):
     inference threads as PyTorch has (one stream) and the ``precision`` asked for as the inference
     precision hint, which the compiled model must report back."""
 
-    def __init__(self, path: str | Path, precision: str = "f32"):
+    def __init__(self, path: str | Path, precision: str = "f32", simulate: bool = False):
         super().__init__()
         if precision not in PRECISIONS:
             raise ValueError(f"precision = {precision!r}: use one of {', '.join(PRECISIONS)}")
-        self.path, self.precision = str(path), precision
+        self.path, self.precision, self.simulate = str(path), precision, simulate
         self._requests: dict = {}
         self._threads = None
 
@@ -103,9 +103,12 @@ class OvModule(nn.Module):
         if shape not in self._requests:
             model = core().read_model(self.path)
             model.reshape({model.inputs[0]: ov().PartialShape(list(shape))})
-            compiled = core().compile_model(model, "CPU", {
-                "INFERENCE_PRECISION_HINT": self.precision, "INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1,
-                "PERFORMANCE_HINT": "LATENCY"})
+            config = {"INFERENCE_PRECISION_HINT": self.precision, "INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1,
+                      "PERFORMANCE_HINT": "LATENCY"}
+            if self.simulate:  # the quantization's own math in float: no int8 kernel, no dynamic quantization
+                model = float_simulation(model)
+                config.update(EXECUTION_MODE_HINT="ACCURACY", DYNAMIC_QUANTIZATION_GROUP_SIZE=0)
+            compiled = core().compile_model(model, "CPU", config)
             got = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
             if got != self.precision:
                 raise RuntimeError(f"{self.path}: OpenVINO compiled it for {got} inference, not the {self.precision} "
@@ -191,6 +194,14 @@ class OpenVINO(Runtime):
         return OvModule(path, meta.get("ov_precision", "f32"))
 
     @classmethod
+    def simulation(cls, path, meta):
+        """The IR with every FakeQuantize computed in float (:func:`float_simulation`); None for an IR
+        without any (nothing quantized to simulate)."""
+        if not any(op.get_type_name() == "FakeQuantize" for op in core().read_model(str(path)).get_ordered_ops()):
+            return None
+        return OvModule(path, meta.get("ov_precision", "f32"), simulate=True)
+
+    @classmethod
     def describe(cls, meta: dict) -> str:
         precision = meta.get("ov_precision", "f32")
         return f"OpenVINO, int8 + {precision}" if meta.get("ov_int8") else f"OpenVINO, {precision}"
@@ -218,24 +229,78 @@ def check_ir(parent, step_id: str) -> None:
 
 # -- NNCF post-training quantization -------------------------------------------------------------------
 
-def _quantization_args(s, images: torch.Tensor) -> dict:
-    n = nncf()
-    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
+@dataclass(frozen=True, kw_only=True)
+class Int8Recipe(Settings):
+    """The keys that make an int8 IR compute what NNCF's quantization describes on a given CPU class
+    (:func:`vitcompress.measure.ov_int8_recipe`); ``auto`` decides each for the CPU the step runs on."""
 
+    overflow_fix: str = setting("auto", choices=("auto", "enable", "disable", "first_layer"),
+                                help="NNCF's overflow fix (7-bit weights): enable everywhere, first_layer only, "
+                                     "disable; auto: enable on x86 CPUs without VNNI (16-bit saturation), else disable")
+    attention: str = setting("auto", choices=("auto", "int8", "float"),
+                             help="the attention's q·kᵀ in int8 (NNCF's transformer scheme) or float; auto: float "
+                                  "on x86 CPUs without VNNI, where its two 8-bit activations saturate, else int8")
+
+    def resolved(self) -> dict:
+        """{overflow_fix, attention, reason}: the values NNCF gets and why (recorded in the artifact)."""
+        import platform
+
+        from vitcompress.measure import int8_flags, ov_int8_recipe
+
+        auto = ov_int8_recipe(int8_flags(), platform.machine())
+        out = {k: (auto[k] if getattr(self, k) == "auto" else getattr(self, k)) for k in ("overflow_fix", "attention")}
+        set_here = [k for k in out if getattr(self, k) != "auto"]
+        out["reason"] = auto["reason"] if not set_here else \
+            (f"{', '.join(set_here)} set in params.yaml" + ("" if len(set_here) == 2 else f"; auto: {auto['reason']}"))
+        return out
+
+
+def attention_ops(model) -> list[str]:
+    """The names of the operations that multiply two activations (an attention's q·kᵀ and its weights by v):
+    fused ScaledDotProductAttention nodes and MatMuls with no weight input."""
+    out = []
+    for node in model.get_ordered_ops():
+        if node.get_type_name() == "ScaledDotProductAttention":
+            out.append(node.get_friendly_name())
+        elif node.get_type_name() == "MatMul" and not any(
+                s.get_type_name() == "Constant" for s in _sources(node)):
+            out.append(node.get_friendly_name())
+    return out
+
+
+def _quantization_args(s, images: torch.Tensor, model=None) -> dict:
+    """NNCF's arguments for the step's settings ``s`` (with :class:`Int8Recipe`'s keys); ``model``: the IR,
+    for the attention operations a float attention leaves out."""
+    n = nncf()
+    from nncf.quantization.advanced_parameters import (
+        AdvancedQuantizationParameters,
+        AdvancedSmoothQuantParameters,
+        OverflowFix,
+    )
+
+    recipe = s.resolved()
     alphas = AdvancedSmoothQuantParameters() if s.smooth_quant else AdvancedSmoothQuantParameters(matmul=-1)
     presets = {"performance": n.QuantizationPreset.PERFORMANCE, "mixed": n.QuantizationPreset.MIXED}
-    return dict(calibration_dataset=n.Dataset([im[None].numpy().astype(np.float32) for im in images]),
+    fixes = {"enable": OverflowFix.ENABLE, "disable": OverflowFix.DISABLE, "first_layer": OverflowFix.FIRST_LAYER}
+    args = dict(calibration_dataset=n.Dataset([im[None].numpy().astype(np.float32) for im in images]),
                 model_type=n.ModelType.TRANSFORMER, preset=presets[s.preset], subset_size=len(images),
                 fast_bias_correction=s.fast_bias_correction,
-                advanced_parameters=AdvancedQuantizationParameters(smooth_quant_alphas=alphas))
+                advanced_parameters=AdvancedQuantizationParameters(smooth_quant_alphas=alphas,
+                                                                   overflow_fix=fixes[recipe["overflow_fix"]]))
+    if recipe["attention"] == "float" and model is not None:
+        names = attention_ops(model)
+        if names:
+            args["ignored_scope"] = n.IgnoredScope(names=names, validate=False)
+    return args
 
 
 def quantize(parent_path: str | Path, images: torch.Tensor, s):
     """NNCF's post-training int8 quantization (``nncf.quantize``, ``model_type=TRANSFORMER``) of the IR at
     ``parent_path``, calibrated on ``images`` (one image a calibration item); ``s``: the step's settings
     (``preset``, ``smooth_quant``, ``fast_bias_correction``). Returns the ``openvino.Model``."""
-    args = _quantization_args(s, images)
-    return nncf().quantize(core().read_model(str(parent_path)), args.pop("calibration_dataset"), **args)
+    model = core().read_model(str(parent_path))
+    args = _quantization_args(s, images, model)
+    return nncf().quantize(model, args.pop("calibration_dataset"), **args)
 
 
 def quantize_with_accuracy_control(parent_path: str | Path, images: torch.Tensor, val_batches, s):
@@ -252,7 +317,7 @@ def quantize_with_accuracy_control(parent_path: str | Path, images: torch.Tensor
     from nncf.quantization.algorithms.accuracy_control import algorithm as restorer
 
     val_batches = [(x.numpy().astype(np.float32), y.numpy()) for x, y in val_batches]
-    args = _quantization_args(s, images)
+    args = _quantization_args(s, images, core().read_model(str(parent_path)))
     args["advanced_quantization_parameters"] = args.pop("advanced_parameters")
     reverted = {"operations": [], "quantized_operations": None}
     report = restorer.QuantizationAccuracyRestorer.__dict__.get("_print_report")
@@ -295,6 +360,51 @@ def validation_top1(compiled, items) -> float:
         right += int((compiled(x)[0].argmax(-1) == y).sum())
         total += len(y)
     return 100.0 * right / max(1, total)
+
+
+# -- the quantization's own math ------------------------------------------------------------------------
+
+def float_simulation(model):
+    """A copy of ``model`` in which every FakeQuantize is computed with float operations (clamp to the input
+    range, scale to ``levels - 1`` steps, round half to even, scale to the output range), exactly as the
+    operation is specified. The CPU plugin runs int8 kernels only where it finds FakeQuantize nodes (its
+    low-precision transformations), so this copy runs the quantized model's arithmetic in float: what the
+    quantizer promised, independent of any CPU's int8 kernels. Integer weight constants stay as they are
+    (their dequantization is float arithmetic already)."""
+    ov()
+    import openvino.opset13 as ops
+
+    out = model.clone()
+    for node in out.get_ordered_ops():
+        if node.get_type_name() != "FakeQuantize":
+            continue
+        x, in_lo, in_hi, out_lo, out_hi = (node.input_value(i) for i in range(5))
+        steps = ops.constant(np.float32(int(node.get_attributes()["levels"]) - 1))
+        clamped = ops.minimum(ops.maximum(x, ops.minimum(in_lo, in_hi)), ops.maximum(in_lo, in_hi))
+        level = ops.round(ops.divide(ops.multiply(ops.subtract(clamped, in_lo), steps), ops.subtract(in_hi, in_lo)),
+                          "half_to_even")
+        value = ops.add(ops.multiply(ops.divide(level, steps), ops.subtract(out_hi, out_lo)), out_lo)
+        for target in list(node.output(0).get_target_inputs()):
+            target.replace_source_output(value.output(0))
+    out.validate_nodes_and_infer_types()
+    return out
+
+
+def int8_kernels(path: str | Path, shape: tuple[int, ...], precision: str = "f32") -> dict[str, int]:
+    """What the CPU plugin runs an IR with here: ``{"<layer type>:<primitive>:<precision>": count}`` for the
+    weight and attention layers (e.g. ``Convolution:jit_avx2_I8:u8``), read from the compiled model, so a
+    test or a report can see which ISA's kernels ran (``ONEDNN_MAX_CPU_ISA`` included)."""
+    model = core().read_model(str(path))
+    model.reshape({model.inputs[0]: ov().PartialShape(list(shape))})
+    compiled = core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": precision})
+    out: dict[str, int] = {}
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        info = op.get_rt_info()
+        kind = info["layerType"].astype(str)
+        if kind in ("Convolution", "FullyConnected", "MatMul", "ScaledDotProductAttention", "ScaledAttn"):
+            key = f"{kind}:{info['primitiveType'].astype(str)}:{info['runtimePrecision'].astype(str)}"
+            out[key] = out.get(key, 0) + 1
+    return out
 
 
 # -- what an IR holds ----------------------------------------------------------------------------------
