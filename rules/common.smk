@@ -73,6 +73,13 @@ def model_path(dataset, chain):
     return f"{RESULTS}/{dataset}/{chain}/{get_runtime(step_runtime(split_chain(chain)[-1])).files[0]}"
 
 
+def int8_data(wildcards):
+    """The prepared data set of a chain whose last step makes an int8 model: its timing job measures the row's
+    accuracy again with this machine's integer kernels. None for other chains (their accuracy does not move)."""
+    method = get_method(P.steps[split_chain(wildcards.chain)[-1]]["method"])
+    return DATA.format(dataset=wildcards.dataset) if method.makes == "int8" else []
+
+
 def parent_model(wildcards):
     """The artifact a chain's last step started from; none for a root chain."""
     steps = split_chain(wildcards.chain)

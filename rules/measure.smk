@@ -7,7 +7,7 @@ rule measure_speed:
         model=lambda wc: model_path(wc.dataset, wc.chain),
         baseline=lambda wc: model_path(wc.dataset, BASELINE_CHAIN),
         parent=parent_model,  # the model the chain's last step started from: its own speed-up
-        data=lambda wc: DATA.format(dataset=wc.dataset),  # int8 rows' accuracy, again with this machine's kernels
+        data=int8_data,  # an int8 row's accuracy, again with this machine's kernels (other rows: none)
     output:
         SPEED,
     params:
@@ -21,7 +21,7 @@ rule measure_speed:
     run:
         # one long-lived timing worker times every cell, away from the scheduler's threads
         job(measure_speed, log[0], pool="timing", artifact=input.model, out=output[0], measure=params.measure,
-            fp=params.fingerprint, baseline=input.baseline, parent=input.parent or None, data_file=input.data)
+            fp=params.fingerprint, baseline=input.baseline, parent=input.parent or None, data_file=input.data or None)
 
 
 rule row_metrics:

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from vitcompress.io import read_json
@@ -19,7 +20,7 @@ def test_the_recipe_follows_the_int8_instruction_sets(monkeypatch):
     vnni = ["avx2", "avx512f", "avx512_vnni"]
     assert ov_int8_recipe(["avx2"], "x86_64") == {
         "overflow_fix": "enable", "attention": "float", "reason": "x86 without VNNI: u8s8 int16 saturation"}
-    assert ov_int8_recipe(vnni, "x86_64")["overflow_fix"] == "disable"
+    assert ov_int8_recipe(vnni, "x86_64")["overflow_fix"] == "first_layer"  # NNCF's default
     assert ov_int8_recipe(vnni, "x86_64")["attention"] == "int8"
     assert ov_int8_recipe(["avx2", "avx_vnni"], "x86_64")["attention"] == "int8"
     assert ov_int8_recipe(["neon"], "aarch64")["attention"] == "int8"
@@ -31,6 +32,12 @@ def test_the_recipe_follows_the_int8_instruction_sets(monkeypatch):
     assert int8_flags(vnni + ["amx_int8"]) == vnni
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2_VNNI")
     assert int8_flags(["avx2", "avx_vnni", "avx512f"]) == ["avx2", "avx_vnni"]
+    # oneDNN's AVX-512 levels do not include AVX-VNNI: capped there, a CPU with only AVX-VNNI has no VNNI
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx512_core")
+    assert int8_flags(["avx2", "avx_vnni", "avx512f"]) == ["avx2", "avx512f"]
+    assert ov_int8_recipe(int8_flags(["avx2", "avx_vnni", "avx512f"]), "x86_64")["attention"] == "float"
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "ALL")
+    assert int8_flags(vnni + ["avx_vnni"]) == vnni + ["avx_vnni"]
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
     assert int8_flags(vnni) == vnni
     # ORT's MLAS ignores oneDNN's cap: its reduce_range reads the CPU as it is
@@ -48,8 +55,10 @@ def non_vnni(digits_file, tmp_path_factory):
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     out = read_json(work / "result.json")
+    if not out["int8_flags"]:
+        pytest.skip("this x86 CPU reports no instruction sets (/proc/cpuinfo): the recipe cannot tell its class")
     kernels = " ".join(out["full8_kernels"]).lower()
-    if any(isa in kernels for isa in ("avx512", "amx", "vnni")):
+    if any(isa in kernels for isa in ("avx512", "amx")):
         pytest.skip(f"ONEDNN_MAX_CPU_ISA=AVX2 did not take effect in OpenVINO here (kernels: {kernels})")
     return out
 
@@ -84,3 +93,107 @@ def test_the_upstream_reproduction_still_shows_the_attention_saturation(non_vnni
     assert run.returncode == 0, run.stderr[-2000:]
     lines = dict(line.split(":", 1) for line in run.stdout.splitlines() if "levels" in line)
     assert "WRONG" in lines["256 levels"] and "ok" in lines["128 levels"], run.stdout
+
+
+def test_the_cpu_class_and_the_row_to_ship_on_it():
+    from vitcompress.measure import cpu_class
+    from vitcompress.report import to_ship
+
+    assert cpu_class(["avx2"], "x86_64") == "AVX2 only (no VNNI)"
+    assert cpu_class(["avx2", "avx512f", "avx512_vnni"], "x86_64") == "AVX-512 VNNI"
+    assert cpu_class(["avx2", "avx512_vnni", "amx_int8"], "x86_64") == "AMX"
+    assert cpu_class(["avx2", "avx_vnni"], "x86_64") == "AVX-VNNI"
+    assert cpu_class(["neon"], "aarch64") == "ARM"
+
+    def rec(row, chain, runtime, speedup):
+        return {"row": row, "chain": chain, "runtime": runtime, "cpu_speedup": speedup}
+
+    records = [rec("vanilla", ["vit"], "PyTorch", 1.0), rec("deit_tiny+ov", ["deit_tiny", "ov", "ov_int8"], "OpenVINO", 9.0),
+               rec("dynamic_ptq", ["vit", "dynamic_ptq"], "PyTorch", 1.5),
+               rec("ov_int8", ["vit", "ov", "ov_int8"], "OpenVINO, int8 + f32", 1.2),
+               rec("ort_int8_static", ["vit", "onnx", "int8_static"], "ONNX Runtime", 1.8)]
+    # another model (a distilled student) and PyTorch rows are not deployments of the first row's own model
+    assert to_ship(records)["row"] == "ort_int8_static"
+    assert to_ship(records[:3]) is None
+
+
+def _fake_quantize(x, lo, hi, olo, ohi, levels):
+    """FakeQuantize as OpenVINO's operation specification writes it, in numpy (float64)."""
+    x, lo, hi, olo, ohi = np.broadcast_arrays(*(np.asarray(v, dtype=np.float64) for v in (x, lo, hi, olo, ohi)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inside = np.round((x - lo) / (hi - lo) * (levels - 1)) / (levels - 1) * (ohi - olo) + olo
+    return np.where(x <= np.minimum(lo, hi), olo, np.where(x > np.maximum(lo, hi), ohi, inside))
+
+
+@pytest.mark.parametrize("levels", [255, 256])
+def test_the_openvino_simulation_is_fake_quantize_as_specified_in_float(levels):
+    """float_simulation against the operation's specification (per-channel ranges, a reversed range), and with
+    no integer kernel in what the CPU plugin compiles, while the original compiles to int8 kernels."""
+    from vitcompress.runtimes.openvino import core, float_simulation, ov
+
+    ov()
+    import openvino.opset13 as ops
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 2, (4, 3, 8)).astype(np.float32)
+    lo = np.array([-1.0, -3.0, 2.0], np.float32).reshape(1, 3, 1)   # the last channel's range is reversed
+    hi = np.array([1.0, 2.5, -2.0], np.float32).reshape(1, 3, 1)
+    param = ops.parameter([4, 3, 8], np.float32)
+    fq = ops.fake_quantize(param, ops.constant(lo), ops.constant(hi), ops.constant(lo), ops.constant(hi), levels)
+    simulated = core().compile_model(float_simulation(ov().Model([fq], [param])), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    np.testing.assert_allclose(simulated([x])[0], _fake_quantize(x, lo, hi, lo, hi, levels), atol=1e-5)
+
+    # a quantized layer as NNCF writes one: int8 kernels for the graph, none for its simulation, same numbers
+    param = ops.parameter([4, 16], np.float32)
+    top = 3.0 if levels == 255 else 3.0 * 127 / 128  # a symmetric range with an integer zero point, as NNCF's
+    act = ops.fake_quantize(param, *(ops.constant(np.float32(v)) for v in (0, 4, 0, 4)), levels)  # u8, zero point 0
+    weight = rng.normal(0, 1, (16, 5)).astype(np.float32)
+    wq = ops.fake_quantize(ops.constant(weight), *(ops.constant(np.float32(v)) for v in (-3, top, -3, top)), levels)
+    model = ov().Model([ops.matmul(act, wq, False, False)], [param])
+    x = rng.uniform(-1, 5, (4, 16)).astype(np.float32)
+    want = _fake_quantize(x, 0, 4, 0, 4, levels) @ _fake_quantize(weight, -3, top, -3, top, levels)
+
+    def compiled(m):
+        c = core().compile_model(m, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        return c, {op.get_rt_info()["runtimePrecision"].astype(str) for op in c.get_runtime_model().get_ordered_ops()}
+
+    simulated, kinds = compiled(float_simulation(model))
+    np.testing.assert_allclose(simulated([x])[0], want, rtol=1e-4, atol=1e-4)
+    assert not {"u8", "i8"} & kinds, kinds  # nothing runs in integers
+    assert {"u8", "i8"} & compiled(model)[1]  # ... where the FakeQuantize graph itself gets int8 kernels
+
+
+def test_ort_simulations_run_the_quantized_math_in_float(tmp_path):
+    """Static (QDQ) and dynamic (MatMulInteger, ConvInteger) int8 files: their simulation runs no integer kernel,
+    and agrees with the deployed model where no saturation can occur (7-bit weights)."""
+    import onnx
+    import onnxruntime as ort
+    import torch
+
+    from vitcompress.models import create
+    from vitcompress.runtimes.onnxruntime import OnnxRuntime, OrtModule, export, quantize_dynamic, quantize_static
+
+    torch.manual_seed(0)
+    arch = {"timm": "vit_small_patch16_224", "kwargs": {"patch_size": 4, "embed_dim": 32, "depth": 1, "num_heads": 2,
+                                                        "img_size": [16, 16], "in_chans": 1, "num_classes": 10}}
+    x = torch.randn(32, 1, 16, 16)
+    f32 = tmp_path / "f32.onnx"
+    onnx.save_model(export(create(arch).eval(), x[:2]), str(f32))
+    for name, proto in (("static", quantize_static(f32, x, 8, True, True)), ("dynamic", quantize_dynamic(f32, False, True))):
+        path = tmp_path / f"{name}.onnx"
+        onnx.save_model(proto, str(path))
+        sim = OnnxRuntime.simulation(path, {})
+        assert isinstance(sim, OrtModule) and sim.simulate
+        sim.eval()
+        opts = ort.SessionOptions()
+        opts.optimized_model_filepath = str(tmp_path / f"{name}.ran.onnx")  # the graph the session runs
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        from vitcompress.runtimes.onnxruntime import float_simulation
+
+        ort.InferenceSession(float_simulation(path).SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        ran = {n.op_type for n in onnx.load(str(tmp_path / f"{name}.ran.onnx")).graph.node}
+        assert not ran & {"MatMulInteger", "ConvInteger", "QLinearMatMul", "QLinearConv", "MatMulIntegerToFloat"}, ran
+        with torch.inference_mode():
+            deployed = OrtModule(path).eval()(x)
+            torch.testing.assert_close(sim(x), deployed, atol=0.05, rtol=0.05)
+    assert OnnxRuntime.simulation(f32, {}) is None  # nothing quantized, nothing to simulate

@@ -274,14 +274,18 @@ def cpu_flags() -> list[str]:
     return []
 
 
-# oneDNN's ISA levels (ONEDNN_MAX_CPU_ISA, which OpenVINO's CPU plugin honours), lowest first, and the
-# /proc/cpuinfo flags a cap at that level hides from int8 kernels; unnamed levels hide nothing we track.
-ONEDNN_ISA_LEVELS = ("sse41", "avx", "avx2", "avx2_vnni", "avx2_vnni_2", "avx512_core", "avx512_core_vnni",
-                     "avx512_core_bf16", "avx10_1_512", "avx512_core_fp16", "avx10_1_512_amx",
-                     "avx512_core_amx", "avx10_1_512_amx_fp16", "avx512_core_amx_fp16", "all")
-_FLAG_LEVEL = {"avx2": "avx2", "avx_vnni": "avx2_vnni", "avx512f": "avx512_core", "avx512_vnni": "avx512_core_vnni",
-               "avx512_bf16": "avx512_core_bf16", "amx_tile": "avx512_core_amx", "amx_int8": "avx512_core_amx",
-               "amx_bf16": "avx512_core_amx"}
+# What each oneDNN ISA cap (ONEDNN_MAX_CPU_ISA, which OpenVINO's CPU plugin honours) leaves to int8 kernels of
+# the /proc/cpuinfo flags we track. oneDNN's ISAs are bit sets, not one ladder: its avx512_core* levels do not
+# include AVX-VNNI (avx2_vnni), so a cap at AVX512_CORE on a CPU with AVX-VNNI uses no VNNI at all.
+_AVX512 = ("avx2", "avx512f")
+_AMX = _AVX512 + ("avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
+ONEDNN_CAPS = {
+    "sse41": (), "avx": (), "avx2": ("avx2",), "avx2_vnni": ("avx2", "avx_vnni"), "avx2_vnni_2": ("avx2", "avx_vnni"),
+    "avx512_core": _AVX512, "avx512_core_vnni": _AVX512 + ("avx512_vnni",),
+    "avx512_core_bf16": _AVX512 + ("avx512_vnni", "avx512_bf16"),
+    "avx10_1_512": _AVX512 + ("avx512_vnni", "avx512_bf16"), "avx512_core_fp16": _AVX512 + ("avx512_vnni", "avx512_bf16"),
+    "avx512_core_amx": _AMX, "avx10_1_512_amx": _AMX, "avx512_core_amx_fp16": _AMX, "avx10_1_512_amx_fp16": _AMX,
+}
 
 
 def isa_cap() -> str | None:
@@ -296,10 +300,10 @@ def int8_flags(flags: list[str] | None = None) -> list[str]:
     reads as an AVX2-only one (the emulation the tests and docs use)."""
     flags = cpu_flags() if flags is None else list(flags)
     cap = isa_cap()
-    if cap is None or cap not in ONEDNN_ISA_LEVELS:
+    if cap is None or cap not in ONEDNN_CAPS:  # oneDNN ignores a value it does not know ("all": no cap)
         return flags
-    top = ONEDNN_ISA_LEVELS.index(cap)
-    return [f for f in flags if f not in _FLAG_LEVEL or ONEDNN_ISA_LEVELS.index(_FLAG_LEVEL[f]) <= top]
+    tracked = {f for caps in ONEDNN_CAPS.values() for f in caps}
+    return [f for f in flags if f not in tracked or f in ONEDNN_CAPS[cap]]
 
 
 def has_vnni(flags: list[str], machine: str) -> bool | None:
@@ -380,6 +384,17 @@ def reduce_range_for(flags: list[str], machine: str) -> tuple[bool, str]:
     return True, "x86 without VNNI: u8s8 int16 saturation"
 
 
+def cpu_class(flags: list[str], machine: str) -> str:
+    """The machine class int8 speed and accuracy depend on: ``AMX``, ``AVX-512 VNNI``, ``AVX-VNNI``,
+    ``AVX2 only (no VNNI)``, ``ARM`` or the machine's name (``flags``: e.g. :func:`int8_flags`)."""
+    if machine.lower() not in X86:
+        return "ARM" if machine.lower() in ("aarch64", "arm64") else machine
+    for flag, name in (("amx_int8", "AMX"), ("avx512_vnni", "AVX-512 VNNI"), ("avx_vnni", "AVX-VNNI")):
+        if flag in flags:
+            return name
+    return "AVX2 only (no VNNI)" if "avx2" in flags else "x86 without AVX2"
+
+
 def ov_int8_recipe(flags: list[str], machine: str) -> dict:
     """What NNCF should quantize for OpenVINO's CPU plugin on this CPU class (``auto`` in ``ov_int8``).
 
@@ -387,14 +402,15 @@ def ov_int8_recipe(flags: list[str], machine: str) -> dict:
     a saturating int16. Two places clip: the weight layers (fixed by 7-bit weights, NNCF's
     ``overflow_fix: enable``), and the attention's q·kᵀ, where NNCF (``model_type=TRANSFORMER``) quantizes
     both inputs, both activations: no 7-bit weight can help there, so the attention stays float. With VNNI
-    (int32 accumulation) and off x86 (no such kernels) both stay as NNCF sets them: full 8 bits, int8 q·kᵀ.
+    (int32 accumulation) and off x86 (no such kernels) both stay as NNCF sets them by default: its overflow fix
+    on the first layer only, full 8 bits elsewhere, int8 q·kᵀ.
     ``flags``: :func:`int8_flags` (the CPU's, less an ``ONEDNN_MAX_CPU_ISA`` cap)."""
     vnni = has_vnni(flags, machine)
     if vnni is False:
         return {"overflow_fix": "enable", "attention": "float", "reason": "x86 without VNNI: u8s8 int16 saturation"}
     why = f"{machine}: no u8s8 saturation" if vnni is None else \
         f"x86 with {next(f for f in VNNI if f in flags)}: int32 accumulation"
-    return {"overflow_fix": "disable", "attention": "int8", "reason": why}
+    return {"overflow_fix": "first_layer", "attention": "int8", "reason": why}
 
 
 @torch.inference_mode()

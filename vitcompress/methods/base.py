@@ -331,8 +331,8 @@ class RuntimeQuantizer(Method):
     """A runtime's own int8 quantizer (ONNX Runtime's, NNCF's for OpenVINO), which takes that runtime's
     artifact and makes another, and verifies what it deploys: the saved int8 model, run by the runtime's
     integer kernels on this CPU, against the same file evaluated with its quantization's math in float
-    (:meth:`~vitcompress.runtimes.base.Runtime.simulation`; the parent where the runtime has no such
-    simulation), on validation images. Their top-1 may differ by at most ``max_gap`` points: beyond that the
+    (:meth:`~vitcompress.runtimes.base.Runtime.simulation`; the parent, with the quantization's own loss in
+    the gap, only for a model a runtime cannot simulate), on validation images. Their top-1 may differ by at most ``max_gap`` points: beyond that the
     CPU's int8 kernels do not compute what the quantizer described (e.g. 16-bit saturation on x86 CPUs
     without VNNI), and the job stops, naming the instruction sets, the gap and the fix. The check is
     recorded in the artifact (``deploy_check``).
@@ -366,7 +366,8 @@ class RuntimeQuantizer(Method):
         art = self.quantize(ctx, s, self.calibration(ctx, s))
         art.meta["deploy_check"] = check = verify_deployed(art, ctx, s.verify_images)
         if check["gap"] > s.max_gap + 1e-9:
-            ref = "its quantization's float simulation" if check["reference"] == "simulation" else "its parent"
+            ref = "its quantization's float simulation" if check["reference"] == "simulation" else \
+                "its parent (this runtime has no float simulation of it: the gap includes the quantization's own loss)"
             flags = ", ".join(check["cpu_flags"]) or "none reported"
             if check["onednn_max_cpu_isa"]:
                 flags += f"; ONEDNN_MAX_CPU_ISA={check['onednn_max_cpu_isa']}"
@@ -384,8 +385,9 @@ class RuntimeQuantizer(Method):
 def verify_deployed(art, ctx: StepContext, images: int = 1000) -> dict:
     """The deployed model of ``art`` (saved to a scratch folder and loaded as a device would) against its
     quantization's float simulation, or against ``ctx.parent`` where its runtime has none, on the first
-    ``images`` validation images (test images where the data set has no validation split): both top-1s,
-    the gap (reference minus deployed, points), their top-1 agreement, and the CPU it ran on."""
+    ``images`` validation images (training images where the data set has no validation split: a kernel's
+    error needs no unseen image, and the test split stays the table's): both top-1s, the gap (reference minus
+    deployed, points), their top-1 agreement, and the CPU it ran on."""
     import platform
     import tempfile
 
@@ -397,7 +399,7 @@ def verify_deployed(art, ctx: StepContext, images: int = 1000) -> dict:
 
     rt = get_runtime(art.runtime.name)
     data = PreparedData(ctx.data_file)
-    split = "val" if len(data.splits["val"][1]) else "test"
+    split = "val" if len(data.splits["val"][1]) else "train"
     x, y = data.splits[split]
     x, y = x[:images], y[:images]
     adapter = InputAdapter(data.meta, art.arch["kwargs"]["img_size"], "cpu")

@@ -5,8 +5,9 @@ or per output channel with ``per_channel``), activations quantized at run time f
 range. No calibration data. It is the runtime counterpart of the ``dynamic_ptq`` row (torch.ao, whose
 eager API torch 2.14 deprecates). ``reduce_range`` as in :mod:`vitcompress.methods.ort_int8_static`.
 
-Its integer operators (DynamicQuantizeLinear, MatMulInteger) have no float form to simulate them, so the
-deployed model is checked against its parent, the exported float model (:class:`RuntimeQuantizer`).
+The deployed model (ORT's integer MatMul/Conv kernels) is checked against the same file with each
+MatMulInteger / ConvInteger written as its float operator on the same integers
+(:func:`vitcompress.runtimes.onnxruntime.float_simulation`, :class:`RuntimeQuantizer`).
 """
 from __future__ import annotations
 

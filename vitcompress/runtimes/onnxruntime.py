@@ -33,17 +33,17 @@ META_KEY = "vitcompress.artifact"
 DIGEST_META = "vitcompress.digest"  # the file's content digest (vitcompress.io.seal_files)
 INPUT, OUTPUT = "image", "logits"
 # operators that compute in integers as written (no float form to simulate them with)
-INTEGER_OPS = {"MatMulInteger", "ConvInteger", "QLinearMatMul", "QLinearConv", "DynamicQuantizeLinear",
-               "DynamicQuantizeMatMul", "MatMulIntegerToFloat"}
+INTEGER_OPS = {"MatMulInteger", "ConvInteger", "QLinearMatMul", "QLinearConv", "DynamicQuantizeMatMul",
+               "MatMulIntegerToFloat"}
 RUNTIME = "onnxruntime"
 
 
 class OrtModule(nn.Module):
     """An ONNX Runtime CPU session as a module: ``forward(x: Tensor) -> Tensor`` (float logits)."""
 
-    def __init__(self, path: str | Path, fuse: bool = True):
+    def __init__(self, path: str | Path, fuse: bool = True, simulate: bool = False):
         super().__init__()
-        self.path, self.fuse = str(path), fuse
+        self.path, self.fuse, self.simulate = str(path), fuse and not simulate, simulate
         self._session = None
         self._threads = None
 
@@ -60,7 +60,8 @@ class OrtModule(nn.Module):
             # none (fuse=False): each QuantizeLinear/DequantizeLinear runs as written, the QDQ math in float
             opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL if self.fuse else \
                 ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-            self._session = ort.InferenceSession(self.path, opts, providers=["CPUExecutionProvider"])
+            source = float_simulation(self.path).SerializeToString() if self.simulate else self.path
+            self._session = ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
             self._input = self._session.get_inputs()[0].name
             self._threads = threads
         return self._session
@@ -136,15 +137,16 @@ class OnnxRuntime(Runtime):
 
     @classmethod
     def simulation(cls, path, meta):
-        """A QDQ model run with no graph fusion: each QuantizeLinear/DequantizeLinear pair computed in float,
-        every MatMul a float one. None for a graph with integer operators of its own (dynamic quantization's
-        MatMulInteger) or no QDQ pair."""
+        """The quantized model's math in float, run with no graph fusion (:func:`float_simulation`): each
+        QuantizeLinear/DequantizeLinear pair (static, QDQ) computed as written, each integer MatMul or Conv
+        (dynamic) as its float operator on the integer values. None for a model with nothing quantized or an
+        integer operator this cannot write in float."""
         import onnx
 
         ops = {n.op_type for n in onnx.load(str(path), load_external_data=False).graph.node}
-        if "DequantizeLinear" not in ops or ops & INTEGER_OPS:
+        if not ops & ({"DequantizeLinear"} | INTEGER_OPS) or ops & (INTEGER_OPS - set(FLOAT_FORMS)):
             return None
-        return OrtModule(path, fuse=False)
+        return OrtModule(path, simulate=True)
 
     @classmethod
     def versions(cls):
@@ -179,6 +181,56 @@ class ReduceRange(Settings):
 
             return reduce_range_for(cpu_flags(), platform.machine())
         return bool(self.reduce_range), "set in params.yaml"
+
+
+FLOAT_FORMS = {"MatMulInteger": "MatMul", "ConvInteger": "Conv"}  # integer operators written in float
+
+
+def float_simulation(path: str | Path):
+    """The ``onnx.ModelProto`` at ``path`` with each MatMulInteger / ConvInteger replaced by its float operator
+    on the same integer values (inputs cast to float less their zero points, the result cast back to int32):
+    what dynamic quantization computes, without the CPU's integer kernels (which, without VNNI, sum u8×s8
+    products in a saturating int16). QuantizeLinear, DequantizeLinear and DynamicQuantizeLinear stay: they
+    are float arithmetic already, and with no graph fusion ORT runs them as written."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    proto = onnx.load(str(path), load_external_data=False)
+    graph, nodes = proto.graph, []
+    for node in graph.node:
+        if node.op_type not in FLOAT_FORMS:
+            nodes.append(node)
+            continue
+        name = node.name or node.output[0]
+        operands = []
+        for i, which in ((0, "a"), (1, "b")):
+            value = f"{name}/{which}_float"
+            nodes.append(helper.make_node("Cast", [node.input[i]], [value], to=TensorProto.FLOAT))
+            zero = node.input[i + 2] if len(node.input) > i + 2 and node.input[i + 2] else None
+            if zero:
+                zero_f = f"{name}/{which}_zero_float"
+                nodes.append(helper.make_node("Cast", [zero], [zero_f], to=TensorProto.FLOAT))
+                if node.op_type == "ConvInteger" and i == 1:  # one zero point per output channel: (M, 1, 1, ...)
+                    shape = f"{name}/w_zero_shape"
+                    nodes.append(helper.make_node("Constant", [], [shape], value=helper.make_tensor(
+                        shape, TensorProto.INT64, [2], [-1, 1])))
+                    nodes.append(helper.make_node("Reshape", [zero_f, shape], [f"{zero_f}/2d"]))
+                    flat = f"{name}/w_flat"
+                    nodes.append(helper.make_node("Shape", [value], [f"{name}/w_shape"]))
+                    nodes.append(helper.make_node("Flatten", [value], [flat], axis=1))
+                    nodes.append(helper.make_node("Sub", [flat, f"{zero_f}/2d"], [f"{flat}/centred"]))
+                    nodes.append(helper.make_node("Reshape", [f"{flat}/centred", f"{name}/w_shape"], [f"{value}/centred"]))
+                else:
+                    nodes.append(helper.make_node("Sub", [value, zero_f], [f"{value}/centred"]))
+                value = f"{value}/centred"
+            operands.append(value)
+        result = f"{name}/float_result"
+        nodes.append(helper.make_node(FLOAT_FORMS[node.op_type], operands, [result], name=f"{name}/float",
+                                      **{a.name: helper.get_attribute_value(a) for a in node.attribute}))
+        nodes.append(helper.make_node("Cast", [result], [node.output[0]], to=TensorProto.INT32))
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return proto
 
 
 def reduce_range_fix(s) -> str:

@@ -105,12 +105,13 @@ class OvModule(nn.Module):
             model.reshape({model.inputs[0]: ov().PartialShape(list(shape))})
             config = {"INFERENCE_PRECISION_HINT": self.precision, "INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1,
                       "PERFORMANCE_HINT": "LATENCY"}
-            if self.simulate:  # the quantization's own math in float: no int8 kernel, no dynamic quantization
+            if self.simulate:  # the quantization's own math in f32: no int8 kernel, no dynamic quantization
                 model = float_simulation(model)
-                config.update(EXECUTION_MODE_HINT="ACCURACY", DYNAMIC_QUANTIZATION_GROUP_SIZE=0)
+                config.update(INFERENCE_PRECISION_HINT="f32", EXECUTION_MODE_HINT="ACCURACY",
+                              DYNAMIC_QUANTIZATION_GROUP_SIZE=0)
             compiled = core().compile_model(model, "CPU", config)
             got = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
-            if got != self.precision:
+            if got != config["INFERENCE_PRECISION_HINT"]:
                 raise RuntimeError(f"{self.path}: OpenVINO compiled it for {got} inference, not the {self.precision} "
                                    f"its step asks for (this CPU cannot run {self.precision}); set the step's "
                                    f"precision to {got} or run it on a CPU that has it.")
@@ -257,15 +258,10 @@ class Int8Recipe(Settings):
 
 def attention_ops(model) -> list[str]:
     """The names of the operations that multiply two activations (an attention's q·kᵀ and its weights by v):
-    fused ScaledDotProductAttention nodes and MatMuls with no weight input."""
-    out = []
-    for node in model.get_ordered_ops():
-        if node.get_type_name() == "ScaledDotProductAttention":
-            out.append(node.get_friendly_name())
-        elif node.get_type_name() == "MatMul" and not any(
-                s.get_type_name() == "Constant" for s in _sources(node)):
-            out.append(node.get_friendly_name())
-    return out
+    fused ScaledDotProductAttention nodes and MatMuls neither of whose inputs is a weight (:func:`is_weight`)."""
+    return [node.get_friendly_name() for node in model.get_ordered_ops()
+            if node.get_type_name() == "ScaledDotProductAttention"
+            or node.get_type_name() == "MatMul" and not any(is_weight(v) for v in node.input_values())]
 
 
 def _quantization_args(s, images: torch.Tensor, model=None) -> dict:
@@ -365,12 +361,13 @@ def validation_top1(compiled, items) -> float:
 # -- the quantization's own math ------------------------------------------------------------------------
 
 def float_simulation(model):
-    """A copy of ``model`` in which every FakeQuantize is computed with float operations (clamp to the input
-    range, scale to ``levels - 1`` steps, round half to even, scale to the output range), exactly as the
-    operation is specified. The CPU plugin runs int8 kernels only where it finds FakeQuantize nodes (its
-    low-precision transformations), so this copy runs the quantized model's arithmetic in float: what the
-    quantizer promised, independent of any CPU's int8 kernels. Integer weight constants stay as they are
-    (their dequantization is float arithmetic already)."""
+    """A copy of ``model`` in which every FakeQuantize is computed with float operations, as the operation is
+    specified: ``output_low`` where ``x <= min(input_low, input_high)``, ``output_high`` where
+    ``x > max(input_low, input_high)``, else ``round((x - input_low) / (input_high - input_low) * (levels - 1))
+    / (levels - 1) * (output_high - output_low) + output_low``, rounding half to even. The CPU plugin runs int8
+    kernels only where it finds FakeQuantize nodes (its low-precision transformations), so this copy runs the
+    quantized model's arithmetic in float: what the quantizer promised, independent of any CPU's int8
+    kernels. Integer weight constants stay as they are (their dequantization is float arithmetic already)."""
     ov()
     import openvino.opset13 as ops
 
@@ -380,10 +377,11 @@ def float_simulation(model):
             continue
         x, in_lo, in_hi, out_lo, out_hi = (node.input_value(i) for i in range(5))
         steps = ops.constant(np.float32(int(node.get_attributes()["levels"]) - 1))
-        clamped = ops.minimum(ops.maximum(x, ops.minimum(in_lo, in_hi)), ops.maximum(in_lo, in_hi))
-        level = ops.round(ops.divide(ops.multiply(ops.subtract(clamped, in_lo), steps), ops.subtract(in_hi, in_lo)),
+        level = ops.round(ops.divide(ops.multiply(ops.subtract(x, in_lo), steps), ops.subtract(in_hi, in_lo)),
                           "half_to_even")
-        value = ops.add(ops.multiply(ops.divide(level, steps), ops.subtract(out_hi, out_lo)), out_lo)
+        inside = ops.add(ops.multiply(ops.divide(level, steps), ops.subtract(out_hi, out_lo)), out_lo)
+        value = ops.select(ops.less_equal(x, ops.minimum(in_lo, in_hi)), out_lo,
+                           ops.select(ops.greater(x, ops.maximum(in_lo, in_hi)), out_hi, inside))
         for target in list(node.output(0).get_target_inputs()):
             target.replace_source_output(value.output(0))
     out.validate_nodes_and_infer_types()
@@ -434,15 +432,31 @@ def _layer_name(node) -> str:
     return m.group(1) if m else node.get_friendly_name()
 
 
+_LAYOUT = ("Convert", "Reshape", "Transpose", "Unsqueeze", "Squeeze", "FakeQuantize")  # data in input 0
+_ELEMENTWISE = ("Multiply", "Subtract", "Add", "Divide")
+
+
+def is_weight(value, depth: int = 8) -> bool:
+    """Whether an output computes from constants alone, following only data inputs: a weight, as stored
+    (a float constant) or dequantized (an integer constant through Convert, zero-point Subtract, scale
+    Multiply), reshaped or fake-quantized. A scale applied to an activation (``Multiply(q, scale)``) is not."""
+    node = value.get_node()
+    kind = node.get_type_name()
+    if kind == "Constant":
+        return True
+    if depth == 0:
+        return False
+    if kind in _LAYOUT:
+        return is_weight(node.input_value(0), depth - 1)
+    if kind in _ELEMENTWISE:
+        return all(is_weight(v, depth - 1) for v in node.input_values())
+    return False
+
+
 def weight_layers(model) -> list:
-    """The MatMul/Convolution nodes with a constant (weight) input: the layers a quantizer quantizes."""
-    out = []
-    for node in model.get_ordered_ops():
-        if node.get_type_name() in ("MatMul", "Convolution") and any(
-                s.get_type_name() == "Constant" and s.get_output_element_type(0).get_type_name() not in ("i64", "i32")
-                for s in _sources(node)):
-            out.append(node)
-    return out
+    """The MatMul/Convolution nodes with a weight input (:func:`is_weight`): the layers a quantizer quantizes."""
+    return [node for node in model.get_ordered_ops()
+            if node.get_type_name() in ("MatMul", "Convolution") and any(is_weight(v) for v in node.input_values())]
 
 
 def quantization_summary(model) -> dict:
