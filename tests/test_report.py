@@ -118,13 +118,14 @@ def test_findings_check_each_rows_change_size_speed_and_orders(tmp_path):
         ("nystrom_a", ["vit", "nystrom_a"], 96.0, 1.0, 0.5),
         ("nystrom_b", ["vit", "nystrom_b"], 95.0, 1.0, 0.4),           # 1 point below the smaller m: two images
     ])
-    assert found["dynamic_ptq"]["met"] == {"digits": False} and found["dynamic_ptq"]["measured"]["digits"] == "−1.10"
-    assert found["diffq"]["met"]["digits"] is False and "9.0%" in found["diffq"]["measured"]["digits"]
-    assert found["deit_tiny"]["met"]["digits"] is False and "2.40x" in found["deit_tiny"]["measured"]["digits"]
-    assert found["prune_0.1 / prune_0.2"]["met"]["digits"] is False
-    assert found["nystrom_a / nystrom_b"]["met"]["digits"] is False
-    assert found["nystrom_b"]["met"]["digits"] is True  # the largest m: within 3 points
-    assert found["no row beats the model it was made from"]["met"]["digits"] is True
+    assert found["dynamic_ptq"]["verdict"] == {"digits": "contradicted"}
+    assert found["dynamic_ptq"]["measured"]["digits"] == "−1.10"
+    assert found["diffq"]["verdict"]["digits"] == "contradicted" and "9.0%" in found["diffq"]["measured"]["digits"]
+    assert found["deit_tiny"]["verdict"]["digits"] == "contradicted" and "2.40x" in found["deit_tiny"]["measured"]["digits"]
+    assert found["prune_0.1 / prune_0.2"]["verdict"]["digits"] == "contradicted"
+    assert found["nystrom_a / nystrom_b"]["verdict"]["digits"] == "contradicted"
+    assert found["nystrom_b"]["verdict"]["digits"] == "holds"  # the largest m: within 3 points
+    assert found["no row beats the model it was made from"]["verdict"]["digits"] == "holds"
     assert "lsq" not in found  # no such row in the run: no finding
 
 
@@ -139,28 +140,31 @@ def _right(n: int, wrong: list[int]) -> str:
     return pack_bits(flags)
 
 
-@pytest.mark.parametrize("better_by, met", [(1, True), (8, False)])
-def test_an_order_finding_flips_when_its_interval_stops_containing_zero(tmp_path, better_by, met):
-    """r = 0.2 scoring above r = 0.1 on a few images is within its paired interval (met); on eight it is not."""
+@pytest.mark.parametrize("better_by, verdict", [(1, "undecided"), (8, "contradicted"), (-8, "holds")])
+def test_an_order_finding_is_judged_by_its_interval(tmp_path, better_by, verdict):
+    """r = 0.2 above r = 0.1 by one image of 200: its interval straddles 0 (undecided); by eight (exact McNemar
+    p = 0.008) the order is reversed (contradicted); eight below, the larger ratio loses more (holds)."""
     n = 200
     base_wrong = list(range(20))
+    worse = base_wrong[better_by:] if better_by >= 0 else base_wrong + list(range(20, 20 - better_by))
     cells = {"vanilla": ([], 100.0), "prune_0.1": (base_wrong, 90.0),
-             "prune_0.2": (base_wrong[better_by:], 100.0 * (n - 20 + better_by) / n)}
+             "prune_0.2": (worse, 100.0 * (n - len(worse)) / n)}
     files = [_cell(tmp_path, "digits", row, profile="demo", accuracy=acc, chain=["vit"] if row == "vanilla" else
                    ["vit", "gates", row], test_images=n, per_image={"n": n, "top1": _right(n, wrong), "top5": None})
              for row, (wrong, acc) in cells.items()]
     df = build_frame(files, "demo", list(cells))
     found = {f["finding"]: f for f in study_findings(df, ["digits"], list(cells))}
     order = found["prune_0.1 / prune_0.2"]
-    assert order["met"]["digits"] is met, order
-    assert "steps +" in order["measured"]["digits"] and "(" in order["measured"]["digits"]  # the interval shown
+    assert order["verdict"]["digits"] == verdict, order
+    assert "steps " in order["measured"]["digits"] and "(" in order["measured"]["digits"]  # the interval shown
 
 
 def test_within_a_findings_bound_is_judged_by_the_interval(tmp_path):
-    """1.5 points down (3 of 200 images) against a 1-point bound: its interval reaches inside, so met; 12
-    images down is beyond the bound whatever the resampling."""
-    n = 200
-    for wrong, met in ((3, True), (12, False)):
+    """1.5 points down (3 of 200 images) against a 1-point bound: its interval reaches inside and outside, so
+    undecided; 12 images down lies wholly beyond the bound (contradicted); none down on 2000 images lies
+    inside it (holds): equivalence needs the whole interval within the bound."""
+    for n, wrong, verdict in ((200, 3, "undecided"), (200, 12, "contradicted"), (2000, 0, "holds"),
+                              (200, 0, "undecided")):
         files = [_cell(tmp_path, "digits", "vanilla", profile="demo", accuracy=100.0, chain=["vit"], test_images=n,
                        per_image={"n": n, "top1": _right(n, []), "top5": None}),
                  _cell(tmp_path, "digits", "dynamic_ptq", profile="demo", accuracy=100.0 * (n - wrong) / n,
@@ -168,7 +172,7 @@ def test_within_a_findings_bound_is_judged_by_the_interval(tmp_path):
                        per_image={"n": n, "top1": _right(n, list(range(wrong))), "top5": None})]
         df = build_frame(files, "demo", ["vanilla", "dynamic_ptq"])
         found = {f["finding"]: f for f in study_findings(df, ["digits"], ["vanilla", "dynamic_ptq"])}
-        assert found["dynamic_ptq"]["met"]["digits"] is met, found["dynamic_ptq"]
+        assert found["dynamic_ptq"]["verdict"]["digits"] == verdict, found["dynamic_ptq"]
 
 
 def test_diffqs_size_finding_compares_compressed_with_compressed(tmp_path):
@@ -176,23 +180,23 @@ def test_diffqs_size_finding_compares_compressed_with_compressed(tmp_path):
     bytes are 7% of vanilla's compressed ones, and a raw 5% fails when its compressed share is 9%."""
     cells = [("vanilla", ["vit"], 97.0, 1.0, 1.0), ("diffq", ["vit", "diffq"], 95.0, 0.25, 1.0)]
     ok = _findings(tmp_path, cells, compressed={"vanilla": 0.9, "diffq": 0.063})["diffq"]
-    assert ok["met"]["digits"] is True and "7.0%" in ok["measured"]["digits"] and "compressed" in ok["target"]
+    assert ok["verdict"]["digits"] == "holds" and "7.0%" in ok["measured"]["digits"] and "compressed" in ok["target"]
     cells[1] = ("diffq", ["vit", "diffq"], 95.0, 0.05, 1.0)
     bad = _findings(tmp_path, cells, compressed={"vanilla": 0.9, "diffq": 0.081})["diffq"]
-    assert bad["met"]["digits"] is False and "9.0%" in bad["measured"]["digits"]
+    assert bad["verdict"]["digits"] == "contradicted" and "9.0%" in bad["measured"]["digits"]
 
 
-@pytest.mark.parametrize("row,chain,acc,met", [
-    ("deit_tiny", ["deit_tiny"], 98.9, True),           # a student 1.9 above its teacher: allowed
-    ("deit_tiny", ["deit_tiny"], 99.1, False),          # 2.1 above
-    ("lsq", ["vit", "lsq"], 98.1, False),               # a compressed vanilla 1.1 above it
-    ("deit_base+dynamic_ptq", ["deit_base", "dynamic_ptq"], 98.9, True),  # 0.9 above its own source, deit_base
+@pytest.mark.parametrize("row,chain,acc,verdict", [
+    ("deit_tiny", ["deit_tiny"], 98.9, "holds"),           # a student 1.9 above its teacher: allowed
+    ("deit_tiny", ["deit_tiny"], 99.1, "contradicted"),    # 2.1 above
+    ("lsq", ["vit", "lsq"], 98.1, "contradicted"),         # a compressed vanilla 1.1 above it
+    ("deit_base+dynamic_ptq", ["deit_base", "dynamic_ptq"], 98.9, "holds"),  # 0.9 above its own source, deit_base
 ])
-def test_no_row_may_beat_the_model_it_was_made_from(tmp_path, row, chain, acc, met):
+def test_no_row_may_beat_the_model_it_was_made_from(tmp_path, row, chain, acc, verdict):
     found = _findings(tmp_path, [("vanilla", ["vit"], 97.0, 1.0, 1.0), ("deit_base", ["deit_base"], 98.0, 1.0, 1.0),
                                  (row, chain, acc, 0.5, 1.0)])
     check = found["no row beats the model it was made from"]
-    assert check["met"]["digits"] is met, check
+    assert check["verdict"]["digits"] == verdict, check
 
 
 def test_findings_are_rendered_in_the_tables(tmp_path):
@@ -201,7 +205,8 @@ def test_findings_are_rendered_in_the_tables(tmp_path):
     md = _render(tmp_path, files, "demo", ["digits"], ["vanilla", "lsq"])["md"].read_text()
     part = md[md.index("## The study's findings, checked on this run"):]
     line = next(x for x in part.splitlines() if x.startswith("| lsq |"))
-    assert "within 3 points of vanilla" in line and "−4.00 (not met)" in line and line.endswith("| no |")
+    assert "within 3 points of vanilla" in line and "−4.00 (contradicted)" in line and line.endswith("| contradicted |")
+    assert "claims (a finding on one data set): **1 hold, 1 contradicted, 0 undecided.**" in part
 
 
 def test_demo_profile_has_no_published_column(tmp_path):

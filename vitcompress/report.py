@@ -115,7 +115,7 @@ def _env(templates: Path) -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates)), undefined=jinja2.StrictUndefined,
                              trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
     env.filters.update(fmt=fmt, speed=fmt_speed, ratio=fmt_ratio, tex=tex, delta=fmt_delta, change=fmt_change,
-                       ratio_ci=fmt_ratio_ci)
+                       ratio_ci=fmt_ratio_ci, combine=combine)
     return env
 
 
@@ -214,29 +214,58 @@ MACHINE_DRIFT = 1.0  # points an int8 row's accuracy on another machine may diff
 DEPLOY_LOSS = 2.0  # top-1 points a deployment step (conversion, runtime int8) may lose against the model it deploys
 
 
-def study_findings(df: pd.DataFrame, datasets: list[str], rows: list[str], study_rows: dict | None = None) -> list[dict]:
-    """Each finding of :data:`FINDINGS` and :data:`ORDERED` that the run's rows can show, per data set, and
-    whether no row beats the model it was made from: its chain's first step's row (the first row for a
-    root row such as a distilled student, which may beat it by ``STUDENT_MARGIN``; others ``ROW_MARGIN``).
+HOLDS, CONTRADICTED, UNDECIDED = "holds", "contradicted", "undecided"
 
-    Each is judged by the 95% interval of the paired change (:func:`vitcompress.stats.paired_delta`), where
-    the cells hold their per-image results: a finding is missed only when the interval lies wholly on the
-    wrong side (beyond ``within`` points; an order reversed; a row above its source by more than its
-    margin); within its interval the data cannot tell the finding wrong. Cells without per-image results
-    are judged by the point change. Each entry: {"finding", "target", "measured": {ds: text}, "met": {ds: bool}}."""
+
+def within(d: dict, bound: float) -> str:
+    """An equivalence claim, |change| <= ``bound``: holds when the whole interval lies inside [-bound, bound],
+    contradicted when it lies wholly outside, else undecided."""
+    if d["lo"] >= -bound - 1e-9 and d["hi"] <= bound + 1e-9:
+        return HOLDS
+    return CONTRADICTED if d["hi"] < -bound - 1e-9 or d["lo"] > bound + 1e-9 else UNDECIDED
+
+
+def at_least(lo: float, hi: float, target: float) -> str:
+    """A claim "at least ``target``" on an interval [lo, hi]: holds above it, contradicted below it."""
+    return HOLDS if lo >= target - 1e-9 else CONTRADICTED if hi < target - 1e-9 else UNDECIDED
+
+
+def at_most(lo: float, hi: float, target: float) -> str:
+    """A claim "at most ``target``" on an interval [lo, hi]."""
+    return HOLDS if hi <= target + 1e-9 else CONTRADICTED if lo > target + 1e-9 else UNDECIDED
+
+
+def combine(verdicts) -> str:
+    """Claims that must all hold: contradicted if one is, holds if all do, else undecided."""
+    verdicts = list(verdicts)
+    return CONTRADICTED if CONTRADICTED in verdicts else HOLDS if all(v == HOLDS for v in verdicts) else UNDECIDED
+
+
+def study_findings(df: pd.DataFrame, datasets: list[str], rows: list[str], study_rows: dict | None = None) -> list[dict]:
+    """Each finding of :data:`FINDINGS` and :data:`ORDERED` that the run's rows can show, per data set, whether
+    no row beats the model it was made from (its chain's first step's row; the first row for a root row such
+    as a distilled student, which may beat it by ``STUDENT_MARGIN``; others by ``ROW_MARGIN``), and whether
+    no deployment step loses more than ``DEPLOY_LOSS`` points against the model it deploys.
+
+    Each claim gets one of three verdicts from the 95% interval of its paired change
+    (:func:`vitcompress.stats.paired_delta`) or speed-up: **holds** when the interval lies inside the claim's
+    bound (an equivalence: "within X points") or beyond it in the claimed direction ("at least 2.5x"),
+    **contradicted** when it lies wholly on the wrong side, **undecided** when it straddles the bound. Cells
+    without per-image results or timing intervals are judged by their point values. Each entry: {"finding",
+    "target", "measured": {ds: text}, "verdict": {ds: verdict}}."""
     study_rows = study_rows or {}
     by_study = {study_rows.get(r, r): r for r in rows}
     cell = {(str(r["dataset"]), str(r["row"])): r for r in df.to_dict("records")}
     out = []
 
     def add(finding, target, check):
-        measured, met = {}, {}
+        measured, verdict = {}, {}
         for ds in datasets:
             result = check(ds)
             if result is not None:
-                measured[ds], met[ds] = result
+                measured[ds], verdict[ds] = result
         if measured:
-            out.append({"finding": finding, "target": target, "measured": measured, "met": met})
+            out.append({"finding": finding, "target": target, "measured": measured, "verdict": verdict})
 
     def acc(ds, row):
         c = cell.get((ds, row))
@@ -268,19 +297,25 @@ def study_findings(df: pd.DataFrame, datasets: list[str], rows: list[str], study
                 return None
             c, b = cell[(ds, row)], cell[(ds, first)]
             d = change(ds, row, first)
-            parts, ok = [interval(d)], d["hi"] >= -spec["within"] - 1e-9 and d["lo"] <= spec["within"] + 1e-9
+            parts, verdicts = [interval(d)], [within(d, spec["within"])]
             if "size_pct" in spec:
                 col = spec.get("size", "size_mb")
                 if _missing(c.get(col)) or _missing(b.get(col)):
                     return None
                 pct = 100.0 * c[col] / b[col]
                 parts.append(f"{pct:.1f}%")
-                ok = ok and pct <= spec["size_pct"]
+                verdicts.append(HOLDS if pct <= spec["size_pct"] else CONTRADICTED)  # a size is measured exactly
             if "speedup" in spec:
                 sp = c.get("cpu_speedup")
-                parts.append("no speed" if _missing(sp) else f"{sp:.2f}x")
-                ok = ok and not _missing(sp) and sp >= spec["speedup"]
-            return ", ".join(parts), bool(ok)
+                if _missing(sp):
+                    parts.append("no speed")
+                    verdicts.append(UNDECIDED)
+                else:
+                    lo, hi = c.get("cpu_speedup_lo"), c.get("cpu_speedup_hi")
+                    lo, hi = (sp, sp) if _missing(lo) or _missing(hi) else (lo, hi)
+                    parts.append(f"{sp:.2f}x" + ("" if lo == hi else f" ({lo:.2f}-{hi:.2f})"))
+                    verdicts.append(at_least(lo, hi, spec["speedup"]))
+            return ", ".join(parts), combine(verdicts)
 
         target = f"within {spec['within']:g} point{'s' if spec['within'] != 1 else ''} of {first}"
         if "size_pct" in spec:
@@ -300,38 +335,37 @@ def study_findings(df: pd.DataFrame, datasets: list[str], rows: list[str], study
             if any(a is None for a in accs):
                 return None
             steps = [change(ds, b, a) for a, b in zip(members, members[1:])]  # each member minus the one before
-            # reversed only where the interval says so: a fall (rising) or a gain (losing) that excludes 0
-            ok = all(d["hi"] >= -1e-9 for d in steps) if rising else all(d["lo"] <= 1e-9 for d in steps)
-            return " / ".join(f"{a:.2f}" for a in accs) + "; steps " + ", ".join(interval(d) for d in steps), ok
+            verdict = combine(at_least(d["lo"], d["hi"], 0.0) if rising else at_most(d["lo"], d["hi"], 0.0)
+                              for d in steps)
+            if verdict == HOLDS and any(d["lo"] == d["hi"] == 0 for d in steps):
+                verdict = UNDECIDED  # equal point values with no interval: no order shown
+            return " / ".join(f"{a:.2f}" for a in accs) + "; steps " + ", ".join(interval(d) for d in steps), verdict
 
-        add(" / ".join(members), "accuracy rises with m (unless an interval says it falls)" if rising else
-            "the larger ratio loses at least as much (unless an interval says it gains)", check)
+        add(" / ".join(members), "accuracy rises with m (each step's interval at or above 0)" if rising else
+            "the larger ratio loses at least as much (each step's interval at or below 0)", check)
 
     def beats_source(ds):
-        worst = None
+        changes = []
         for row in rows[1:]:
             c = cell.get((ds, row))
             if c is None or _missing(c["accuracy"]) or not c.get("chain"):
                 continue
             root = next((r for r in rows if (cell.get((ds, r)) or {}).get("chain") == c["chain"][:1]), None)
             source, margin = (first, STUDENT_MARGIN) if root in (None, row) else (root, ROW_MARGIN)
-            base = acc(ds, source)
-            if base is None or source == row:
+            if acc(ds, source) is None or source == row:
                 continue
-            d = change(ds, row, source)
-            over = d["lo"] - margin  # above the margin only if the whole interval is
-            if worst is None or over > worst[0]:
-                worst = (over, row, source, d)
-        if worst is None:
+            changes.append((row, source, margin, change(ds, row, source)))
+        if not changes:
             return None
-        return f"highest: {worst[1]} {interval(worst[3])} over {worst[2]}", bool(worst[0] <= 1e-9)
+        verdict = combine(at_most(d["lo"], d["hi"], margin) for _, _, margin, d in changes)
+        row, source, margin, d = max(changes, key=lambda x: x[3]["lo"] - x[2])
+        return f"highest: {row} {interval(d)} over {source}", verdict
 
     add("no row beats the model it was made from", f"by more than {ROW_MARGIN:g} point "
         f"(a distilled student its teacher by {STUDENT_MARGIN:g})", beats_source)
 
     def deploys(ds):
-        """Every deployment step (a conversion or a runtime's int8) against the model it deploys: missed when any
-        row's interval lies wholly below -DEPLOY_LOSS; the text names those rows, else the largest loss."""
+        """Every deployment step (a conversion or a runtime's int8) against the model it deploys."""
         changes = []
         for row in rows:
             c = cell.get((ds, row))
@@ -343,16 +377,19 @@ def study_findings(df: pd.DataFrame, datasets: list[str], rows: list[str], study
             changes.append((row, d))
         if not changes:
             return None
-        missed = [(row, d) for row, d in changes if d["hi"] < -DEPLOY_LOSS - 1e-9]
-        if missed:
-            return "beyond: " + ", ".join(f"{row} {interval(d)}" for row, d in missed) + " vs parent", False
-        row, d = min(changes, key=lambda rd: rd[1]["delta"])
-        return f"largest loss: {row} {interval(d)} vs its parent", True
+        verdict = combine(at_least(d["lo"], d["hi"], -DEPLOY_LOSS) for _, d in changes)
+        row, d = min(changes, key=lambda rd: rd[1]["lo"])
+        return f"lowest: {row} {interval(d)} vs its parent", verdict
 
-    add("no deployment step loses more than "
-        f"{DEPLOY_LOSS:g} points against the model it deploys", "every ONNX Runtime / OpenVINO row's change vs its "
-        "parent (the same interval rule)", deploys)
+    add(f"no deployment step loses more than {DEPLOY_LOSS:g} points against the model it deploys",
+        "every ONNX Runtime / OpenVINO row's change vs its parent", deploys)
     return out
+
+
+def findings_summary(findings: list[dict]) -> dict:
+    """How many claims (finding x data set) hold, are contradicted, are undecided."""
+    verdicts = [v for f in findings for v in f["verdict"].values()]
+    return {"claims": len(verdicts), **{v: verdicts.count(v) for v in (HOLDS, CONTRADICTED, UNDECIDED)}}
 
 
 def render_tables(files: list[str], profile: str, datasets: list[str], rows: list[str], md: str, tex: str,
@@ -396,7 +433,8 @@ def render_tables(files: list[str], profile: str, datasets: list[str], rows: lis
     env = _env(Path(templates) if templates else DEFAULT_TEMPLATES)
     ctx = {"profile": profile, "tables": tables, "published": profile == "paper", "figures": links,
            "resources": resources_ctx, "comparison": study_comparison(df, datasets, rows, study_rows),
-           "findings": study_findings(df, datasets, rows, study_rows),
+           "findings": (findings := study_findings(df, datasets, rows, study_rows)),
+           "findings_summary": findings_summary(findings),
            "datasets": [{"id": ds, "title": DATASET_TITLES.get(ds, ds)} for ds in datasets],
            "study_datasets": [{"id": ds, "title": DATASET_TITLES[ds]} for ds in STUDY_DATASETS],
            "first_row": tables[0]["baseline"] if tables else None}

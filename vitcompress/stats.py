@@ -1,13 +1,20 @@
 """Uncertainty of what the tables compare: accuracy changes between two rows on the same test images,
 and speed-ups from paired timings.
 
-An accuracy change is paired: both rows answered the same test images, so the interval comes from
-resampling *images* (a paired bootstrap of the per-image difference), not from two independent
-accuracies. Where test images share parts, images are not independent and the bootstrap resamples
-the parts instead: digit pairs are composed from the test split's digits, each digit in many pairs,
-so it resamples source digits (the pigeonhole bootstrap for crossed factors, Owen 2007): a resample
-draws the digits with replacement and weighs each pair by how often both of its digits were drawn.
-An exact McNemar interval would assume independent images, which these are not.
+An accuracy change is paired: both rows answered the same test images, and only the images on which they
+disagree (the discordant ones: ``b`` right by the first row alone, ``c`` by the second alone, ``d = b + c``)
+carry information about the change ``(b - c) / n``.
+
+- **Independent test images** (digits, CIFAR, image folders): an exact interval (:func:`exact_paired_delta`).
+  The change is ``θ (2π - 1)``, θ the share of discordant images and π the share of them the first row got
+  right. Each has its Clopper-Pearson interval (exact binomial), and the change's interval is the range of
+  ``θ (2π - 1)`` over both. It contains 0 exactly when π's interval contains 1/2, i.e. when the exact McNemar
+  test does not reject at the same level: a split of 4-0 (p = 0.125), 5-0 (0.0625) or 7-1 (0.070) is not
+  "distinguishable", 6-0 (0.031) is. A bootstrap of so few discordant images would call 4-0 distinguishable.
+- **Images that share parts** (digit pairs: each test digit is in many pairs) are not independent, and
+  neither the bootstrap of images nor McNemar applies: the bootstrap resamples the parts instead (the
+  pigeonhole bootstrap for crossed factors, Owen 2007): a resample draws the digits with replacement and
+  weighs each pair by how often both of its digits were drawn.
 
 A speed-up is the median of paired call-by-call ratios; its interval is a bootstrap over those pairs.
 """
@@ -19,37 +26,59 @@ LEVEL = 0.95
 RESAMPLES = 2000
 
 
+def exact_paired_delta(a: np.ndarray, b: np.ndarray, level: float = LEVEL) -> dict:
+    """Accuracy of ``a`` minus accuracy of ``b`` (points) on the same, independent test images, with an exact
+    ``level`` interval consistent with the exact McNemar test (see the module's docstring): {"delta", "lo",
+    "hi", "distinguishable", "method": "exact", "discordant": [b, c], "p_value"}. With no discordant image the
+    interval is ±θ's upper bound (the change is 0, but up to that share of images could have differed)."""
+    from scipy.stats import binomtest
+
+    a, b = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
+    n = len(a)
+    first, second = int((a & ~b).sum()), int((~a & b).sum())
+    d = first + second
+    theta = binomtest(d, n).proportion_ci(confidence_level=level, method="exact")
+    if d == 0:
+        lo, hi, p = -theta.high, theta.high, 1.0
+    else:
+        test = binomtest(first, d, 0.5)
+        pi = test.proportion_ci(confidence_level=level, method="exact")
+        corners = [t * (2 * q - 1) for t in (theta.low, theta.high) for q in (pi.low, pi.high)]
+        lo, hi, p = min(corners), max(corners), float(test.pvalue)
+    return {"delta": 100.0 * (first - second) / n, "lo": 100.0 * lo, "hi": 100.0 * hi,
+            "distinguishable": bool(lo > 0 or hi < 0), "method": "exact", "discordant": [first, second],
+            "p_value": p}
+
+
 def paired_delta(a: np.ndarray, b: np.ndarray, groups: np.ndarray | None = None, resamples: int = RESAMPLES,
                  level: float = LEVEL, seed: int = 0) -> dict:
     """Accuracy of ``a`` minus accuracy of ``b`` (points) on the same test images, and its ``level``
-    interval by a paired bootstrap; ``a``, ``b``: per-image correctness (bool). ``groups``: (images, k)
-    ids of the source parts each image is made of (digit pairs: its two digits), resampled instead
-    of images. Returns {"delta", "lo", "hi", "distinguishable"} (the interval excludes 0)."""
+    interval; ``a``, ``b``: per-image correctness (bool). Independent images (``groups`` None): the exact
+    interval of :func:`exact_paired_delta`. ``groups``: (images, k) ids of the source parts each image is
+    made of (digit pairs: its two digits): a paired bootstrap that resamples the parts. Returns {"delta",
+    "lo", "hi", "distinguishable" (the interval excludes 0), "method"}."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if a.shape != b.shape or a.ndim != 1 or not len(a):
         raise ValueError(f"paired_delta needs two per-image vectors of one length, got {a.shape} and {b.shape}")
+    if groups is None:
+        return exact_paired_delta(a.astype(bool), b.astype(bool), level)
     diff = a - b
     rng = np.random.default_rng(seed)
-    if groups is None:  # in chunks: a CIFAR test split is 10,000 images a resample
-        chunk = max(1, 2_000_000 // len(diff))
-        boot = np.concatenate([diff[rng.integers(0, len(diff), size=(min(chunk, resamples - i), len(diff)))].mean(axis=1)
-                               for i in range(0, resamples, chunk)])
-    else:
-        groups = np.asarray(groups)
-        if groups.ndim == 1:
-            groups = groups[:, None]
-        ids, inverse = np.unique(groups, return_inverse=True)
-        inverse = inverse.reshape(groups.shape)
-        counts = np.stack([np.bincount(rng.integers(0, len(ids), len(ids)), minlength=len(ids))
-                           for _ in range(resamples)])  # (resamples, parts)
-        weights = np.prod(counts[:, inverse], axis=2)  # (resamples, images): how often each image was drawn
-        total = weights.sum(axis=1)
-        boot = np.where(total > 0, (weights * diff).sum(axis=1) / np.maximum(total, 1), 0.0)
+    groups = np.asarray(groups)
+    if groups.ndim == 1:
+        groups = groups[:, None]
+    ids, inverse = np.unique(groups, return_inverse=True)
+    inverse = inverse.reshape(groups.shape)
+    counts = np.stack([np.bincount(rng.integers(0, len(ids), len(ids)), minlength=len(ids))
+                       for _ in range(resamples)])  # (resamples, parts)
+    weights = np.prod(counts[:, inverse], axis=2)  # (resamples, images): how often each image was drawn
+    total = weights.sum(axis=1)
+    boot = np.where(total > 0, (weights * diff).sum(axis=1) / np.maximum(total, 1), 0.0)
     tail = (1 - level) / 2
     lo, hi = np.quantile(boot, [tail, 1 - tail])
     delta = 100.0 * diff.mean()
     return {"delta": delta, "lo": 100.0 * float(lo), "hi": 100.0 * float(hi),
-            "distinguishable": bool(lo > 0 or hi < 0)}
+            "distinguishable": bool(lo > 0 or hi < 0), "method": "bootstrap of shared parts"}
 
 
 def median_interval(values, resamples: int = RESAMPLES, level: float = LEVEL, seed: int = 0) -> tuple[float, float]:
