@@ -358,7 +358,9 @@ def study_findings(df: pd.DataFrame, datasets: list[str], rows: list[str], study
         if not changes:
             return None
         verdict = combine(at_most(d["lo"], d["hi"], margin) for _, _, margin, d in changes)
-        row, source, margin, d = max(changes, key=lambda x: x[3]["lo"] - x[2])
+        # the row that decides: the one furthest above its margin (lower end if contradicted, else upper end)
+        end = "lo" if verdict == CONTRADICTED else "hi"
+        row, source, margin, d = max(changes, key=lambda x: x[3][end] - x[2])
         return f"highest: {row} {interval(d)} over {source}", verdict
 
     add("no row beats the model it was made from", f"by more than {ROW_MARGIN:g} point "
@@ -378,7 +380,8 @@ def study_findings(df: pd.DataFrame, datasets: list[str], rows: list[str], study
         if not changes:
             return None
         verdict = combine(at_least(d["lo"], d["hi"], -DEPLOY_LOSS) for _, d in changes)
-        row, d = min(changes, key=lambda rd: rd[1]["lo"])
+        end = "hi" if verdict == CONTRADICTED else "lo"  # the row that decides
+        row, d = min(changes, key=lambda rd: rd[1][end])
         return f"lowest: {row} {interval(d)} vs its parent", verdict
 
     add(f"no deployment step loses more than {DEPLOY_LOSS:g} points against the model it deploys",
