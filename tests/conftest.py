@@ -79,9 +79,15 @@ def make_workflow(dest: Path, raw: dict) -> Path:
     return dest
 
 
+# DVC's usage analytics stay off in every process the tests start (a copied workflow's `dvc init` would turn
+# them on; the project's own .dvc/config turns them off): no usage data leaves a machine from the test suite.
+os.environ["DVC_NO_ANALYTICS"] = "1"
+
+
 def tool_env() -> dict:
-    """The environment for the workflow's tools (snakemake, dvc): this interpreter's bin first."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    """The environment for the workflow's tools (snakemake, dvc): this interpreter's bin first, DVC's
+    analytics off."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1", DVC_NO_ANALYTICS="1")
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     return env
 
