@@ -197,3 +197,33 @@ def test_ort_simulations_run_the_quantized_math_in_float(tmp_path):
             deployed = OrtModule(path).eval()(x)
             torch.testing.assert_close(sim(x), deployed, atol=0.05, rtol=0.05)
     assert OnnxRuntime.simulation(f32, {}) is None  # nothing quantized, nothing to simulate
+
+
+@pytest.mark.parametrize("distinguishable, outcome", [(True, "stops"), (False, "flagged")])
+def test_a_gap_beyond_max_gap_stops_the_job_only_when_it_is_real(monkeypatch, distinguishable, outcome):
+    """1 of 8 validation images lost is 12.5 points but no evidence of a kernel's error (exact McNemar p = 1):
+    the row is kept and flagged in its notes; the same gap on enough images stops the job."""
+    from types import SimpleNamespace
+
+    from vitcompress.methods import StepContext, base
+    from vitcompress.workflow import artifact_notes
+
+    class Fake(base.RuntimeQuantizer):
+        name = "fake_int8"
+        Settings = base.VerifySettings
+
+        def quantize(self, ctx, s, images):
+            return SimpleNamespace(meta={})
+
+    check = {"split": "val", "images": 8, "reference": "simulation", "reference_top1": 100.0, "top1": 87.5,
+             "gap": 12.5, "agreement": 0.875, "discordant": [1, 0], "p_value": 0.01 if distinguishable else 1.0,
+             "distinguishable": distinguishable, "machine": "x86_64", "cpu_flags": ["avx2"], "onednn_max_cpu_isa": None}
+    monkeypatch.setattr(base, "verify_deployed", lambda art, ctx, images: dict(check))
+    ctx = StepContext(step={"id": "q", "method": "fake_int8"}, dataset="digits", data_file=Path("none"), device="cpu")
+    if outcome == "stops":
+        with pytest.raises(ValueError, match=r"12.50 points lost, max_gap = 1; .* exact McNemar p = 0.01"):
+            Fake().run(ctx)
+    else:
+        art = Fake().run(ctx)
+        assert art.meta["deploy_check"]["flagged"] and art.meta["deploy_check"]["max_gap"] == 1.0
+        assert "lost 12.50 points against its float simulation on 8 val images" in artifact_notes(art.meta)[0]

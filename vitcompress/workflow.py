@@ -209,8 +209,15 @@ def evaluate_artifact(artifact: str, data_file: str, out: str, eval_batch_size: 
 
 
 def artifact_notes(meta: dict) -> list[str]:
-    """What a table should say under a cell about how its artifact was made (accuracy control's float layers)."""
+    """What a table should say under a cell about how its artifact was made (accuracy control's float layers;
+    an int8 model kept although it lost more than its max_gap against its simulation on too few images to tell)."""
     notes = []
+    check = meta.get("deploy_check") or {}
+    if check.get("flagged"):
+        notes.append(f"the deployed int8 model lost {check['gap']:.2f} points against its "
+                     f"{'float simulation' if check['reference'] == 'simulation' else 'parent'} on {check['images']} "
+                     f"{check['split']} images (max_gap {check['max_gap']:g}), on too few images to tell a kernel's "
+                     f"error from chance (exact McNemar p = {check['p_value']:.2g}): kept, flagged.")
     ac = meta.get("accuracy_control")
     if ac:
         ops, layers = ac.get("reverted_operations") or [], ac["float_layers"]
