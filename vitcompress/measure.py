@@ -148,6 +148,9 @@ def best_of_rounds(rounds_times: list[list[float]]) -> dict:
     return out
 
 
+LATENCY_REPEATS = 10  # batch-1 latency is a plain median (no interval): more repeats than this buy nothing
+
+
 def speed(model: nn.Module, input_shape, batch_size: int, device: str = "cpu", threads: int | None = None,
           warmup: int = 3, repeats: int = 10, rounds: int = 1, seed: int = 0,
           baseline: nn.Module | None = None, parent: nn.Module | None = None) -> dict:
@@ -182,7 +185,7 @@ def speed(model: nn.Module, input_shape, batch_size: int, device: str = "cpu", t
             batch_rounds.append(times[0])
             for k, t in zip(others, times[1:]):
                 other_rounds[k].append(t)
-        single_rounds.append(time_forward(model, example[:1], warmup, repeats))
+        single_rounds.append(time_forward(model, example[:1], warmup, min(repeats, LATENCY_REPEATS)))
     batch, single = best_of_rounds(batch_rounds), best_of_rounds(single_rounds)
     from vitcompress.stats import median_interval
 
