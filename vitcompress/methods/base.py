@@ -313,7 +313,7 @@ class VerifySettings(Settings):
 
     max_gap: float = setting(1.0, low=0, help="top-1 points the deployed int8 model may lose, on validation images, "
                                               "against its quantization's own float simulation (against its parent "
-                                              "where the runtime has none); a larger gap stops the job")
+                                              "where the runtime has none); a larger gap beyond chance stops the job")
     verify_images: int = setting(1000, low=1, help="validation images (the split's first) the deployed model is "
                                                     "checked on")
 
@@ -335,10 +335,11 @@ class RuntimeQuantizer(Method):
     artifact and makes another, and verifies what it deploys: the saved int8 model, run by the runtime's
     integer kernels on this CPU, against the same file evaluated with its quantization's math in float
     (:meth:`~vitcompress.runtimes.base.Runtime.simulation`; the parent, with the quantization's own loss in
-    the gap, only for a model a runtime cannot simulate), on validation images. Their top-1 may differ by at most ``max_gap`` points: beyond that the
-    CPU's int8 kernels do not compute what the quantizer described (e.g. 16-bit saturation on x86 CPUs
-    without VNNI), and the job stops, naming the instruction sets, the gap and the fix. The check is
-    recorded in the artifact (``deploy_check``).
+    the gap, only for a model a runtime cannot simulate), on validation images. Their top-1 may differ by at
+    most ``max_gap`` points: a loss beyond that which is also beyond chance (exact McNemar) means the CPU's
+    int8 kernels do not compute what the quantizer described (e.g. 16-bit saturation on x86 CPUs without
+    VNNI), and the job stops, naming the instruction sets, the gap and the fix; one on too few images to tell
+    keeps the artifact, flagged. The check is recorded in the artifact (``deploy_check``).
 
     Subclasses set ``name``, ``runtime``, ``Settings`` (a :class:`VerifySettings` subclass) and implement
     :meth:`quantize` (the unsaved child artifact); ``calibration`` says which images they calibrate on."""
