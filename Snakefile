@@ -34,6 +34,7 @@ include: "rules/common.smk"
 
 wildcard_constraints:
     dataset="[A-Za-z0-9_.-]+",
+    seed="(@seed[0-9]+)?",  # "" for the profile's seed, "@seed<k>" for the others (`seeds`)
     chain="[A-Za-z0-9_.+-]+",
     step="[A-Za-z0-9_.-]+",
     prefix="[A-Za-z0-9_.+-]+",

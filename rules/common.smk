@@ -36,7 +36,21 @@ RESULTS = f"results/{PROFILE}"
 LOGS = f"logs/{PROFILE}"
 DATA = "data/prepared/{dataset}.pt"
 CONDA_ENV = "../envs/vitcompress.yaml"  # relative to rules/: `snakemake --sdm conda` (script: rules only)
-MODEL = f"{RESULTS}/{{dataset}}/{{chain}}/model.pt"  # a PyTorch artifact; other runtimes' files: model_path()
+# Training seeds: the profile's `seed` makes results/<profile>/<dataset>/<chain>/; with `seeds: N` (or --config
+# seeds=N) every chain is also made under seed + 1, ... in results/<profile>/<dataset>@seed<k>/<chain>/, each
+# seed's prefixes shared by its own chains. The `{seed}` wildcard is "" or "@seed<k>".
+SEEDS = P.seeds
+
+
+def seed_tag(seed):
+    """The `{seed}` wildcard's value for a training seed: "" for the profile's own, "@seed<k>" for the others."""
+    return "" if seed == P.seed else f"@seed{seed}"
+
+
+def seed_of(wildcards):
+    """The training seed of a step job, from its `{seed}` wildcard."""
+    tag = getattr(wildcards, "seed", "")
+    return int(tag[len("@seed"):]) if tag else P.seed
 
 # Jobs that can use the GPU ask for the `gpu` resource only when they will really run on one,
 # so `--resources gpu=1` serialises GPU work without serialising CPU-only runs.
@@ -68,9 +82,10 @@ def step_runtime(step_id):
     return get_method(P.steps[step_id]["method"]).runtime
 
 
-def model_path(dataset, chain):
-    """The artifact of a chain: the first of its runtime's files."""
-    return f"{RESULTS}/{dataset}/{chain}/{get_runtime(step_runtime(split_chain(chain)[-1])).files[0]}"
+def model_path(dataset, chain, seed=""):
+    """The artifact of a chain (under the training seed whose wildcard value is ``seed``): the first of its
+    runtime's files."""
+    return f"{RESULTS}/{dataset}{seed}/{chain}/{get_runtime(step_runtime(split_chain(chain)[-1])).files[0]}"
 
 
 def int8_data(wildcards):
@@ -89,10 +104,11 @@ def parent_model(wildcards):
 def step_outputs(runtime):
     """What a step job of ``runtime`` writes: its artifact's files (``model`` the first), its accuracy, and the
     job's wall time and peak memory."""
-    chain = f"{RESULTS}/{{dataset}}/{{prefix}}+{{step}}"
+    chain = f"{RESULTS}/{{dataset}}{{seed}}/{{prefix}}+{{step}}"
     files = RUNTIMES[runtime].files
     return dict(model=f"{chain}/{files[0]}", **{f"file{i}": f"{chain}/{f}" for i, f in enumerate(files[1:], 1)},
-                accuracy=f"{chain}/accuracy.json", resources=f"{LOGS}/{{dataset}}/{{prefix}}+{{step}}/step.resources.tsv")
+                accuracy=f"{chain}/accuracy.json",
+                resources=f"{LOGS}/{{dataset}}{{seed}}/{{prefix}}+{{step}}/step.resources.tsv")
 
 
 def step_alternation(runtime):
@@ -109,10 +125,10 @@ def step_inputs(wildcards):
     steps = (split_chain(prefix) if prefix else []) + [wildcards.step]
     inputs = {"data": DATA.format(dataset=wildcards.dataset)}
     if len(steps) > 1:
-        inputs["parent"] = model_path(wildcards.dataset, CHAIN_SEP.join(steps[:-1]))
+        inputs["parent"] = model_path(wildcards.dataset, CHAIN_SEP.join(steps[:-1]), wildcards.seed)
     step = P.step_cfg(steps[-1], wildcards.dataset)
-    for name, other in get_method(step["method"]).step_inputs(step, P).items():
-        inputs[f"extra_{name}"] = model_path(wildcards.dataset, other)
+    for name, other in get_method(step["method"]).step_inputs(step, P).items():  # e.g. a teacher: same seed
+        inputs[f"extra_{name}"] = model_path(wildcards.dataset, other, wildcards.seed)
     return inputs
 
 
@@ -147,6 +163,19 @@ def parent_accuracy(wildcards):
     return [] if len(chain) == 1 else f"{RESULTS}/{wildcards.dataset}/{CHAIN_SEP.join(chain[:-1])}/accuracy.json"
 
 
+def other_seeds(wildcards):
+    """A row's accuracy under the profile's other training seeds (none with one seed), with the first row's and
+    the row's parent's under the same seeds: its mean and seed-inclusive intervals."""
+    chain = P.row(wildcards.row)["chain"]
+    tags = [seed_tag(s) for s in SEEDS[1:]]
+
+    def acc(c):
+        return [f"{RESULTS}/{wildcards.dataset}{t}/{c}/accuracy.json" for t in tags]
+
+    return dict(seed_accuracy=acc(row_chain(wildcards)), seed_baseline=acc(BASELINE_CHAIN),
+                seed_parent=[] if len(chain) == 1 else acc(CHAIN_SEP.join(chain[:-1])))
+
+
 def row_file(dataset, row):
     return f"{RESULTS}/{dataset}/rows/{row}.json"
 
@@ -156,7 +185,7 @@ def bench_params(wildcards):
 
 
 # The params every step rule (train, compress, deploy_<runtime>) gives its job.
-STEP_PARAMS = dict(step=step_params, device=config.get("device", "auto"), seed=P.seed,
+STEP_PARAMS = dict(step=step_params, device=config.get("device", "auto"), seed=seed_of,
                    eval_batch_size=P.measure["eval_batch_size"], threads=STEP_THREADS)
 
 # The first row is the baseline (the study's vanilla ViT): every timing job times it call by call
@@ -169,7 +198,8 @@ SUMMARY_FILE = "reports/summary.json"  # per data set: the first row's accuracy,
 REPORT_FILES = ["reports/tables.md", "reports/tables.tex", "reports/metrics.csv", METRIC_FILES,
                 "reports/jobs.csv", SUMMARY_FILE]
 # Wall time and peak memory (max RSS) of every training/compression job, as its worker measured them.
-STEP_RESOURCES = [f"{LOGS}/{d}/{c}/step.resources.tsv" for d in P.datasets for c in P.chains()]
+STEP_RESOURCES = [f"{LOGS}/{d}{seed_tag(s)}/{c}/step.resources.tsv" for s in SEEDS for d in P.datasets
+                  for c in P.chains()]
 # Figures: the study's Figure 3 (importance histogram) for every gate-training chain and data set.
 GATE_CHAINS = [c for c in P.chains() if P.steps[split_chain(c)[-1]]["method"] == "prune_gates"]
 PRUNE_FIGURES = [f"reports/figures/prune_importance_{d}_{c}.png" for d in P.datasets for c in GATE_CHAINS]

@@ -19,7 +19,7 @@ for _runtime in RUNTIMES:
         wildcard_constraints:
             step=step_alternation(_runtime),
         log:
-            f"{LOGS}/{{dataset}}/{{prefix}}+{{step}}/step.log",
+            f"{LOGS}/{{dataset}}{{seed}}/{{prefix}}+{{step}}/step.log",
         priority: step_priority
         threads: STEP_SLOTS
         resources:

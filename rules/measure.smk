@@ -26,6 +26,7 @@ rule measure_speed:
 
 rule row_metrics:
     input:
+        unpack(other_seeds),  # seed_accuracy, seed_baseline, seed_parent: the other training seeds' (`seeds`)
         accuracy=lambda wc: f"{RESULTS}/{wc.dataset}/{row_chain(wc)}/accuracy.json",
         speed=lambda wc: SPEED.format(dataset=wc.dataset, chain=row_chain(wc)),
         baseline=lambda wc: f"{RESULTS}/{wc.dataset}/{BASELINE_CHAIN}/accuracy.json",  # the paired changes'
@@ -43,7 +44,9 @@ rule row_metrics:
         # in the scheduler's process (pool=None): merging two JSON files needs no Python of its own
         job(row_metrics, log[0], pool=None, row=params.row, dataset=wildcards.dataset, accuracy=input.accuracy,
             speed_json=input.speed, out=output[0], profile=params.profile, settings=params.settings,
-            baseline_accuracy=input.baseline, parent_accuracy=input.parent or None)
+            baseline_accuracy=input.baseline, parent_accuracy=input.parent or None,
+            seed_accuracy=list(input.seed_accuracy), seed_baseline=list(input.seed_baseline),
+            seed_parent=list(input.seed_parent))
 
 
 rule bench_row:

@@ -5,13 +5,13 @@ rule train:
     input:
         unpack(step_inputs),
     output:
-        model=f"{RESULTS}/{{dataset}}/{{step}}/model.pt",
-        accuracy=f"{RESULTS}/{{dataset}}/{{step}}/accuracy.json",
-        resources=f"{LOGS}/{{dataset}}/{{step}}/step.resources.tsv",  # wall time and peak memory
+        model=f"{RESULTS}/{{dataset}}{{seed}}/{{step}}/model.pt",
+        accuracy=f"{RESULTS}/{{dataset}}{{seed}}/{{step}}/accuracy.json",
+        resources=f"{LOGS}/{{dataset}}{{seed}}/{{step}}/step.resources.tsv",  # wall time and peak memory
     params:
         **STEP_PARAMS,
     log:
-        f"{LOGS}/{{dataset}}/{{step}}/step.log",
+        f"{LOGS}/{{dataset}}{{seed}}/{{step}}/step.log",
     threads: STEP_SLOTS
     priority: step_priority
     resources:
@@ -73,3 +73,26 @@ rule training_check:
         CONDA_ENV
     script:
         "../scripts/training_check.py"
+
+
+rule training_reference:
+    """The first row's root step under every training seed (`--config seeds=3`), as the reference run another
+    machine's training_check compares with: reports/training_reference.json (copy it to vitcompress/reference/
+    to commit it)."""
+    input:
+        [f"{RESULTS}/{d}{seed_tag(s)}/{ROOT_STEP}/accuracy.json" for d in P.datasets for s in SEEDS],
+    output:
+        "reports/training_reference.json",
+    params:
+        datasets=P.datasets,
+        seeds=SEEDS,
+        step=ROOT_STEP,
+        profile=PROFILE,
+        fingerprint=FINGERPRINT,
+    log:
+        f"{LOGS}/training_reference.log",
+    localrule: True
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/training_reference.py"

@@ -2,6 +2,7 @@
 import copy
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -34,6 +35,27 @@ def test_paper_profile_dry_run_lists_every_cell_offline(tmp_path, raw_params):
             assert f"results/paper/{ds}/{chain}/speed/" in proc.stdout  # timed per machine label
             assert f"results/paper/{ds}/rows/{row['id']}.json" in proc.stdout
     assert not (wf / "results").exists() and not (wf / "data").exists()
+
+
+def test_seeds_run_every_chain_under_each_seed_and_time_only_the_first(tmp_path, raw_params):
+    """`--config seeds=2`: each seed its own artifacts (prefixes shared within a seed, a distillation's
+    teacher of the same seed), each row's cell made from both seeds' accuracy, timing only for the first."""
+    wf = make_workflow(tmp_path, raw_params)
+    proc = snakemake(wf, "-n", "--config", "seeds=2")
+    prof = resolve(raw_params, {"seeds": 2})
+    plan = _job_counts(proc.stdout)
+    roots = [c for c in prof.chains() if "+" not in c]
+    assert plan["train"] == 2 * len(roots) * len(prof.datasets)
+    assert plan["measure_speed"] == len(prof.rows) * len(prof.datasets) == plan["row_metrics"]
+    out = proc.stdout
+    for ds in prof.datasets:
+        for chain in prof.chains():
+            assert f"results/demo/{ds}@seed1/{chain}/accuracy.json" in out
+    student, spec = next((k, s) for k, s in prof.steps.items() if s["method"] == "distill")
+    inputs = re.search(rf"input: (.*)\n\s+output: results/demo/digits@seed1/{student}/model.pt", out).group(1)
+    assert f"results/demo/digits@seed1/{spec['teacher']}/model.pt" in inputs  # its own seed's teacher
+    assert f"results/demo/digits/{spec['teacher']}/model.pt" not in inputs
+    assert "@seed1/vit/speed/" not in out
 
 
 @pytest.mark.parametrize("edit,expected", [

@@ -310,6 +310,13 @@ class Profile:
     raw: dict
     device: str
     seed: int
+    seed_count: int = 1
+
+    @property
+    def seeds(self) -> list[int]:
+        """The training seeds every chain runs under: ``seed``, ``seed + 1``, ... (``seeds`` of them); the first
+        one's artifacts are the row's model (timed, sized, deployed), the others add their accuracy."""
+        return [self.seed + k for k in range(self.seed_count)]
 
     @property
     def datasets(self) -> list[str]:
@@ -434,7 +441,8 @@ def resolve(raw: dict, overrides: dict | None = None) -> Profile:
     prof = copy.deepcopy(raw["profiles"][name])
     prof["_datasets"] = {k: deep_merge(raw["datasets"][k], prof.get("dataset_overrides", {}).get(k, {}))
                          for k in prof["datasets"]}
-    return Profile(name=name, raw=prof, device=raw.get("device", "auto"), seed=raw.get("seed", 0))
+    return Profile(name=name, raw=prof, device=raw.get("device", "auto"), seed=raw.get("seed", 0),
+                   seed_count=int(raw.get("seeds") or prof.get("seeds") or 1))
 
 
 def split_chain(chain: str) -> list[str]:

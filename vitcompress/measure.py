@@ -101,6 +101,21 @@ def accuracy_change(mine: dict, other: dict) -> dict | None:
     return paired_delta(a, b, np.asarray(groups) if isinstance(groups, (list, tuple)) and groups else None)
 
 
+def accuracy_with_interval(record: dict) -> dict | None:
+    """Top-1 accuracy of an accuracy JSON with its 95% interval over the test images
+    (:func:`vitcompress.stats.accuracy_interval`): {"value", "lo", "hi", "method"}; None without per-image results."""
+    import numpy as np
+
+    from vitcompress.stats import accuracy_interval
+
+    p = record.get("per_image")
+    if not isinstance(p, dict) or not p.get("top1"):
+        return None
+    groups = record.get("groups")
+    return accuracy_interval(unpack_bits(p["top1"], p["n"]),
+                             np.asarray(groups) if isinstance(groups, (list, tuple)) and groups else None)
+
+
 def spread(times: list[float]) -> dict:
     """Median, min, max and interquartile range of ``times`` (seconds)."""
     q = statistics.quantiles(times, n=4) if len(times) >= 2 else [times[0]] * 3

@@ -18,7 +18,8 @@ from vitcompress.config import row_labels
 from vitcompress.io import atomic_path, read_json, write_json
 
 CSV_COLUMNS = [
-    "dataset", "row", "model", "method", "runtime", "accuracy", "top5", "gpu_speed", "gpu_images_per_s", "gpu_latency_ms",
+    "dataset", "row", "model", "method", "runtime", "accuracy", "accuracy_lo", "accuracy_hi", "seeds",
+    "accuracy_sd_seeds", "top5", "gpu_speed", "gpu_images_per_s", "gpu_latency_ms",
     "delta_first", "delta_first_lo", "delta_first_hi", "delta_first_distinguishable",
     "delta_parent", "delta_parent_lo", "delta_parent_hi", "delta_parent_distinguishable",
     "cpu_speed", "cpu_images_per_s", "cpu_latency_ms", "cpu_speedup", "cpu_speedup_lo", "cpu_speedup_hi",
@@ -101,6 +102,7 @@ def _flat(record: dict) -> dict:
         d = out.pop(key, None) or {}
         out.update({key: d.get("delta"), f"{key}_lo": d.get("lo"), f"{key}_hi": d.get("hi"),
                     f"{key}_distinguishable": d.get("distinguishable")})
+    out["accuracy_lo"], out["accuracy_hi"] = out.pop("accuracy_ci", None) or (None, None)
     for key in ("cpu_speedup", "gpu_speedup", "cpu_speedup_parent", "gpu_speedup_parent"):
         ci = out.pop(f"{key}_ci", None) or (None, None)
         out[f"{key}_lo"], out[f"{key}_hi"] = ci
@@ -135,15 +137,17 @@ def build_frame(files: list[str], profile: str, rows: list[str]) -> pd.DataFrame
 
 
 def job_resources(benchmarks: list[str]) -> pd.DataFrame:
-    """One line per job from its resources file (``<logs>/<profile>/<dataset>/<chain>/step.resources.tsv``):
+    """One line per job from its resources file (``<logs>/<profile>/<dataset>[@seed<k>]/<chain>/step.resources.tsv``):
     wall seconds and peak memory (max RSS, MB)."""
     records = []
     for f in benchmarks:
         bench = pd.read_csv(f, sep="\t")
         parts = Path(f).parts
-        records.append({"dataset": parts[-3], "chain": parts[-2], "wall_s": float(bench["s"].iloc[-1]),
+        dataset, _, seed = parts[-3].partition("@seed")  # <dataset>@seed<k>: the chain under another seed
+        records.append({"dataset": dataset, "seed": int(seed) if seed else None, "chain": parts[-2],
+                        "wall_s": float(bench["s"].iloc[-1]),
                         "max_rss_mb": pd.to_numeric(bench["max_rss"], errors="coerce").iloc[-1]})
-    return pd.DataFrame(records, columns=["dataset", "chain", "wall_s", "max_rss_mb"])
+    return pd.DataFrame(records, columns=["dataset", "seed", "chain", "wall_s", "max_rss_mb"])
 
 
 DVC_METRICS = ("accuracy", "size_mb", "compressed_mb", "cpu_speedup", "cpu_speedup_parent", "cpu_speed", "gpu_speed")  # a column each in `dvc metrics show`
@@ -434,7 +438,9 @@ def render_tables(files: list[str], profile: str, datasets: list[str], rows: lis
             "notes": notes,
         })
     env = _env(Path(templates) if templates else DEFAULT_TEMPLATES)
-    ctx = {"profile": profile, "tables": tables, "published": profile == "paper", "figures": links,
+    counts = pd.to_numeric(df["seeds"], errors="coerce") if "seeds" in df else pd.Series(dtype=float)
+    seeds = int(counts.max()) if counts.notna().any() else 1
+    ctx = {"profile": profile, "tables": tables, "seeds": seeds, "published": profile == "paper", "figures": links,
            "resources": resources_ctx, "comparison": study_comparison(df, datasets, rows, study_rows),
            "findings": (findings := study_findings(df, datasets, rows, study_rows)),
            "findings_summary": findings_summary(findings),
@@ -626,7 +632,9 @@ def render_hardware(files: list[str], profile: str, datasets: list[str], rows: l
     Each machine's CPU, instruction sets, threads and GPU head its column."""
     cell_records = [read_json(c) for c in cells]
     labels = {(c["dataset"], c["row"]): c.get("model") for c in cell_records}
-    table_accuracy = {(c["dataset"], c["row"]): c.get("accuracy") for c in cell_records}
+    # the timed model is the first training seed's: its own accuracy where it was made, not the seeds' mean
+    table_accuracy = {(c["dataset"], c["row"]): (c.get("accuracy_by_seed") or [c.get("accuracy")])[0]
+                      for c in cell_records}
     records, machines = [], {}
     for f in files:
         path = Path(f)
@@ -677,8 +685,8 @@ def render_hardware(files: list[str], profile: str, datasets: list[str], rows: l
              "Each row's CPU speed-up against the first row, timed call by call beside it on the same machine, with "
              "the interval of the median ratio (block medians, within the timing job). After it, for int8 rows, the test top-1 measured "
              "again on that machine (no retraining): integer kernels differ by instruction set, so their accuracy "
-             f"can too; (!) marks one more than {MACHINE_DRIFT:g} point from the accuracy in `tables.md` (measured where "
-             "the row was made). Other rows' accuracy and every row's size are the machine-independent cells of "
+             f"can too; (!) marks one more than {MACHINE_DRIFT:g} point from the same model's accuracy where it was made "
+             "(`tables.md`; with several training seeds, the first seed's, whose model is the one timed). Other rows' accuracy and every row's size are the machine-independent cells of "
              "`tables.md`. "
              "Generated by the workflow (`snakemake`) from "
              f"`results/{profile}/<dataset>/<chain>/speed/<machine>.json`; set `VITCOMPRESS_MACHINE` to name a machine.",
@@ -816,9 +824,53 @@ def tradeoff_figure(files: list[str], out: str | Path, title: str, methods: dict
     plt.close(fig)
 
 
+TRAINING_REFERENCE = Path(__file__).resolve().parent / "reference" / "training_reference.json"
+
+
+def write_training_reference(accuracies: list[str], seeds: list[int], datasets: list[str], step: str, profile: str,
+                             fp: dict, out: str) -> None:
+    """The first row's training under several seeds on this machine, as a reference another machine's training
+    check compares with (``snakemake training_reference --config seeds=3``; copy the file to
+    ``vitcompress/reference/`` to commit it). ``accuracies``: per data set, one accuracy.json per seed."""
+    if len(seeds) < 2:
+        raise ValueError("a training reference needs the seeds' spread: run it with --config seeds=3 (or more)")
+    record = {"profile": profile, "step": step, "seeds": list(seeds),
+              "command": f"snakemake training_reference --config profile={profile} seeds={len(seeds)}",
+              "fingerprint": {k: fp.get(k) for k in ("cpu", "cpu_flags", "cpu_threads", "torch", "timm", "label")},
+              "datasets": {}}
+    for i, ds in enumerate(datasets):
+        accs = [read_json(f) for f in accuracies[i * len(seeds):(i + 1) * len(seeds)]]
+        record["datasets"][ds] = {"accuracy_by_seed": [float(a["accuracy"]) for a in accs],
+                                  "train_epochs": accs[0].get("train_epochs"),
+                                  "test_images": accs[0].get("test_images"),
+                                  "per_image": accs[0].get("per_image"), "groups": accs[0].get("groups")}
+    write_json(out, record)
+
+
+def against_reference(accuracy: dict, reference: dict, level: float = 0.95) -> dict:
+    """This machine's first-row training (an accuracy.json, the profile's seed) against the reference run's
+    (one data set of :func:`write_training_reference`): the change from the reference's model of the same seed
+    (paired on the test images when both kept them) and the range one more trained model falls in with
+    probability ``level`` by the reference's seeds alone, mean ± t·sd·√(1 + 1/S): a retraining on another machine
+    rounds differently, which training amplifies like another seed. {"accuracy", "reference", "change",
+    "expected_lo", "expected_hi", "within"}."""
+    from scipy.stats import t as student_t
+
+    from vitcompress.measure import accuracy_change
+
+    by_seed = np.asarray(reference["accuracy_by_seed"], dtype=float)
+    s = len(by_seed)
+    half = float(student_t.ppf(0.5 + level / 2, s - 1)) * float(by_seed.std(ddof=1)) * math.sqrt(1 + 1 / s)
+    lo, hi = max(0.0, float(by_seed.mean()) - half), min(100.0, float(by_seed.mean()) + half)
+    mine = float(accuracy["accuracy"])
+    return {"accuracy": mine, "reference": float(by_seed[0]), "change": accuracy_change(accuracy, reference),
+            "expected_lo": lo, "expected_hi": hi, "within": lo <= mine <= hi, "seeds": s}
+
+
 def render_training_check(base: list[str], variants: list[str], datasets: list[str], step: str, profile: str,
-                          fp: dict, md: str, csv: str) -> None:
-    """The first row's training beside its variants (``config.VARIANTS``): accuracy and its change.
+                          fp: dict, md: str, csv: str, reference: str | Path | None = TRAINING_REFERENCE) -> None:
+    """The first row's training beside its variants (``config.VARIANTS``): accuracy and its change, and against
+    the committed reference run (:func:`against_reference`) when it is of this profile and step.
     ``base``: one accuracy.json per data set; ``variants``: per data set, one per variant, in that order."""
     from vitcompress.config import VARIANTS
 
@@ -845,5 +897,39 @@ def render_training_check(base: list[str], variants: list[str], datasets: list[s
     for r in records:
         lines.append(f"| {DATASET_TITLES.get(r['dataset'], r['dataset'])} | {r['variant']} | {fmt(r['train_epochs'], 0)} "
                      f"| {fmt(r['accuracy'])} | {fmt_delta(r['delta'])} |")
+    lines += ["", "## Against the reference run", ""]
+    ref = read_json(reference) if reference and Path(reference).exists() else None
+    if not ref or ref.get("profile") != profile or ref.get("step") != step:
+        lines.append(f"No reference run of profile `{profile}`, step `{step}` is committed "
+                     f"(`vitcompress/reference/training_reference.json`); make one with `snakemake training_reference "
+                     f"--config profile={profile} seeds=3` and copy `reports/training_reference.json` there.")
+    else:
+        rfp = ref.get("fingerprint") or {}
+        lines += [f"The reference: `{ref.get('command')}` on {rfp.get('cpu')} (instruction sets: "
+                  f"{', '.join(rfp.get('cpu_flags') or []) or 'none reported'}; torch {rfp.get('torch')}), seeds "
+                  f"{', '.join(map(str, ref['seeds']))}. Expected range: where one more trained model falls with 95% "
+                  "probability by the reference seeds' spread alone (mean ± t·sd·√(1 + 1/S)); another machine's float "
+                  "kernels move a training about as far as another seed does, so a result inside it is noise. "
+                  "Change: against the reference's model of the same seed, paired on the test images (95% interval).",
+                  "", "| Data set | This machine (%) | Reference, same seed (%) | Change (points, 95% CI) "
+                  "| Expected range (%) | Reading |", "|---|---:|---:|---:|---:|---|"]
+        for i, ds in enumerate(datasets):
+            if ds not in ref["datasets"]:
+                continue
+            r = against_reference(read_json(base[i]), ref["datasets"][ds])
+            change = fmt_change({"delta_first": (r["change"] or {}).get("delta"),
+                                 "delta_first_lo": (r["change"] or {}).get("lo"),
+                                 "delta_first_hi": (r["change"] or {}).get("hi"),
+                                 "delta_first_distinguishable": (r["change"] or {}).get("distinguishable")}) \
+                if r["change"] else \
+                fmt_delta(r["accuracy"] - r["reference"])
+            reading = "within the seeds' spread: noise" if r["within"] else "beyond the seeds' spread: not noise alone"
+            lines.append(f"| {DATASET_TITLES.get(ds, ds)} | {fmt(r['accuracy'])} | {fmt(r['reference'])} | {change} "
+                         f"| {fmt(r['expected_lo'])}–{fmt(r['expected_hi'])} | {reading} |")
+            frame.loc[len(frame)] = {"dataset": ds, "variant": "reference run (same seed)", "accuracy": r["reference"],
+                                     "delta": r["reference"] - read_json(base[i])["accuracy"],
+                                     "train_epochs": ref["datasets"][ds].get("train_epochs")}
+        with atomic_path(csv) as tmp:
+            frame.to_csv(tmp, index=False, float_format="%.6g")
     with atomic_path(md) as tmp:
         tmp.write_text("\n".join(lines) + "\n")

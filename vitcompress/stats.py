@@ -16,6 +16,13 @@ carry information about the change ``(b - c) / n``.
   pigeonhole bootstrap for crossed factors, Owen 2007): a resample draws the digits with replacement and
   weighs each pair by how often both of its digits were drawn.
 
+Over **training seeds** (:func:`across_seeds`): a row trained under S seeds is S models, each answering the same
+test images. Its accuracy (or change) is the mean over seeds, and its interval joins two sources of error, the
+seeds' spread (a t interval on the S per-seed values, S - 1 degrees of freedom) and the test images' (each
+seed's own interval above, averaged: the seeds answer the same images, so that error does not shrink with S),
+added in quadrature around the mean (MOVER, Zou & Donner 2008). With one seed the interval is the images' alone,
+conditional on that one trained model.
+
 A speed-up is the median of paired call-by-call ratios, the calls' order rotated every repeat; its interval
 (:func:`median_interval`) is the range of the medians of 8 contiguous blocks of those pairs, which stays
 honest when neighbouring timings are correlated, as a bootstrap of the pairs does not. It covers the timing
@@ -82,6 +89,48 @@ def paired_delta(a: np.ndarray, b: np.ndarray, groups: np.ndarray | None = None,
     delta = 100.0 * diff.mean()
     return {"delta": delta, "lo": 100.0 * float(lo), "hi": 100.0 * float(hi),
             "distinguishable": bool(lo > 0 or hi < 0), "method": "bootstrap of shared parts"}
+
+
+def accuracy_interval(correct: np.ndarray, groups: np.ndarray | None = None, level: float = LEVEL,
+                      resamples: int = RESAMPLES, seed: int = 0) -> dict:
+    """Top-1 accuracy (%) of per-image correctness ``correct`` with its ``level`` interval over the test images:
+    Clopper-Pearson (exact) for independent images; with ``groups`` (the source parts each image is made of),
+    the bootstrap of those parts :func:`paired_delta` uses. {"value", "lo", "hi", "method"}."""
+    from scipy.stats import binomtest
+
+    c = np.asarray(correct, dtype=bool)
+    if c.ndim != 1 or not len(c):
+        raise ValueError(f"accuracy_interval needs one per-image vector, got shape {c.shape}")
+    if groups is not None:
+        d = paired_delta(c, np.zeros_like(c), groups, resamples=resamples, level=level, seed=seed)
+        return {"value": d["delta"], "lo": d["lo"], "hi": d["hi"], "method": d["method"]}
+    ci = binomtest(int(c.sum()), len(c)).proportion_ci(confidence_level=level, method="exact")
+    return {"value": 100.0 * c.mean(), "lo": 100.0 * ci.low, "hi": 100.0 * ci.high, "method": "exact"}
+
+
+def across_seeds(per_seed: list[dict], key: str = "delta", level: float = LEVEL) -> dict:
+    """One estimate over training seeds from each seed's estimate ``per_seed[i][key]`` and its interval over the
+    test images (``lo``, ``hi``): the mean, and an interval that covers both the seeds' spread and the images'
+    (module docstring). Returns {key, "lo", "hi", "distinguishable" (excludes 0), "seeds", "sd" (between seeds),
+    "by_seed", "method"}; one seed: that seed's own estimate and interval."""
+    from scipy.stats import t as student_t
+
+    if not per_seed:
+        raise ValueError("across_seeds needs at least one seed's estimate")
+    values = np.array([float(p[key]) for p in per_seed])
+    mean, n = float(values.mean()), len(values)
+    down = float(np.mean([v - p["lo"] for v, p in zip(values, per_seed)]))
+    up = float(np.mean([p["hi"] - v for v, p in zip(values, per_seed)]))
+    if n == 1:
+        seed_half, sd = 0.0, None
+        method = per_seed[0].get("method", "")
+    else:
+        sd = float(values.std(ddof=1))
+        seed_half = float(student_t.ppf(0.5 + level / 2, n - 1)) * sd / np.sqrt(n)
+        method = f"{per_seed[0].get('method', '')} per seed + t over {n} seeds (MOVER)".strip()
+    lo, hi = mean - float(np.hypot(down, seed_half)), mean + float(np.hypot(up, seed_half))
+    return {key: mean, "lo": lo, "hi": hi, "distinguishable": bool(lo > 0 or hi < 0), "seeds": n, "sd": sd,
+            "by_seed": [float(v) for v in values], "method": method}
 
 
 BLOCKS = 8  # contiguous blocks whose medians bound a speed-up's median

@@ -21,6 +21,7 @@ from vitcompress.errors import DeviceError
 from vitcompress.io import read_json, write_json
 from vitcompress.measure import (
     accuracy_change,
+    accuracy_with_interval,
     effective_threads,
     evaluate,
     file_size_mb,
@@ -31,6 +32,7 @@ from vitcompress.measure import (
 from vitcompress.methods import StepContext, build_model, get_method
 from vitcompress.models import count_params
 from vitcompress.runtimes import artifact_files, describe, get_runtime, load_artifact
+from vitcompress.stats import across_seeds
 from vitcompress.train import seed_everything
 from vitcompress.workers import in_worker, job_resources
 
@@ -348,18 +350,43 @@ def measure_speed(artifact: str, out: str, measure: dict, fp: dict, baseline: st
     write_json(out, result)
 
 
+def _over_seeds(mine: list[dict], other: list[dict] | None) -> dict | None:
+    """The accuracy change of ``mine`` against ``other``, seed by seed (the same seed's models), and over the
+    seeds (:func:`vitcompress.stats.across_seeds`); one seed: that seed's change as it is."""
+    if other is None:
+        return None
+    changes = [accuracy_change(a, b) for a, b in zip(mine, other)]
+    if any(c is None for c in changes):
+        return None
+    return changes[0] if len(changes) == 1 else across_seeds(changes)
+
+
 def row_metrics(row: dict, dataset: str, accuracy: str, speed_json: str, out: str, profile: str,
                 settings: dict | None = None, baseline_accuracy: str | None = None,
-                parent_accuracy: str | None = None) -> None:
+                parent_accuracy: str | None = None, seed_accuracy: list[str] = (), seed_baseline: list[str] = (),
+                seed_parent: list[str] = ()) -> None:
     """The metrics JSON of one (dataset, row) cell. ``settings``: the row's step settings from params.yaml,
     for its labels' ``{name}`` fields; the values the artifact resolved (on this data set) win.
     ``baseline_accuracy`` / ``parent_accuracy``: the first row's and the row's parent's (its chain minus
-    the last step) accuracy JSONs, for the paired intervals of the accuracy changes against them."""
+    the last step) accuracy JSONs, for the paired intervals of the accuracy changes against them.
+    ``seed_accuracy`` / ``seed_baseline`` / ``seed_parent``: the same three under the profile's other training
+    seeds, in one order: the cell's accuracy and changes are then the means over seeds, with intervals that
+    cover the seeds' spread too (``seeds`` says how many); speed and size stay the first seed's model's."""
     acc, spd = read_json(accuracy), read_json(speed_json)
     cpu, gpu = spd.get("cpu"), spd.get("gpu")
     labels = row_labels(row, settings or {}, acc.get("settings"))
     base = read_json(baseline_accuracy) if baseline_accuracy else None
     parent = read_json(parent_accuracy) if parent_accuracy else None
+    accs = [acc] + [read_json(f) for f in seed_accuracy]
+    if len(seed_baseline) != len(seed_accuracy) or (parent and len(seed_parent) != len(seed_accuracy)):
+        raise ValueError(f"row {row['id']!r}: every other seed needs its own first-row and parent accuracy "
+                         f"({len(seed_accuracy)} seeds, {len(seed_baseline)} first-row, "
+                         f"{len(seed_parent)} parent files)")
+    bases = None if base is None else [base] + [read_json(f) for f in seed_baseline]
+    parents = None if parent is None else [parent] + [read_json(f) for f in seed_parent]
+    intervals = [accuracy_with_interval(a) for a in accs]
+    accuracy_ci = None if any(i is None for i in intervals) else across_seeds(intervals, "value")
+    mean_accuracy = sum(float(a["accuracy"]) for a in accs) / len(accs)
     write_json(out, {
         "profile": profile,
         "dataset": dataset,
@@ -367,7 +394,11 @@ def row_metrics(row: dict, dataset: str, accuracy: str, speed_json: str, out: st
         **labels,
         "chain": row["chain"],
         "runtime": acc.get("runtime", "PyTorch"),
-        "accuracy": acc["accuracy"],
+        "accuracy": mean_accuracy,  # over the training seeds (one: that model's)
+        "seeds": len(accs),
+        "accuracy_ci": None if accuracy_ci is None else [accuracy_ci["lo"], accuracy_ci["hi"]],
+        "accuracy_by_seed": [float(a["accuracy"]) for a in accs],
+        "accuracy_sd_seeds": None if accuracy_ci is None else accuracy_ci["sd"],
         "top5": acc.get("top5"),
         "test_images": acc.get("test_images"),
         "size_mb": acc["size_mb"],
@@ -392,8 +423,8 @@ def row_metrics(row: dict, dataset: str, accuracy: str, speed_json: str, out: st
         "cpu_speedup_parent_ci": cpu.get("vs_parent_ci") if cpu else None,
         "gpu_speedup_parent": gpu.get("vs_parent") if gpu else None,
         "gpu_speedup_parent_ci": gpu.get("vs_parent_ci") if gpu else None,
-        "delta_first": None if base is None or baseline_accuracy == accuracy else accuracy_change(acc, base),
-        "delta_parent": None if parent is None else accuracy_change(acc, parent),
+        "delta_first": None if base is None or baseline_accuracy == accuracy else _over_seeds(accs, bases),
+        "delta_parent": _over_seeds(accs, parents),
         "per_image": acc.get("per_image"),
         "groups": acc.get("groups"),
         "batch_size": (cpu or gpu or {}).get("batch_size"),
