@@ -193,4 +193,5 @@ def test_longer_step_jobs_go_first_among_ready_ones(raw_params):
     # digit pairs' DeiT tiny (the critical path) before its 10-epoch DeiT base and DiffQ's 7-epoch fine-tune
     assert prio[("deit_tiny", "digit_pairs")] > prio[("deit_base", "digit_pairs")] > prio[("diffq", "digit_pairs")]
     assert prio[("diffq", "digits")] == demo["diffq"]["epochs"] / 1000 > prio[("lsq", "digits")] > 0
-    assert prio[("dynamic_ptq", "digits")] == prio[("prune_0.1", "digits")] == prio[("onnx", "digits")] == 0
+    assert prio[("dynamic_ptq", "digits")] == prio[("onnx", "digits")] == 0
+    assert prio[("prune_0.1", "digits")] == demo["prune_0.1"]["epochs"] / 1000 > 0  # VTP fine-tunes

@@ -5,7 +5,7 @@ import torch
 
 from vitcompress.artifacts import Artifact
 from vitcompress.config import ConfigError, resolve
-from vitcompress.data import PreparedData, prepare
+from vitcompress.data import InputAdapter, PreparedData, prepare
 from vitcompress.methods import build_model
 from vitcompress.methods.base import StepContext
 from vitcompress.methods.prune import Prune
@@ -218,6 +218,99 @@ def test_gate_training_then_pruning_steps(tmp_path, score):
     assert pruned.transforms[-1]["method"] == "prune"
     model = build_model(pruned)
     assert count_params(model) < count_params(build_model(gated))
+
+
+@pytest.fixture(scope="module")
+def trained_small_vit(tmp_path_factory):
+    """A small ViT trained on digits for a few epochs, and its data: what VTP's sparsity training starts from."""
+    from vitcompress.methods.train import Train
+
+    torch.set_num_threads(1)
+    d = tmp_path_factory.mktemp("vtp")
+    prepare({"source": "digits"}, d / "d.pt")
+    step = {"id": "vit", "method": "train", "model": "vit", "train": {**TRAIN, "epochs": 6, "max_steps": None,
+                                                                       "batch_size": 32, "lr": 0.003},
+            "model_cfg": {"timm": "vit_small_patch16_224", "kwargs": ARCH["kwargs"]}, "image_size": "native",
+            "image_scale": 1}
+    parent = Train().run(StepContext(step=step, dataset="digits", data_file=d / "d.pt", device="cpu"))
+    return parent, d / "d.pt"
+
+
+def _sparsity_train(parent, data_file, **settings):
+    step = {"id": "gates", "method": "prune_gates", "score": "gate", "epochs": 8, "gate_lr": 0.05,
+            "sparsity": 1e-3, "l1": "sum", "train": {**TRAIN, "max_steps": None, "batch_size": 32, "lr": 0.0005}}
+    step.update(settings)
+    return PruneGates().run(StepContext(step=step, dataset="digits", data_file=data_file, device="cpu",
+                                        parent=parent))
+
+
+def test_the_l1_term_is_the_sum_of_the_gates_magnitudes_or_its_mean():
+    model = create(ARCH)
+    gates = Gates(model)
+    n = sum(p.numel() for p in gates.parameters())
+    with torch.no_grad():
+        gates["mlp_hidden"][0][:3] = torch.tensor([-2.0, 0.5, 0.0])
+    total = n - 3 + 2.5
+    assert gates.l1("sum").item() == pytest.approx(total)
+    assert gates.l1("mean").item() == pytest.approx(total / n)
+    gates.l1("sum").backward()  # each gate pulled toward zero by exactly λ = 1: the sign of its value
+    assert gates["mlp_hidden"][0].grad[:2].tolist() == [-1.0, 1.0]
+    assert torch.all(gates["attn_in"][0].grad == 1.0)
+
+
+def test_sparsity_training_separates_the_scores_and_without_l1_it_does_not(trained_small_vit):
+    """VTP's claim: under the L1 term the unneeded dimensions' scores fall to near zero while the needed stay
+    near 1 (bimodal); with λ = 0 no score reaches zero. The record gives the spread."""
+    parent, data_file = trained_small_vit
+    gated = _sparsity_train(parent, data_file)
+    flat = torch.cat([torch.tensor(t).reshape(-1) for v in gated.meta["prune_scores"].values() for t in v])
+    near_zero, kept = float((flat < 0.05).float().mean()), float((flat > 0.3).float().mean())
+    assert near_zero >= 0.2 and kept >= 0.3 and near_zero + kept >= 0.9, (near_zero, kept)
+    assert gated.meta["steps"][-1]["scores"]["near_zero"] >= 0.2
+    assert gated.meta["steps"][-1]["l1"] == "sum" and gated.meta["steps"][-1]["gate_lr"] == 0.05
+    free = _sparsity_train(parent, data_file, sparsity=0.0)
+    flat0 = torch.cat([torch.tensor(t).reshape(-1) for v in free.meta["prune_scores"].values() for t in v])
+    assert float((flat0 < 0.05).float().mean()) < 0.02
+
+
+def test_pruning_the_lowest_scores_changes_the_model_less_than_pruning_the_highest(trained_small_vit, tmp_path):
+    """After sparsity training, removing the lowest-scored fifth barely moves the outputs; removing the same
+    number of the highest-scored ones moves them far more. The record counts what went, kind by kind, and the
+    fine-tune is VTP's third step."""
+    parent, data_file = trained_small_vit
+    gated = _sparsity_train(parent, data_file)
+    scores = {k: [torch.tensor(t) for t in v] for k, v in gated.meta["prune_scores"].items()}
+    model = build_model(gated).eval()
+    data = PreparedData(data_file)
+    x = InputAdapter(data.meta, gated.arch["kwargs"]["img_size"], "cpu")(next(iter(data.loader("test", 128)))[0])
+    with torch.no_grad():
+        ref = model(x)
+        low = apply_pruning(copy.deepcopy(model), select(scores, 0.2)).eval()(x)
+        inverted = {k: [-t for t in v] for k, v in scores.items()}
+        high = apply_pruning(copy.deepcopy(model), select(inverted, 0.2)).eval()(x)
+    assert (low - ref).abs().mean() * 5 < (high - ref).abs().mean()
+    step = {"id": "prune_0.2", "method": "prune", "ratio": 0.2, "epochs": 1,
+            "train": {**TRAIN, "max_steps": 2, "lr": 0.0005}}
+    pruned = Prune().run(StepContext(step=step, dataset="digits", data_file=data_file, device="cpu", parent=gated))
+    record = pruned.meta["steps"][-1]
+    units = sum(t.numel() for v in scores.values() for t in v)
+    assert sum(record["removed"].values()) == pytest.approx(0.2 * units, abs=2 * 2)  # heads round per block
+    assert record["threshold"] < 0.05 and record["training"]["epochs"] == 1
+
+
+def test_pruning_removes_exactly_the_dimensions_under_the_threshold():
+    """Distinct scores: the removed dimensions are the lowest-scored ones of the whole network, whatever their
+    kind or block (the value dimensions here all score high, so no per-head rounding enters)."""
+    model = create(ARCH).eval()
+    scores = random_scores(model, seed=3)
+    scores["attn_out"] = [t + 10.0 for t in scores["attn_out"]]
+    n = 50
+    keep = select(scores, n / N_UNITS)
+    flat = [(float(v), k, i, j) for k in KINDS for i, t in enumerate(scores[k]) for j, v in enumerate(t.reshape(-1))]
+    lowest = {(k, i, j) for _, k, i, j in sorted(flat)[:n]}
+    removed = {(k, i, j) for k in ("attn_in", "mlp_in", "mlp_hidden") for i, t in enumerate(scores[k])
+               for j in range(t.numel()) if j not in set(keep[k][i].tolist())}
+    assert removed == lowest
 
 
 def test_histogram_of_scores_that_did_not_move(tmp_path):

@@ -258,7 +258,9 @@ def study_findings(df: pd.DataFrame, datasets: list[str], rows: list[str], study
     without per-image results or timing intervals are judged by their point values. Each entry: {"finding",
     "target", "measured": {ds: text}, "verdict": {ds: verdict}}."""
     study_rows = study_rows or {}
-    by_study = {study_rows.get(r, r): r for r in rows}
+    by_study = {}
+    for r in rows:  # the first row standing for a study row is judged by its finding (a variant may follow it)
+        by_study.setdefault(study_rows.get(r, r), r)
     cell = {(str(r["dataset"]), str(r["row"])): r for r in df.to_dict("records")}
     out = []
 
@@ -280,6 +282,14 @@ def study_findings(df: pd.DataFrame, datasets: list[str], rows: list[str], study
         from vitcompress.measure import accuracy_change
 
         c, o = cell[(ds, row)], cell[(ds, other)]
+        mine, theirs = c.get("per_image_by_seed"), o.get("per_image_by_seed")
+        if isinstance(mine, list) and isinstance(theirs, list) and len(mine) == len(theirs) > 1:
+            from vitcompress.stats import across_seeds
+
+            changes = [accuracy_change({"per_image": a, "groups": c.get("groups")}, {"per_image": b})
+                       for a, b in zip(mine, theirs)]
+            if all(x is not None for x in changes):  # seed by seed, then over the seeds
+                return across_seeds(changes)
         paired = accuracy_change(c, o)
         if paired is not None:
             return paired

@@ -426,6 +426,7 @@ def row_metrics(row: dict, dataset: str, accuracy: str, speed_json: str, out: st
         "delta_first": None if base is None or baseline_accuracy == accuracy else _over_seeds(accs, bases),
         "delta_parent": _over_seeds(accs, parents),
         "per_image": acc.get("per_image"),
+        "per_image_by_seed": [a.get("per_image") for a in accs] if len(accs) > 1 else None,
         "groups": acc.get("groups"),
         "batch_size": (cpu or gpu or {}).get("batch_size"),
         "notes": [f"{labels['model']}: {n}" for n in (acc.get("notes") or []) + spd.get("row_notes", [])]

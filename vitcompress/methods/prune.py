@@ -1,7 +1,10 @@
-"""``prune`` (``ratio`` r): the second of ViT pruning's two steps (study section 3.3; Zhu et al., VTP).
+"""``prune`` (``ratio`` r): VTP's second and third steps (study section 3.3; Zhu et al. 2021): pruning and
+fine-tuning.
 
 Ranks all prunable dimensions of the network globally by the importance its ``prune_gates`` parent
-stored (:mod:`vitcompress.methods.prune_gates`) and removes the fraction r with the lowest scores.
+stored (:mod:`vitcompress.methods.prune_gates`) and removes the fraction r with the lowest scores: those
+under the global threshold r implies (equal scores at the threshold, rare once the scores have separated,
+are broken in a seeded random order). The record says how many of each kind went (``removed``).
 Pruning is physical: qkv, proj, fc1 and fc2 (and their biases) are rebuilt smaller, so the artifact is
 smaller and inference faster. Heads keep equal widths (the number a block keeps per head is the block's
 surviving count divided by its heads; each head keeps its own best dimensions). The slim model is
@@ -19,11 +22,26 @@ from vitcompress.pruning.slim import apply_pruning, check_prunable, random_score
 from vitcompress.settings import Settings, setting
 from vitcompress.train import summary
 
+KIND_LABELS = {"attn_in": "embedding into qkv", "attn_out": "value", "mlp_in": "embedding into fc1",
+               "mlp_hidden": "MLP hidden"}
+
+
+def removed_by_kind(scores: dict, keep: dict) -> dict[str, int]:
+    """How many dimensions of each kind (:data:`KIND_LABELS`) the pruning removes, over all blocks."""
+    return {k: sum(int(s.numel()) for s in scores[k]) - sum(int(i.numel()) for i in keep[k]) for k in scores}
+
+
+def threshold(scores: dict, ratio: float) -> float | None:
+    """The score under which VTP's global threshold for ``ratio`` removes a dimension: the highest removed score."""
+    flat = torch.sort(torch.cat([t.reshape(-1).float() for v in scores.values() for t in v])).values
+    n = int(ratio * flat.numel())
+    return float(flat[n - 1]) if n else None
+
 
 @dataclass(frozen=True, kw_only=True)
 class PruneSettings(Settings):
     ratio: float = setting(low=0, high=1, high_open=True, help="the fraction r of dimensions to remove")
-    epochs: int = setting(0, low=0, help="fine-tuning epochs of the pruned model")
+    epochs: int = setting(0, low=0, help="fine-tuning epochs of the pruned model (VTP fine-tunes)")
 
 
 @register
@@ -43,11 +61,13 @@ class Prune(Method):
         scores = {k: [torch.tensor(s) for s in v] for k, v in scores.items()}
         model = build_model(ctx.parent)
         keep = select(scores, s.ratio)  # raises before anything is written
+        removed = removed_by_kind(scores, keep)
         model = apply_pruning(model, keep)
         history = self.finetune(model, ctx, s.epochs, ctx.parent.arch["kwargs"]["img_size"])
         spec = {"method": "prune", "shapes": shapes_of(model)}
         meta = {k: v for k, v in ctx.parent.meta.items() if k not in ("prune_scores", "prune_unit_params")}
         steps = meta.get("steps", []) + [{"id": step["id"], "method": self.name, "ratio": s.ratio,
+                                          "removed": removed, "threshold": threshold(scores, s.ratio),
                                           "training": summary(history)}]
         art = Artifact(ctx.parent.arch, model.cpu().state_dict(), list(ctx.parent.transforms) + [spec],
                        {**meta, "steps": steps})

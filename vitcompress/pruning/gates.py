@@ -55,9 +55,16 @@ class Gates(nn.Module):
             return (x * self.gates[kind][i].reshape(-1).to(x.dtype),) + tuple(inputs[1:])
         return hook
 
-    def l1(self) -> torch.Tensor:
+    def l1(self, reduction: str = "sum") -> torch.Tensor:
+        """VTP's sparsity term Σ|g| over every gate of the network (``"sum"``, the paper's); ``"mean"`` divides it
+        by the number of gates, which weakens each gate's pull by that number (the study's reading)."""
         params = list(self.parameters())
-        return sum(p.abs().sum() for p in params) / sum(p.numel() for p in params)
+        total = sum(p.abs().sum() for p in params)
+        if reduction == "sum":
+            return total
+        if reduction == "mean":
+            return total / sum(p.numel() for p in params)
+        raise ValueError(f"l1 reduction = {reduction!r}: use 'sum' or 'mean'")
 
     def magnitudes(self) -> dict[str, list[torch.Tensor]]:
         """|gate| of every dimension: VTP's importance score."""
