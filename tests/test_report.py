@@ -1,6 +1,7 @@
 """Rendering only: the metrics files here are inputs made up to exercise the templates, not results."""
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -173,6 +174,28 @@ def test_within_a_findings_bound_is_judged_by_the_interval(tmp_path):
         df = build_frame(files, "demo", ["vanilla", "dynamic_ptq"])
         found = {f["finding"]: f for f in study_findings(df, ["digits"], ["vanilla", "dynamic_ptq"])}
         assert found["dynamic_ptq"]["verdict"]["digits"] == verdict, found["dynamic_ptq"]
+
+
+def test_findings_over_several_seeds_are_judged_seed_by_seed_then_over_the_seeds(tmp_path):
+    """Three seeds whose quantized models lose 0, 0 and 12 of 200 images: the finding is judged by the mean
+    change over the seeds and an interval that carries their spread (seed by seed against the first row's
+    model of the same seed), not by the first seed's model alone."""
+    n = 200
+    right = _right(n, [])
+    lost = [_right(n, []), _right(n, []), _right(n, list(range(12)))]
+    files = [_cell(tmp_path, "digits", "vanilla", profile="demo", accuracy=100.0, chain=["vit"], test_images=n,
+                   per_image={"n": n, "top1": right, "top5": None},
+                   per_image_by_seed=[{"n": n, "top1": right, "top5": None}] * 3, seeds=3),
+             _cell(tmp_path, "digits", "dynamic_ptq", profile="demo", accuracy=100.0 - 2.0,
+                   chain=["vit", "dynamic_ptq"], test_images=n, per_image={"n": n, "top1": lost[0], "top5": None}, seeds=3,
+                   per_image_by_seed=[{"n": n, "top1": b, "top5": None} for b in lost])]
+    df = build_frame(files, "demo", ["vanilla", "dynamic_ptq"])
+    found = {f["finding"]: f for f in study_findings(df, ["digits"], ["vanilla", "dynamic_ptq"])}
+    measured = found["dynamic_ptq"]["measured"]["digits"].replace("−", "-")
+    assert measured.startswith("-2.00 (") and found["dynamic_ptq"]["verdict"]["digits"] == "undecided"
+    lo = float(measured.split("(")[1].split(",")[0])
+    seeds_half = 4.303 * float(np.std([0.0, 0.0, -6.0], ddof=1)) / 3 ** 0.5  # t(2) × sd / √3 = 8.6 points
+    assert -2.0 - seeds_half - 1.5 < lo < -2.0 - seeds_half  # the seeds' arm, joined with the images' arm
 
 
 def test_diffqs_size_finding_compares_compressed_with_compressed(tmp_path):
