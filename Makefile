@@ -21,7 +21,7 @@ help:
 	@echo "make paper-smoke - the paper profile (ViT-B/16, 224x224, every row) on hand-made CIFAR and weights files, CPU"
 	@echo "make test-cluster - a one-node SLURM on this machine (installs slurm, munge, MariaDB), the tiny profile through profiles/slurm"
 	@echo "make lock   - regenerate requirements.lock (exact versions, hashes) and envs/ from pyproject.toml"
-	@echo "make lint   - snakemake --lint"
+	@echo "make lint   - ruff check and snakemake --lint (CI runs it before the tests)"
 	@echo "make clean  - remove results/, logs/, rendered reports (keeps $(VENV) and data/raw/)"
 
 $(PY):
@@ -72,6 +72,7 @@ test-cluster: $(STAMP)
 	VENV=$(abspath $(VENV)) bash scripts/test_cluster.sh
 
 lint: $(STAMP)
+	$(VENV)/bin/ruff check .
 	PATH="$(abspath $(VENV))/bin:$$PATH" snakemake --lint
 
 clean:

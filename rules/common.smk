@@ -176,6 +176,14 @@ def other_seeds(wildcards):
                 seed_parent=[] if len(chain) == 1 else acc(CHAIN_SEP.join(chain[:-1])))
 
 
+def row_kwargs(input, output, params, wildcards):
+    """The arguments of vitcompress.workflow.row_metrics for a row's cell."""
+    return dict(row=params.row, dataset=wildcards.dataset, accuracy=input.accuracy, speed_json=input.speed,
+                out=output[0], profile=params.profile, settings=params.settings, baseline_accuracy=input.baseline,
+                parent_accuracy=input.parent or None, seed_accuracy=list(input.seed_accuracy),
+                seed_baseline=list(input.seed_baseline), seed_parent=list(input.seed_parent))
+
+
 def row_file(dataset, row):
     return f"{RESULTS}/{dataset}/rows/{row}.json"
 

@@ -42,11 +42,7 @@ rule row_metrics:
     localrule: True
     run:
         # in the scheduler's process (pool=None): merging two JSON files needs no Python of its own
-        job(row_metrics, log[0], pool=None, row=params.row, dataset=wildcards.dataset, accuracy=input.accuracy,
-            speed_json=input.speed, out=output[0], profile=params.profile, settings=params.settings,
-            baseline_accuracy=input.baseline, parent_accuracy=input.parent or None,
-            seed_accuracy=list(input.seed_accuracy), seed_baseline=list(input.seed_baseline),
-            seed_parent=list(input.seed_parent))
+        job(row_metrics, log[0], pool=None, **row_kwargs(input, output, params, wildcards))
 
 
 rule bench_row:

@@ -136,7 +136,7 @@ def check_models(profile: Profile) -> None:
                 with torch.device("meta"):
                     model = create(arch)
                     model.eval()(torch.empty(1, arch["kwargs"]["in_chans"], *arch["kwargs"]["img_size"]))
-            except Exception as exc:  # noqa: BLE001: any failure to build is the model's settings
+            except Exception as exc:  # noqa: BLE001 (any failure to build is the model's settings)
                 raise _model_error(exc, where, step["model_cfg"], ds, arch) from None
             model_cfg = step["model_cfg"]
             if model_cfg.get("pretrained") and model_cfg.get("pretrained_file"):
