@@ -190,6 +190,32 @@ def test_imagefolder_with_an_empty_class_is_refused(tmp_path):
         load_source({"source": "imagefolder", "root": str(tmp_path / "imgs")})
 
 
+def test_imagefolder_names_every_file_it_cannot_decode(tmp_path):
+    """A truncated JPEG, an empty PNG and a text file named .jpg each fail only when decoded, with errors of
+    different kinds; the message names every one by its path, and the images before them do not matter."""
+    from PIL import Image
+
+    root = tmp_path / "imgs"
+    _write_imagefolder(root)
+    Image.fromarray(np.zeros((20, 20, 3), dtype=np.uint8)).save(root / "cat" / "whole.jpg")
+    data = (root / "cat" / "whole.jpg").read_bytes()
+    (root / "cat" / "cut.jpg").write_bytes(data[: len(data) // 2])
+    (root / "dog" / "empty.png").write_bytes(b"")
+    (root / "dog" / "notes.jpg").write_text("not an image")
+    with pytest.raises(DataError) as info:
+        load_source({"source": "imagefolder", "root": str(root)})
+    msg = str(info.value)
+    for name in ("cat/cut.jpg", "dog/empty.png", "dog/notes.jpg"):
+        assert name in msg
+    assert "whole.jpg" not in msg and "3 file(s)" in msg
+
+
+def test_imagefolder_with_one_class_is_refused_before_any_training(tmp_path):
+    _write_imagefolder(tmp_path / "imgs", classes=("cat",))
+    with pytest.raises(DataError, match="at least two"):
+        load_source({"source": "imagefolder", "root": str(tmp_path / "imgs")})
+
+
 def test_split_sizes_trust_a_prepared_file_only_of_the_same_configuration(tmp_path):
     """Two profiles share data/prepared/<dataset>.pt: a file another configuration made (e.g. the smoke
     profile's 32-image CIFAR) must not stand for this one's counts before the first job."""

@@ -233,7 +233,18 @@ def _imagefolder(cfg: dict, seed: int):
             ds = torchvision.datasets.ImageFolder(str(folder), transform=tf)
         except (FileNotFoundError, RuntimeError) as exc:
             raise DataError(f"imagefolder: {folder}: {exc}") from None
-        xs = [ds[i][0] for i in range(len(ds))]
+        if len(ds.classes) < 2:
+            raise DataError(f"imagefolder: {folder} holds {len(ds.classes)} class folder ({', '.join(ds.classes)}); "
+                            f"a classifier needs at least two: add a folder of images per class.")
+        xs, bad = [], []
+        for i, (path, _) in enumerate(ds.samples):
+            try:  # a truncated, empty or mislabelled file fails only when decoded: name every one, whatever the error
+                xs.append(ds[i][0])
+            except Exception as exc:  # noqa: BLE001 (any failure to decode is the file's)
+                bad.append(f"{path} ({type(exc).__name__}: {exc})")
+        if bad:
+            raise DataError(f"imagefolder: {len(bad)} file(s) under {folder} cannot be read as images; fix or remove "
+                            f"them: " + "; ".join(bad))
         chans = max(x.shape[0] for x in xs)
         xs = [x.expand(chans, -1, -1) if x.shape[0] != chans else x for x in xs]
         return np.stack([x.numpy() for x in xs]), np.asarray(ds.targets, dtype=np.int64), list(ds.classes)
