@@ -66,6 +66,7 @@ rule training_check:
         step=ROOT_STEP,
         profile=PROFILE,
         fingerprint=FINGERPRINT,
+        seed=P.seed,
     log:
         f"{LOGS}/training_check.log",
     localrule: True

@@ -5,4 +5,5 @@ from vitcompress.workflow import logging_to
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with logging_to(sm.log[0]):
     render_training_check(list(sm.input.base), list(sm.input.variants), sm.params.datasets, sm.params.step,
-                          sm.params.profile, sm.params.fingerprint, md=sm.output.md, csv=sm.output.csv)
+                          sm.params.profile, sm.params.fingerprint, md=sm.output.md, csv=sm.output.csv,
+                          seed=sm.params.seed)

@@ -141,7 +141,13 @@ def test_the_training_check_reads_a_retraining_against_the_reference_seeds(tmp_p
         md, csv = tmp_path / f"{name}.md", tmp_path / f"{name}.csv"
         render_training_check([mine], [mine] * 3, ["digits"], "vit", "demo", fp, str(md), str(csv), reference=ref)
         readings[name] = md.read_text()
-    assert "within the seeds' spread: noise" in readings["near"]
+    assert "within the seeds' spread (±" in readings["near"]
     assert "beyond the seeds' spread" in readings["far"] and "-14.81 (-" in readings["far"].replace("−", "-")
     render_training_check([mine], [mine] * 3, ["digits"], "vit", "tiny", fp, str(md), str(csv), reference=ref)
     assert "No reference run of profile `tiny`" in md.read_text()
+    render_training_check([mine], [mine] * 3, ["digits"], "vit", "demo", fp, str(md), str(csv), reference=ref, seed=4)
+    assert "first seed is 0, this run's 4" in md.read_text()
+    agree = tmp_path / "agree.json"  # three seeds with the same accuracy: no spread, so no verdict either way
+    write_training_reference([seeds[0]] * 3, [0, 1, 2], ["digits"], "vit", "demo", fp, str(agree))
+    render_training_check([mine], [mine] * 3, ["digits"], "vit", "demo", fp, str(md), str(csv), reference=agree)
+    assert "no spread to judge by" in md.read_text()

@@ -290,6 +290,9 @@ def study_findings(df: pd.DataFrame, datasets: list[str], rows: list[str], study
                        for a, b in zip(mine, theirs)]
             if all(x is not None for x in changes):  # seed by seed, then over the seeds
                 return across_seeds(changes)
+        if any(not _missing(x.get("seeds")) and int(x["seeds"]) > 1 for x in (c, o)):  # means, no per-seed pairs:
+            d = c["accuracy"] - o["accuracy"]  # the difference of the means the table shows, without an interval
+            return {"delta": d, "lo": d, "hi": d, "distinguishable": d != 0}
         paired = accuracy_change(c, o)
         if paired is not None:
             return paired
@@ -870,15 +873,18 @@ def against_reference(accuracy: dict, reference: dict, level: float = 0.95) -> d
 
     by_seed = np.asarray(reference["accuracy_by_seed"], dtype=float)
     s = len(by_seed)
-    half = float(student_t.ppf(0.5 + level / 2, s - 1)) * float(by_seed.std(ddof=1)) * math.sqrt(1 + 1 / s)
+    sd = float(by_seed.std(ddof=1))
+    half = float(student_t.ppf(0.5 + level / 2, s - 1)) * sd * math.sqrt(1 + 1 / s)
     lo, hi = max(0.0, float(by_seed.mean()) - half), min(100.0, float(by_seed.mean()) + half)
     mine = float(accuracy["accuracy"])
     return {"accuracy": mine, "reference": float(by_seed[0]), "change": accuracy_change(accuracy, reference),
-            "expected_lo": lo, "expected_hi": hi, "within": lo <= mine <= hi, "seeds": s}
+            "expected_lo": lo, "expected_hi": hi, "half_width": half, "seeds": s,
+            "within": None if sd == 0 else lo <= mine <= hi}  # seeds that agree exactly give no spread to judge by
 
 
 def render_training_check(base: list[str], variants: list[str], datasets: list[str], step: str, profile: str,
-                          fp: dict, md: str, csv: str, reference: str | Path | None = TRAINING_REFERENCE) -> None:
+                          fp: dict, md: str, csv: str, reference: str | Path | None = TRAINING_REFERENCE,
+                          seed: int = 0) -> None:
     """The first row's training beside its variants (``config.VARIANTS``): accuracy and its change, and against
     the committed reference run (:func:`against_reference`) when it is of this profile and step.
     ``base``: one accuracy.json per data set; ``variants``: per data set, one per variant, in that order."""
@@ -909,7 +915,10 @@ def render_training_check(base: list[str], variants: list[str], datasets: list[s
                      f"| {fmt(r['accuracy'])} | {fmt_delta(r['delta'])} |")
     lines += ["", "## Against the reference run", ""]
     ref = read_json(reference) if reference and Path(reference).exists() else None
-    if not ref or ref.get("profile") != profile or ref.get("step") != step:
+    if ref and ref.get("profile") == profile and ref.get("step") == step and ref["seeds"][0] != seed:
+        lines.append(f"The committed reference run's first seed is {ref['seeds'][0]}, this run's {seed}: its models "
+                     f"are not this training's; run with --config seed={ref['seeds'][0]} to compare.")
+    elif not ref or ref.get("profile") != profile or ref.get("step") != step:
         lines.append(f"No reference run of profile `{profile}`, step `{step}` is committed "
                      f"(`vitcompress/reference/training_reference.json`); make one with `snakemake training_reference "
                      f"--config profile={profile} seeds=3` and copy `reports/training_reference.json` there.")
@@ -933,7 +942,9 @@ def render_training_check(base: list[str], variants: list[str], datasets: list[s
                                  "delta_first_distinguishable": (r["change"] or {}).get("distinguishable")}) \
                 if r["change"] else \
                 fmt_delta(r["accuracy"] - r["reference"])
-            reading = "within the seeds' spread: noise" if r["within"] else "beyond the seeds' spread: not noise alone"
+            reading = ("the reference seeds agree exactly: no spread to judge by" if r["within"] is None else
+                       f"within the seeds' spread (±{r['half_width']:.2f}): not distinguishable from a retraining"
+                       if r["within"] else f"beyond the seeds' spread (±{r['half_width']:.2f}): more than a retraining")
             lines.append(f"| {DATASET_TITLES.get(ds, ds)} | {fmt(r['accuracy'])} | {fmt(r['reference'])} | {change} "
                          f"| {fmt(r['expected_lo'])}–{fmt(r['expected_hi'])} | {reading} |")
             frame.loc[len(frame)] = {"dataset": ds, "variant": "reference run (same seed)", "accuracy": r["reference"],

@@ -23,6 +23,15 @@ seed's own interval above, averaged: the seeds answer the same images, so that e
 added in quadrature around the mean (MOVER, Zou & Donner 2008). With one seed the interval is the images' alone,
 conditional on that one trained model.
 
+It is **conservative**: each seed's image interval also carries that model's own hit-or-miss on borderline
+images, which the seeds' spread already holds and which would shrink with S; it is counted twice. A crossed
+random-effects interval on the seeds × images matrix would be narrower (up to about half as wide when the
+models' per-image answers vary a lot between seeds), but it is a normal approximation that calls a change
+distinguishable on a few discordant images where the exact test does not; this one keeps each seed's exact
+interval, so three seeds with the same 4-0 split stay as undecided as one. Where the seeds' spread dominates,
+three skewed values leave the t interval short of its level (about 93% at a 5-point spread between seeds in
+simulation, lower beyond): use 5 or more seeds when ``sd`` is large against the images' arm.
+
 A speed-up is the median of paired call-by-call ratios, the calls' order rotated every repeat; its interval
 (:func:`median_interval`) is the range of the medians of 8 contiguous blocks of those pairs, which stays
 honest when neighbouring timings are correlated, as a bootstrap of the pairs does not. It covers the timing

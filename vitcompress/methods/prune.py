@@ -4,7 +4,9 @@ fine-tuning.
 Ranks all prunable dimensions of the network globally by the importance its ``prune_gates`` parent
 stored (:mod:`vitcompress.methods.prune_gates`) and removes the fraction r with the lowest scores: those
 under the global threshold r implies (equal scores at the threshold, rare once the scores have separated,
-are broken in a seeded random order). The record says how many of each kind went (``removed``).
+are broken in a seeded random order), except where heads keep equal value widths (below). The record says how
+many of each kind went (``removed``), the threshold, how many value dimensions equal widths removed above it
+or kept under it, and the fraction really removed.
 Pruning is physical: qkv, proj, fc1 and fc2 (and their biases) are rebuilt smaller, so the artifact is
 smaller and inference faster. Heads keep equal widths (the number a block keeps per head is the block's
 surviving count divided by its heads; each head keeps its own best dimensions). The slim model is
@@ -38,6 +40,27 @@ def threshold(scores: dict, ratio: float) -> float | None:
     return float(flat[n - 1]) if n else None
 
 
+def off_threshold(scores: dict, keep: dict, cut: float | None) -> dict:
+    """Where equal head widths part from the global threshold: value dimensions removed although they score
+    above it, and any dimension kept although it scores at or under it; and the fraction really removed."""
+    above = under = 0
+    total = removed = 0
+    for k in scores:
+        for s, idx in zip(scores[k], keep[k]):
+            mask = torch.zeros(s.shape, dtype=torch.bool)
+            if k == "attn_out":
+                mask.scatter_(1, idx, True)
+            else:
+                mask[idx] = True
+            total += s.numel()
+            removed += int((~mask).sum())
+            if cut is not None:
+                above += int(((~mask) & (s > cut)).sum())
+                under += int((mask & (s <= cut)).sum())
+    return {"removed_above_threshold": above, "kept_under_threshold": under,
+            "achieved_ratio": removed / total if total else 0.0}
+
+
 @dataclass(frozen=True, kw_only=True)
 class PruneSettings(Settings):
     ratio: float = setting(low=0, high=1, high_open=True, help="the fraction r of dimensions to remove")
@@ -62,12 +85,14 @@ class Prune(Method):
         model = build_model(ctx.parent)
         keep = select(scores, s.ratio)  # raises before anything is written
         removed = removed_by_kind(scores, keep)
+        cut = threshold(scores, s.ratio)
+        off = off_threshold(scores, keep, cut)
         model = apply_pruning(model, keep)
         history = self.finetune(model, ctx, s.epochs, ctx.parent.arch["kwargs"]["img_size"])
         spec = {"method": "prune", "shapes": shapes_of(model)}
         meta = {k: v for k, v in ctx.parent.meta.items() if k not in ("prune_scores", "prune_unit_params")}
         steps = meta.get("steps", []) + [{"id": step["id"], "method": self.name, "ratio": s.ratio,
-                                          "removed": removed, "threshold": threshold(scores, s.ratio),
+                                          "removed": removed, "threshold": cut, **off,
                                           "training": summary(history)}]
         art = Artifact(ctx.parent.arch, model.cpu().state_dict(), list(ctx.parent.transforms) + [spec],
                        {**meta, "steps": steps})
