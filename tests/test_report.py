@@ -198,6 +198,23 @@ def test_findings_over_several_seeds_are_judged_seed_by_seed_then_over_the_seeds
     assert -2.0 - seeds_half - 1.5 < lo < -2.0 - seeds_half  # the seeds' arm, joined with the images' arm
 
 
+@pytest.mark.parametrize("vtp_wrong, lib_wrong, verdict", [(20, 0, "holds"), (3, 0, "undecided"),
+                                                            (0, 20, "contradicted")])
+def test_library_pruning_is_judged_against_vtp_at_the_same_ratio(tmp_path, vtp_wrong, lib_wrong, verdict):
+    """The study's open question: does torch-pruning's row beat VTP's at r = 0.2? Paired on the same 2000
+    images, the parameter share beside it: 20 images better holds, 3 is undecided, 20 worse contradicts."""
+    n = 2000
+    cells = {"vanilla": [], "prune_0.2": list(range(100, 100 + vtp_wrong)), "sprune_0.2": list(range(lib_wrong))}
+    files = [_cell(tmp_path, "digits", row, profile="demo", accuracy=100.0 * (n - len(w)) / n, test_images=n,
+                   chain=["vit"] if row == "vanilla" else ["vit", row], params=900 if row == "sprune_0.2" else 1000,
+                   per_image={"n": n, "top1": _right(n, w), "top5": None}) for row, w in cells.items()]
+    df = build_frame(files, "demo", list(cells))
+    found = {f["finding"]: f for f in study_findings(df, ["digits"], list(cells))}
+    lib = next(f for name, f in found.items() if name.startswith("structured pruning"))
+    assert lib["verdict"]["digits"] == verdict
+    assert "sprune_0.2 − prune_0.2" in lib["measured"]["digits"] and "params 90% of VTP's" in lib["measured"]["digits"]
+
+
 def test_diffqs_size_finding_compares_compressed_with_compressed(tmp_path):
     """DiffQ's claim rests on compression: a raw file a quarter of vanilla's passes when its compressed
     bytes are 7% of vanilla's compressed ones, and a raw 5% fails when its compressed share is 9%."""

@@ -212,6 +212,7 @@ FINDINGS = {
     "deit_tiny": {"within": 8.0, "speedup": 2.5}, "prune_0.1": {"within": 5.0}, "prune_0.2": {"within": 5.0},
     "nystrom_64": {"within": 3.0},
 }
+LIBRARY_VS_VTP = (("sprune_0.1", "prune_0.1"), ("sprune_0.2", "prune_0.2"))  # (torch-pruning row, VTP row), same r
 ORDERED = (("prune_0.1", "prune_0.2"), ("nystrom_24", "nystrom_32", "nystrom_64"))  # larger compression later
 STUDENT_MARGIN, ROW_MARGIN = 2.0, 1.0  # how far a distilled student / any other row may score above its source
 MACHINE_DRIFT = 1.0  # points an int8 row's accuracy on another machine may differ before hardware.md marks it
@@ -403,6 +404,25 @@ def study_findings(df: pd.DataFrame, datasets: list[str], rows: list[str], study
 
     add(f"no deployment step loses more than {DEPLOY_LOSS:g} points against the model it deploys",
         "every ONNX Runtime / OpenVINO row's change vs its parent", deploys)
+
+    def library_vs_gates(ds):
+        """The study's proposed remedy against its method: structured pruning through the library (a learned
+        group importance) beside VTP's gates at the same ratio r, paired on the test images."""
+        pairs = [(lib, vtp) for lib, vtp in LIBRARY_VS_VTP if (ds, lib) in cell and (ds, vtp) in cell]
+        if not pairs:
+            return None
+        changes = [(lib, vtp, change(ds, lib, vtp)) for lib, vtp in pairs]
+        verdict = combine(at_least(d["lo"], d["hi"], 0.0) for _, _, d in changes)
+
+        def params(row):
+            return cell[(ds, row)].get("params")
+
+        return "; ".join(f"{lib} − {vtp} {interval(d)}, params {fmt(params(lib) / params(vtp) * 100, 0)}% of VTP's"
+                         if not _missing(params(lib)) and not _missing(params(vtp)) and params(vtp) else
+                         f"{lib} − {vtp} {interval(d)}" for lib, vtp, d in changes), verdict
+
+    add("structured pruning with a learned group importance (torch-pruning) beats VTP's gates",
+        "at the same ratio r, each change's interval above 0", library_vs_gates)
     return out
 
 
@@ -510,7 +530,7 @@ DEPLOY_TARGETS = {
 # run; and a chain past the peer: a pruned or distilled model through OpenVINO int8, against PyTorch fp32.
 OV_OVER_ORT = 1.2
 CHAIN_PAST_PEER = {"avx512_vnni": 5.0}
-SHRINKING = ("prune", "distill")  # methods whose model is smaller than the first row's
+SHRINKING = ("prune", "structured_prune", "distill")  # methods whose model is smaller than the first row's
 TARGET_ARCH = "vit_base_patch16_224"
 
 
@@ -725,7 +745,8 @@ def render_hardware(files: list[str], profile: str, datasets: list[str], rows: l
 
 FAMILIES = (  # (method of a row's last step, family label, marker): method families told apart
     (("train",), "trained", "o"), (("dynamic_ptq", "fq_vit", "lsq", "diffq"), "quantized (PyTorch)", "s"),
-    (("distill",), "distilled", "^"), (("prune", "prune_gates"), "pruned", "D"), (("nystrom",), "low-rank", "v"),
+    (("distill",), "distilled", "^"), (("prune", "prune_gates"), "pruned (VTP)", "D"),
+    (("structured_prune",), "pruned (torch-pruning)", "d"), (("nystrom",), "low-rank", "v"),
     (("onnx", "ort_int8_static", "ort_int8_dynamic"), "ONNX Runtime", "P"),
     (("ov", "ov_int8", "ov_int8_accuracy_control"), "OpenVINO", "*"),
 )

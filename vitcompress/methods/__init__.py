@@ -14,6 +14,7 @@ from vitcompress.methods import (  # noqa: F401  (importing registers)
     ov_int8_accuracy_control,
     prune,
     prune_gates,
+    structured_prune,
     train,
 )
 from vitcompress.methods.base import METHODS, Method, Settings, StepContext, Untrained, build_model, register, setting
