@@ -19,8 +19,8 @@ def _step(**over):
             "epochs": 0, "calib_batches": 2, "train": TRAIN, **over}
 
 
-@pytest.mark.parametrize("importance", ["magnitude", "taylor", "hessian"])
-@pytest.mark.parametrize("unit", ["head_dims", "heads"])
+@pytest.mark.parametrize("importance, unit", [("magnitude", "head_dims"), ("taylor", "heads"),
+                                              ("hessian", "head_dims")])
 def test_the_pruned_model_is_smaller_and_rebuilds_from_its_record(random_vit, digits_file, tmp_path, importance, unit):
     art = StructuredPrune().run(step_ctx(_step(importance=importance, unit=unit, ratio=0.5), random_vit, digits_file))
     model = build_model(art).eval()
