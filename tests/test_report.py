@@ -215,6 +215,22 @@ def test_library_pruning_is_judged_against_vtp_at_the_same_ratio(tmp_path, vtp_w
     assert "sprune_0.2 − prune_0.2" in lib["measured"]["digits"] and "params 90% of VTP's" in lib["measured"]["digits"]
 
 
+def test_token_merging_is_judged_against_the_pruning_row_nearest_its_speedup(tmp_path):
+    """ToMe at 1.5x beside the pruning row timed nearest (1.4x, not 1.1x): 20 images better of 2000 holds."""
+    n = 2000
+    cells = {"vanilla": ([], 1.0), "prune_0.1": ([], 1.1), "prune_0.2": (list(range(20)), 1.4),
+             "tome_1": ([], 1.5)}
+    files = [_cell(tmp_path, "digits", row, profile="demo", accuracy=100.0 * (n - len(w)) / n, test_images=n,
+                   chain=["vit"] if row == "vanilla" else ["vit", row], cpu_speedup=sp,
+                   per_image={"n": n, "top1": _right(n, w), "top5": None}) for row, (w, sp) in cells.items()]
+    df = build_frame(files, "demo", list(cells))
+    found = {f["finding"]: f for f in study_findings(df, ["digits"], list(cells))}
+    tome = next(f for name, f in found.items() if name.startswith("token merging"))
+    assert tome["verdict"]["digits"] == "holds"
+    assert tome["measured"]["digits"].startswith("tome_1 − prune_0.2 +1.00 (") and "1.50x vs 1.40x" in \
+        tome["measured"]["digits"]
+
+
 def test_diffqs_size_finding_compares_compressed_with_compressed(tmp_path):
     """DiffQ's claim rests on compression: a raw file a quarter of vanilla's passes when its compressed
     bytes are 7% of vanilla's compressed ones, and a raw 5% fails when its compressed share is 9%."""

@@ -212,6 +212,7 @@ FINDINGS = {
     "deit_tiny": {"within": 8.0, "speedup": 2.5}, "prune_0.1": {"within": 5.0}, "prune_0.2": {"within": 5.0},
     "nystrom_64": {"within": 3.0},
 }
+TOME_PREFIX, PRUNE_PREFIXES = "tome_", ("prune_", "sprune_")  # ToMe rows; weight-pruning rows (VTP, library)
 LIBRARY_VS_VTP = (("sprune_0.1", "prune_0.1"), ("sprune_0.2", "prune_0.2"))  # (torch-pruning row, VTP row), same r
 ORDERED = (("prune_0.1", "prune_0.2"), ("nystrom_24", "nystrom_32", "nystrom_64"))  # larger compression later
 STUDENT_MARGIN, ROW_MARGIN = 2.0, 1.0  # how far a distilled student / any other row may score above its source
@@ -423,6 +424,29 @@ def study_findings(df: pd.DataFrame, datasets: list[str], rows: list[str], study
 
     add("structured pruning with a learned group importance (torch-pruning) beats VTP's gates",
         "at the same ratio r, each change's interval above 0", library_vs_gates)
+
+    def tokens_vs_weights(ds):
+        """The study's other question: token merging against weight pruning at (nearly) the same CPU speed-up:
+        each ToMe row beside the pruning row whose speed-up over the first row is nearest its own."""
+        tome = [r for r in rows if r.startswith(TOME_PREFIX) and (ds, r) in cell and "+" not in r]
+        pruned = [r for r in rows if r.startswith(PRUNE_PREFIXES) and (ds, r) in cell and "+" not in r
+                  and not r.endswith("_study") and not _missing(cell[(ds, r)].get("cpu_speedup"))]
+        pairs = []
+        for t in tome:
+            sp = cell[(ds, t)].get("cpu_speedup")
+            if _missing(sp) or not pruned:
+                continue
+            p = min(pruned, key=lambda r: abs(cell[(ds, r)]["cpu_speedup"] - sp))
+            pairs.append((t, p, change(ds, t, p)))
+        if not pairs:
+            return None
+        verdict = combine(at_least(d["lo"], d["hi"], 0.0) for _, _, d in pairs)
+        return "; ".join(f"{t} − {p} {interval(d)} at {cell[(ds, t)]['cpu_speedup']:.2f}x vs "
+                         f"{cell[(ds, p)]['cpu_speedup']:.2f}x" for t, p, d in pairs), verdict
+
+    add("token merging (ToMe) keeps at least the accuracy of weight pruning at the same CPU speed-up",
+        "each ToMe row against the pruning row nearest its speed-up: change's interval at or above 0",
+        tokens_vs_weights)
     return out
 
 
@@ -746,7 +770,7 @@ def render_hardware(files: list[str], profile: str, datasets: list[str], rows: l
 FAMILIES = (  # (method of a row's last step, family label, marker): method families told apart
     (("train",), "trained", "o"), (("dynamic_ptq", "fq_vit", "lsq", "diffq"), "quantized (PyTorch)", "s"),
     (("distill",), "distilled", "^"), (("prune", "prune_gates"), "pruned (VTP)", "D"),
-    (("structured_prune",), "pruned (torch-pruning)", "d"), (("nystrom",), "low-rank", "v"),
+    (("structured_prune",), "pruned (torch-pruning)", "d"), (("tome",), "token merging", "p"), (("nystrom",), "low-rank", "v"),
     (("onnx", "ort_int8_static", "ort_int8_dynamic"), "ONNX Runtime", "P"),
     (("ov", "ov_int8", "ov_int8_accuracy_control"), "OpenVINO", "*"),
 )

@@ -15,6 +15,7 @@ from vitcompress.methods import (  # noqa: F401  (importing registers)
     prune,
     prune_gates,
     structured_prune,
+    tome,
     train,
 )
 from vitcompress.methods.base import METHODS, Method, Settings, StepContext, Untrained, build_model, register, setting

@@ -1,0 +1,62 @@
+"""``tome``: Token Merging (Bolya et al., ICLR 2023) on a trained ViT, training-free or fine-tuned: one of the
+remedies the study proposes (its section 4.2, "input patch reduction ... as opposed to direct weight pruning").
+
+Every block merges up to ``r`` tokens between its attention and its MLP by bipartite soft matching on the
+keys' similarity (:mod:`vitcompress.tome.merge`), size-weighted, with proportional attention
+(``proportional_attention``) and size-weighted average pooling; the class token is never merged
+(:mod:`vitcompress.tome.vit`). The weights are the parent's (optionally fine-tuned for ``epochs``); the record
+holds ``r`` and the tokens entering each block, and an artifact rebuilds the same model from it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vitcompress.artifacts import Artifact
+from vitcompress.methods.base import Method, StepContext, Untrained, build_model, register
+from vitcompress.settings import Settings, setting
+from vitcompress.tome.merge import schedule
+from vitcompress.tome.vit import apply_tome, check_tome
+from vitcompress.train import summary
+
+
+@dataclass(frozen=True, kw_only=True)
+class ToMeSettings(Settings):
+    r: int = setting(low=0, help="tokens merged in every block (fewer where fewer are left to merge)")
+    proportional_attention: bool = setting(True, help="add log(token size) to the attention logits (ToMe's Eq. 1)")
+    epochs: int = setting(0, low=0, help="fine-tuning epochs with merging on (0: training-free)")
+
+
+def _spec(model, s: ToMeSettings) -> dict:
+    tokens = model.patch_embed.num_patches + model.num_prefix_tokens
+    return {"method": "tome", "r": s.r, "proportional_attention": s.proportional_attention,
+            "tokens": schedule(tokens, len(model.blocks), s.r, model.num_prefix_tokens)}
+
+
+@register
+class ToMe(Method):
+    name = "tome"
+    Settings = ToMeSettings
+
+    @staticmethod
+    def check_model(model, step=None) -> None:
+        check_tome(model)
+
+    def run(self, ctx: StepContext) -> Artifact:
+        s = self.settings(ctx.step)
+        model = apply_tome(build_model(ctx.parent), s.r, s.proportional_attention)
+        history = self.finetune(model, ctx, s.epochs, ctx.parent.arch["kwargs"]["img_size"])
+        spec = _spec(model, s)
+        steps = ctx.parent.meta.get("steps", []) + [{"id": ctx.step["id"], "method": self.name, "r": s.r,
+                                                     "tokens": spec["tokens"], "training": summary(history)}]
+        return Artifact(ctx.parent.arch, model.cpu().state_dict(), list(ctx.parent.transforms) + [spec],
+                        {**ctx.parent.meta, "steps": steps})
+
+    @classmethod
+    def restructure(cls, model, spec):
+        return apply_tome(model, spec["r"], spec.get("proportional_attention", True))
+
+    @classmethod
+    def untrained(cls, model, step):
+        s = cls.settings(step)
+        model = apply_tome(model, s.r, s.proportional_attention)
+        return Untrained(model, _spec(model, s))
