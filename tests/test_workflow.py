@@ -128,6 +128,9 @@ def test_tiny_workflow_end_to_end(tmp_path, raw_params, monkeypatch):
     scaling = pd.read_csv(wf / "reports/attention_scaling.csv")
     assert set(scaling["method"]) == {"exact", "exact_sdpa", "nystrom"} and (wf / "reports/figures/attention_scaling.png").exists()
     assert by_row.loc["prune_0.2", "params"] < by_row.loc["vanilla", "params"]
+    assert by_row.loc["sprune_0.2", "params"] < by_row.loc["vanilla", "params"]  # torch-pruning, physically
+    assert by_row.loc["tome_1", "params"] == by_row.loc["vanilla", "params"]  # ToMe merges tokens, not weights
+    assert by_row.loc["tome_1", "model"] == "ToMe (r=1)"
     # epochs over the chain: the pruned row adds gate training and its fine-tune to the vanilla training
     tiny = expand_profiles(raw)["profiles"]["tiny"]
     steps = tiny["steps"]
