@@ -36,7 +36,8 @@ LAYERS = [
     {"vitcompress.errors", "vitcompress.io", "vitcompress.settings", "vitcompress.stats"},
     {"vitcompress.artifacts", "vitcompress.models", "vitcompress.data", "vitcompress.measure", "vitcompress.train",
      "vitcompress.attention", "vitcompress.workers"},
-    {"vitcompress.fqvit", "vitcompress.pruning", "vitcompress.runtimes", "vitcompress.quantized_state"},  # algorithms, runtimes
+    {"vitcompress.fqvit", "vitcompress.pruning", "vitcompress.tome", "vitcompress.runtimes",
+     "vitcompress.quantized_state"},  # algorithms, runtimes
     {"vitcompress.methods"},
     {"vitcompress.config", "vitcompress.preflight", "vitcompress.workflow", "vitcompress.report",
      "vitcompress.scaling", "vitcompress.smoke", "vitcompress.cli", "vitcompress.__main__", "vitcompress",
@@ -111,7 +112,8 @@ def test_every_method_declares_frozen_settings_whose_keys_are_the_checked_ones(n
 
 
 def _required(name):
-    return {"prune": {"ratio": 0.1}, "nystrom": {"landmarks": 4}, "distill": {"teacher": "vit"}}.get(name, {})
+    return {"prune": {"ratio": 0.1}, "structured_prune": {"ratio": 0.1}, "tome": {"r": 1}, "nystrom": {"landmarks": 4},
+            "distill": {"teacher": "vit"}}.get(name, {})
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
