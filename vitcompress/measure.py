@@ -82,38 +82,53 @@ def unpack_bits(text: str, n: int):
     return np.unpackbits(np.frombuffer(base64.b64decode(text), dtype=np.uint8))[:n].astype(bool)
 
 
+def _right(record: dict):
+    """A record's per-image top-1 correctness (bool array), or None when it kept none."""
+    p = record.get("per_image")
+    return None if not isinstance(p, dict) or not p.get("top1") else unpack_bits(p["top1"], p["n"])
+
+
+def _groups(record: dict):
+    """The source parts each test image is made of (digit pairs), or None for independent images."""
+    import numpy as np
+
+    groups = record.get("groups")
+    return np.asarray(groups) if isinstance(groups, (list, tuple)) and groups else None
+
+
 def accuracy_change(mine: dict, other: dict) -> dict | None:
     """``mine``'s top-1 change against ``other``'s (two accuracy or metrics JSONs) on the same test images,
     with its 95% interval (:func:`vitcompress.stats.paired_delta`; digit pairs resample their source
     digits); None when either holds no per-image results."""
-    import numpy as np
-
     from vitcompress.stats import paired_delta
 
-    def right(record):
-        p = record.get("per_image")
-        return None if not isinstance(p, dict) or not p.get("top1") else unpack_bits(p["top1"], p["n"])
-
-    a, b = right(mine), right(other)
+    a, b = _right(mine), _right(other)
     if a is None or b is None or len(a) != len(b):
         return None
-    groups = mine.get("groups")
-    return paired_delta(a, b, np.asarray(groups) if isinstance(groups, (list, tuple)) and groups else None)
+    return paired_delta(a, b, _groups(mine))
+
+
+def accuracy_change_over_seeds(mine: list[dict], other: list[dict] | None) -> dict | None:
+    """The change of ``mine`` against ``other`` (the same seeds' records, in one order), seed by seed, then over
+    the seeds (:func:`vitcompress.stats.across_seeds`); one seed: that seed's change as it is. None when
+    ``other`` is None or any seed kept no per-image results."""
+    from vitcompress.stats import across_seeds
+
+    if other is None or len(mine) != len(other):
+        return None
+    changes = [accuracy_change(a, b) for a, b in zip(mine, other)]
+    if any(c is None for c in changes):
+        return None
+    return changes[0] if len(changes) == 1 else across_seeds(changes)
 
 
 def accuracy_with_interval(record: dict) -> dict | None:
     """Top-1 accuracy of an accuracy JSON with its 95% interval over the test images
     (:func:`vitcompress.stats.accuracy_interval`): {"value", "lo", "hi", "method"}; None without per-image results."""
-    import numpy as np
-
     from vitcompress.stats import accuracy_interval
 
-    p = record.get("per_image")
-    if not isinstance(p, dict) or not p.get("top1"):
-        return None
-    groups = record.get("groups")
-    return accuracy_interval(unpack_bits(p["top1"], p["n"]),
-                             np.asarray(groups) if isinstance(groups, (list, tuple)) and groups else None)
+    right = _right(record)
+    return None if right is None else accuracy_interval(right, _groups(record))
 
 
 def spread(times: list[float]) -> dict:

@@ -281,17 +281,15 @@ def study_findings(df: pd.DataFrame, datasets: list[str], rows: list[str], study
 
     def change(ds, row, other) -> dict:
         """row minus other on ds: the paired delta and its interval (lo = hi = delta without per-image data)."""
-        from vitcompress.measure import accuracy_change
+        from vitcompress.measure import accuracy_change, accuracy_change_over_seeds
 
         c, o = cell[(ds, row)], cell[(ds, other)]
         mine, theirs = c.get("per_image_by_seed"), o.get("per_image_by_seed")
         if isinstance(mine, list) and isinstance(theirs, list) and len(mine) == len(theirs) > 1:
-            from vitcompress.stats import across_seeds
-
-            changes = [accuracy_change({"per_image": a, "groups": c.get("groups")}, {"per_image": b})
-                       for a, b in zip(mine, theirs)]
-            if all(x is not None for x in changes):  # seed by seed, then over the seeds
-                return across_seeds(changes)
+            paired = accuracy_change_over_seeds([{"per_image": p, "groups": c.get("groups")} for p in mine],
+                                                [{"per_image": p} for p in theirs])  # seed by seed, then over
+            if paired is not None:
+                return paired
         if any(not _missing(x.get("seeds")) and int(x["seeds"]) > 1 for x in (c, o)):  # means, no per-seed pairs:
             d = c["accuracy"] - o["accuracy"]  # the difference of the means the table shows, without an interval
             return {"delta": d, "lo": d, "hi": d, "distinguishable": d != 0}
@@ -901,7 +899,7 @@ def write_training_reference(accuracies: list[str], seeds: list[int], datasets: 
         record["datasets"][ds] = {"accuracy_by_seed": [float(a["accuracy"]) for a in accs],
                                   "train_epochs": accs[0].get("train_epochs"),
                                   "test_images": accs[0].get("test_images"),
-                                  "per_image": accs[0].get("per_image"), "groups": accs[0].get("groups")}
+                                  "per_image": accs[0].get("per_image")}  # groups: the retrained model's own
     write_json(out, record)
 
 

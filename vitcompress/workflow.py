@@ -20,7 +20,7 @@ from vitcompress.data import InputAdapter, PreparedData
 from vitcompress.errors import DeviceError
 from vitcompress.io import read_json, write_json
 from vitcompress.measure import (
-    accuracy_change,
+    accuracy_change_over_seeds,
     accuracy_with_interval,
     effective_threads,
     evaluate,
@@ -350,17 +350,6 @@ def measure_speed(artifact: str, out: str, measure: dict, fp: dict, baseline: st
     write_json(out, result)
 
 
-def _over_seeds(mine: list[dict], other: list[dict] | None) -> dict | None:
-    """The accuracy change of ``mine`` against ``other``, seed by seed (the same seed's models), and over the
-    seeds (:func:`vitcompress.stats.across_seeds`); one seed: that seed's change as it is."""
-    if other is None:
-        return None
-    changes = [accuracy_change(a, b) for a, b in zip(mine, other)]
-    if any(c is None for c in changes):
-        return None
-    return changes[0] if len(changes) == 1 else across_seeds(changes)
-
-
 def row_metrics(row: dict, dataset: str, accuracy: str, speed_json: str, out: str, profile: str,
                 settings: dict | None = None, baseline_accuracy: str | None = None,
                 parent_accuracy: str | None = None, seed_accuracy: list[str] = (), seed_baseline: list[str] = (),
@@ -423,8 +412,9 @@ def row_metrics(row: dict, dataset: str, accuracy: str, speed_json: str, out: st
         "cpu_speedup_parent_ci": cpu.get("vs_parent_ci") if cpu else None,
         "gpu_speedup_parent": gpu.get("vs_parent") if gpu else None,
         "gpu_speedup_parent_ci": gpu.get("vs_parent_ci") if gpu else None,
-        "delta_first": None if base is None or baseline_accuracy == accuracy else _over_seeds(accs, bases),
-        "delta_parent": _over_seeds(accs, parents),
+        "delta_first": None if base is None or baseline_accuracy == accuracy else
+        accuracy_change_over_seeds(accs, bases),
+        "delta_parent": accuracy_change_over_seeds(accs, parents),
         "per_image": acc.get("per_image"),
         "per_image_by_seed": [a.get("per_image") for a in accs] if len(accs) > 1 else None,
         "groups": acc.get("groups"),
