@@ -4,7 +4,7 @@ import copy
 
 import pytest
 import torch
-from conftest import saved, step_ctx
+from conftest import TINY_VIT, saved, step_ctx
 
 from vitcompress.methods import build_model, get_method
 from vitcompress.methods.tome import ToMe
@@ -91,3 +91,57 @@ def test_a_merging_model_converts_to_openvino_and_quantizes_to_int8(random_vit, 
     int8 = get_method("ov_int8")().run(step_ctx({"id": "ov_int8", "method": "ov_int8", "subset_size": 16,
                                                  "verify_images": 64}, ir, digits_file))
     assert int8.meta.get("deploy_check") is not None
+
+
+@pytest.mark.parametrize("keep, r, tokens", [(0.5, 1, [4, 3, 2]), (0.3, 2, [4, 2, 1]), (0.1, 2, [4, 2, 1])])
+def test_keep_resolves_r_from_the_data_sets_token_count(random_vit, digits_file, keep, r, tokens):
+    """`keep`: the smallest r leaving at most that share of the tokens after the last block (4 tokens, 2 blocks
+    here; 0.1 asks for less than merging can reach, so r goes as far as it can), recorded as the step's r."""
+    art = ToMe().run(step_ctx({"id": "tome", "method": "tome", "keep": keep}, random_vit, digits_file))
+    assert art.meta["steps"][-1]["r"] == r and art.meta["steps"][-1]["tokens"] == tokens
+    assert art.settings()["r"] == r  # what a row label's {r} shows
+
+
+@pytest.mark.parametrize("step", [{"method": "tome"}, {"method": "tome", "r": 2, "keep": 0.5}])
+def test_exactly_one_of_r_and_keep(step):
+    from vitcompress.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="set exactly one of r .* and keep"):
+        ToMe.check_step(step, "steps.tome", {})
+
+
+def test_an_attention_with_as_many_tokens_as_heads_converts_to_openvino_right(digits_file, tmp_path):
+    """OpenVINO's CPU plugin miscomputes an attention whose token count equals its head count when compiled for
+    a static shape (docs/upstream/ov_attention_tokens_equal_heads.py): the `ov` step records it and its IR keeps
+    the batch dynamic, so the conversion check passes (4 tokens, 4 heads here; 17% of predictions moved
+    before)."""
+    import torch
+
+    from vitcompress.artifacts import Artifact
+    from vitcompress.data import PreparedData
+    from vitcompress.models import arch_for, create
+    from vitcompress.tome.vit import attention_shapes
+
+    arch = arch_for({**TINY_VIT, "kwargs": {**TINY_VIT["kwargs"], "num_heads": 4}}, PreparedData(digits_file).meta)
+    torch.manual_seed(0)
+    model = create(arch)
+    assert attention_shapes(model) == [(4, 4), (4, 4)]
+    parent = saved(Artifact(arch, model.state_dict(), [], {"steps": []}), tmp_path / "v.pt")
+    ir = get_method("ov")().run(step_ctx({"id": "ov", "method": "ov", "precision": "f32"}, parent, digits_file))
+    assert ir.meta["ov_static_shapes"] is False and ir.meta["export_check"]["agreement"] == 1.0
+    merged = apply_tome(create(arch), 1)
+    assert attention_shapes(merged) == [(4, 4), (3, 4)]
+
+
+def test_the_upstream_reproduction_still_shows_the_static_shape_attention_defect():
+    """docs/upstream/ov_attention_tokens_equal_heads.py exits 1 while OpenVINO miscomputes the attention (then
+    the `ov` step's dynamic-batch route-around is needed); when it is fixed this fails, and it can go."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "docs" / "upstream" / "ov_attention_tokens_equal_heads.py"
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1, run.stdout + run.stderr[-2000:]
+    wrong = [line for line in run.stdout.splitlines() if "<- wrong" in line]
+    assert wrong and all("tokens= 4" in w or "tokens=12" in w for w in wrong), run.stdout

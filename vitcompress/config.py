@@ -240,12 +240,15 @@ def _check_profile(raw: dict, name: str) -> None:
                 f"params.yaml: {where} is labelled fp32 ({said!r}) but its chain runs OpenVINO at precision bf16; "
                 f"rename the row (e.g. ov_bf16) or set the step's precision to f32."
             )
+        # a label may name any key of its chain's methods: one left unset (ToMe's r under `keep`) is resolved
+        # by the step and shown as the artifact recorded it
+        known = set(settings) | {k for sid in row["chain"] for k in METHODS[prof["steps"][sid]["method"]].keys}
         for key in ("model", "method"):
             for field in LABEL_FIELD.findall(row[key]):
-                if field not in settings:
+                if field not in known:
                     raise ConfigError(
                         f"params.yaml: {where}.{key} = {row[key]!r}: {{{field}}} is not a setting of a step of "
-                        f"its chain; use one of {', '.join(sorted(settings)) or '(none: the chain has no settings)'}."
+                        f"its chain; use one of {', '.join(sorted(known)) or '(none: the chain has no settings)'}."
                     )
 
 

@@ -95,6 +95,10 @@ class Method(abc.ABC):
     makes: ClassVar[str] = "float"
     accepts: ClassVar[tuple[str, ...]] = ("float", "qat")
     keys: ClassVar[dict[str, Any]] = {}  # set by register(): the Settings' keys and types
+    # How the reports group it: the family its rows are plotted and compared in (its own name if unset), and
+    # whether the model it makes has fewer parameters than its input (pruning, a smaller student).
+    family: ClassVar[str] = ""
+    shrinks: ClassVar[bool] = False
 
     # -- configuration (before any job) ----------------------------------------------------------------
     @classmethod
@@ -191,6 +195,7 @@ def register(cls: type[Method]) -> type[Method]:
     if not cls.name:
         raise TypeError(f"{cls.__qualname__} has no name")
     cls.keys = cls.Settings.keys()
+    cls.family = cls.family or cls.name  # a new method is its own family until it names one
     METHODS[cls.name] = cls
     return cls
 
@@ -250,8 +255,9 @@ class Conversion(Method):
     input_runtime = "pytorch"
 
     @classmethod
-    def converted_meta(cls, s) -> dict:
-        """What the converted artifact records besides the chain (e.g. its inference precision)."""
+    def converted_meta(cls, s, model: nn.Module) -> dict:
+        """What the converted artifact records besides the chain (e.g. its inference precision); ``model`` is
+        the PyTorch model converted."""
         return {}
 
     @classmethod
@@ -261,7 +267,7 @@ class Conversion(Method):
         rt = get_runtime(cls.runtime)
         s = cls.settings(step)
         return rt.artifact.child(parent, rt.convert(model, example), {"method": cls.name}, step,
-                                 **cls.converted_meta(s))
+                                 **cls.converted_meta(s, model))
 
     def run(self, ctx: StepContext):
         import logging

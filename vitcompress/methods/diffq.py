@@ -49,6 +49,7 @@ class DiffQSettings(QATSettings):
 @register
 class DiffQ(QATMethod):
     name = "diffq"
+    family = "quantized (PyTorch)"
     Settings = DiffQSettings
 
     @classmethod

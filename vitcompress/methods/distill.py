@@ -209,6 +209,8 @@ class DistillSettings(Settings):
 @register
 class Distill(Method):
     name = "distill"
+    family = "distilled"
+    shrinks = True
     Settings = DistillSettings
     is_root = True
 

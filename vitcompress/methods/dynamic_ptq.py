@@ -75,6 +75,7 @@ def int8_skeleton(model: nn.Module) -> nn.Module:
 @register
 class DynamicPTQ(Method):
     name = "dynamic_ptq"
+    family = "quantized (PyTorch)"
     exportable = False  # torch.ao int8 Linear layers: export the float model, then ort_int8_dynamic
     makes = "int8"  # from a float model, or a QAT one (its dequantized weights)
 

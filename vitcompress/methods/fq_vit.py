@@ -42,6 +42,7 @@ log = logging.getLogger("vitcompress")
 @register
 class FQViT(Method):
     name = "fq_vit"
+    family = "quantized (PyTorch)"
     Settings = FQViTSettings
     exportable = False  # simulated quantization (see the module docstring)
     makes, accepts = "simulated", ("float",)

@@ -24,6 +24,7 @@ class LSQSettings(QATSettings):
 @register
 class LSQ(QATMethod):
     name = "lsq"
+    family = "quantized (PyTorch)"
     Settings = LSQSettings
 
     @classmethod

@@ -99,6 +99,7 @@ class NystromSettings(Settings):
 @register
 class Nystrom(Method):
     name = "nystrom"
+    family = "low-rank"
     Settings = NystromSettings
 
     @classmethod

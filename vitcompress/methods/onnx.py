@@ -17,4 +17,5 @@ from vitcompress.runtimes.onnxruntime import RUNTIME
 @register
 class OnnxExport(Conversion):
     name = "onnx"
+    family = "ONNX Runtime"
     runtime = RUNTIME

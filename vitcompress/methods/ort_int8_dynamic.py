@@ -42,6 +42,7 @@ def _child(parent: OnnxArtifact, step: dict, s: OrtDynamicSettings) -> OnnxArtif
 @register
 class OrtDynamic(RuntimeQuantizer):
     name = "ort_int8_dynamic"
+    family = "ONNX Runtime"
     Settings = OrtDynamicSettings
     runtime = input_runtime = RUNTIME
 

@@ -51,6 +51,7 @@ def _child(parent: OnnxArtifact, step: dict, s: OrtStaticSettings, images) -> On
 @register
 class OrtStatic(RuntimeQuantizer):
     name = "ort_int8_static"
+    family = "ONNX Runtime"
     Settings = OrtStaticSettings
     runtime = input_runtime = RUNTIME
     calibration_key = "calib_images"

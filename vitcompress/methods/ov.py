@@ -28,9 +28,15 @@ class OvSettings(Precision, ConversionSettings):
 @register
 class OvConvert(Conversion):
     name = "ov"
+    family = "OpenVINO"
     Settings = OvSettings
     runtime = RUNTIME
 
     @classmethod
-    def converted_meta(cls, s: OvSettings) -> dict:
-        return {"ov_precision": s.precision, "ov_int8": False}
+    def converted_meta(cls, s: OvSettings, model) -> dict:
+        from vitcompress.tome.vit import attention_shapes
+
+        # The CPU plugin miscomputes an attention whose token count equals its head count when compiled for a
+        # static shape (docs/upstream/ov_attention_tokens_equal_heads.py): such an IR keeps its batch dynamic.
+        static = not any(tokens == heads for tokens, heads in attention_shapes(model))
+        return {"ov_precision": s.precision, "ov_int8": False, "ov_static_shapes": static}

@@ -75,6 +75,7 @@ def _child(parent: OvArtifact, step: dict, s: OvInt8Settings, images) -> OvArtif
 @register
 class OvInt8(RuntimeQuantizer):
     name = "ov_int8"
+    family = "OpenVINO"
     Settings = OvInt8Settings
     runtime = input_runtime = RUNTIME
     calibration_key = "subset_size"

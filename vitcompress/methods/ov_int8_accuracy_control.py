@@ -75,6 +75,7 @@ def _child(parent: OvArtifact, step: dict, s: OvAccuracyControlSettings, images:
 @register
 class OvAccuracyControl(RuntimeQuantizer):
     name = "ov_int8_accuracy_control"
+    family = "OpenVINO"
     Settings = OvAccuracyControlSettings
     runtime = input_runtime = RUNTIME
     calibration_key = "subset_size"

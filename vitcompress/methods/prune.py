@@ -70,6 +70,8 @@ class PruneSettings(Settings):
 @register
 class Prune(Method):
     name = "prune"
+    family = "pruned (VTP)"
+    shrinks = True
     Settings = PruneSettings
 
     check_model = staticmethod(check_prunable)  # every block a plain timm ViT block

@@ -74,6 +74,7 @@ class PruneGatesSettings(Settings):
 @register
 class PruneGates(Method):
     name = "prune_gates"
+    family = "pruned (VTP)"
     Settings = PruneGatesSettings
 
     check_model = staticmethod(check_prunable)  # every block a plain timm ViT block

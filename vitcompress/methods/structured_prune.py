@@ -129,6 +129,8 @@ def restructure_blocks(model: nn.Module, shapes: list[dict]) -> nn.Module:
 @register
 class StructuredPrune(Method):
     name = "structured_prune"
+    family = "pruned (torch-pruning)"
+    shrinks = True
     Settings = StructuredPruneSettings
 
     check_model = staticmethod(check_prunable)  # every block a plain timm ViT block

@@ -2,7 +2,8 @@
 remedies the study proposes (its section 4.2, "input patch reduction ... as opposed to direct weight pruning").
 
 Every block merges up to ``r`` tokens between its attention and its MLP by bipartite soft matching on the
-keys' similarity (:mod:`vitcompress.tome.merge`), size-weighted, with proportional attention
+keys' similarity (or, with ``keep``, the smallest ``r`` that leaves at most that share of the data set's tokens
+after the last block: one strength across inputs of different token counts) (:mod:`vitcompress.tome.merge`), size-weighted, with proportional attention
 (``proportional_attention``) and size-weighted average pooling; the class token is never merged
 (:mod:`vitcompress.tome.vit`). The weights are the parent's (optionally fine-tuned for ``epochs``); the record
 holds ``r`` and the tokens entering each block, and an artifact rebuilds the same model from it.
@@ -12,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vitcompress.artifacts import Artifact
+from vitcompress.errors import ConfigError
 from vitcompress.methods.base import Method, StepContext, Untrained, build_model, register
 from vitcompress.settings import Settings, setting
 from vitcompress.tome.merge import schedule
@@ -21,20 +23,41 @@ from vitcompress.train import summary
 
 @dataclass(frozen=True, kw_only=True)
 class ToMeSettings(Settings):
-    r: int = setting(low=0, help="tokens merged in every block (fewer where fewer are left to merge)")
+    r: int | None = setting(None, low=0, help="tokens merged in every block (fewer where fewer are left to merge)")
+    keep: float | None = setting(None, low=0, low_open=True, high=1,
+                                 help="instead of r: the share of tokens left after the last block; r is the smallest "
+                                      "that leaves at most this many (on each data set's token count)")
     proportional_attention: bool = setting(True, help="add log(token size) to the attention logits (ToMe's Eq. 1)")
     epochs: int = setting(0, low=0, help="fine-tuning epochs with merging on (0: training-free)")
 
+    def check(self, where):
+        if (self.r is None) == (self.keep is None):
+            raise ConfigError(f"params.yaml: {where}: set exactly one of r (tokens merged per block) and keep (the "
+                              f"share of tokens left after the last block); got r = {self.r}, keep = {self.keep}.")
 
-def _spec(model, s: ToMeSettings) -> dict:
+
+def resolve_r(model, s: ToMeSettings) -> int:
+    """The ``r`` a step merges with on ``model``: its own, or the smallest that leaves at most ``keep`` of the
+    model's tokens (prefix tokens included) after the last block."""
+    if s.r is not None:
+        return s.r
+    protected = model.num_prefix_tokens
+    tokens, depth = model.patch_embed.num_patches + protected, len(model.blocks)
+    left = [schedule(tokens, depth, r, protected)[-1] for r in range(tokens + 1)]
+    target = s.keep * tokens if min(left) <= s.keep * tokens else min(left)  # past what merging reaches: its most
+    return next(r for r, n in enumerate(left) if n <= target)
+
+
+def _spec(model, s: ToMeSettings, r: int) -> dict:
     tokens = model.patch_embed.num_patches + model.num_prefix_tokens
-    return {"method": "tome", "r": s.r, "proportional_attention": s.proportional_attention,
-            "tokens": schedule(tokens, len(model.blocks), s.r, model.num_prefix_tokens)}
+    return {"method": "tome", "r": r, "proportional_attention": s.proportional_attention,
+            "tokens": schedule(tokens, len(model.blocks), r, model.num_prefix_tokens)}
 
 
 @register
 class ToMe(Method):
     name = "tome"
+    family = "token merging"
     Settings = ToMeSettings
 
     @staticmethod
@@ -43,10 +66,12 @@ class ToMe(Method):
 
     def run(self, ctx: StepContext) -> Artifact:
         s = self.settings(ctx.step)
-        model = apply_tome(build_model(ctx.parent), s.r, s.proportional_attention)
+        model = build_model(ctx.parent)
+        r = resolve_r(model, s)
+        model = apply_tome(model, r, s.proportional_attention)
         history = self.finetune(model, ctx, s.epochs, ctx.parent.arch["kwargs"]["img_size"])
-        spec = _spec(model, s)
-        steps = ctx.parent.meta.get("steps", []) + [{"id": ctx.step["id"], "method": self.name, "r": s.r,
+        spec = _spec(model, s, r)
+        steps = ctx.parent.meta.get("steps", []) + [{"id": ctx.step["id"], "method": self.name, "r": r,
                                                      "tokens": spec["tokens"], "training": summary(history)}]
         return Artifact(ctx.parent.arch, model.cpu().state_dict(), list(ctx.parent.transforms) + [spec],
                         {**ctx.parent.meta, "steps": steps})
@@ -58,5 +83,6 @@ class ToMe(Method):
     @classmethod
     def untrained(cls, model, step):
         s = cls.settings(step)
-        model = apply_tome(model, s.r, s.proportional_attention)
-        return Untrained(model, _spec(model, s))
+        r = resolve_r(model, s)
+        model = apply_tome(model, r, s.proportional_attention)
+        return Untrained(model, _spec(model, s, r))

@@ -15,6 +15,7 @@ from vitcompress.train import fit, summary
 @register
 class Train(Method):
     name = "train"
+    family = "trained"
     is_root = True
 
     @classmethod

@@ -82,15 +82,16 @@ def core():
 class OvModule(nn.Module):
     """An OpenVINO CPU model as a module: ``forward(x: Tensor) -> Tensor`` (float logits).
 
-    It is compiled for each input shape it meets (static shapes: what a deployment compiles), with as many
-    inference threads as PyTorch has (one stream) and the ``precision`` asked for as the inference
-    precision hint, which the compiled model must report back."""
+    It is compiled for each input shape it meets (static shapes: what a deployment compiles; ``static=False``:
+    the batch left dynamic, for an IR the plugin miscomputes at static shapes), with as many inference threads
+    as PyTorch has (one stream) and the ``precision`` asked for as the inference precision hint, which the
+    compiled model must report back."""
 
-    def __init__(self, path: str | Path, precision: str = "f32", simulate: bool = False):
+    def __init__(self, path: str | Path, precision: str = "f32", simulate: bool = False, static: bool = True):
         super().__init__()
         if precision not in PRECISIONS:
             raise ValueError(f"precision = {precision!r}: use one of {', '.join(PRECISIONS)}")
-        self.path, self.precision, self.simulate = str(path), precision, simulate
+        self.path, self.precision, self.simulate, self.static = str(path), precision, simulate, static
         self._requests: dict = {}
         self._threads = None
 
@@ -102,7 +103,7 @@ class OvModule(nn.Module):
             self._threads = threads
         if shape not in self._requests:
             model = core().read_model(self.path)
-            model.reshape({model.inputs[0]: ov().PartialShape(list(shape))})
+            model.reshape({model.inputs[0]: ov().PartialShape(list(shape) if self.static else [-1, *shape[1:]])})
             config = {"INFERENCE_PRECISION_HINT": self.precision, "INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1,
                       "PERFORMANCE_HINT": "LATENCY"}
             if self.simulate:  # the quantization's own math in f32: no int8 kernel, no dynamic quantization
@@ -192,7 +193,7 @@ class OpenVINO(Runtime):
 
     @classmethod
     def module(cls, path, meta):
-        return OvModule(path, meta.get("ov_precision", "f32"))
+        return OvModule(path, meta.get("ov_precision", "f32"), static=meta.get("ov_static_shapes", True))
 
     @classmethod
     def simulation(cls, path, meta):
@@ -200,7 +201,7 @@ class OpenVINO(Runtime):
         without any (nothing quantized to simulate)."""
         if not any(op.get_type_name() == "FakeQuantize" for op in core().read_model(str(path)).get_ordered_ops()):
             return None
-        return OvModule(path, meta.get("ov_precision", "f32"), simulate=True)
+        return OvModule(path, meta.get("ov_precision", "f32"), simulate=True, static=meta.get("ov_static_shapes", True))
 
     @classmethod
     def describe(cls, meta: dict) -> str:

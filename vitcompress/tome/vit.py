@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.models.vision_transformer import Block, VisionTransformer
 
-from vitcompress.tome.merge import bipartite_soft_matching, merge_wavg
+from vitcompress.tome.merge import bipartite_soft_matching, merge_wavg, schedule
 
 
 class ToMeBlock(Block):
@@ -87,3 +87,18 @@ def apply_tome(model: nn.Module, r: int, prop_attn: bool = True) -> nn.Module:
         b.tome_r, b.tome_prop_attn = int(r), bool(prop_attn)
         b.tome_class_token = bool(model.cls_token is not None)
     return model
+
+
+def attention_shapes(model: nn.Module) -> list[tuple[int, int]]:
+    """(tokens, heads) of each block's attention in a timm ViT, plain or merging (ToMe's schedule); empty for
+    another model. A runtime that compiles attention for fixed shapes may need to know (see
+    ``docs/upstream/ov_attention_tokens_equal_heads.py``)."""
+    if not isinstance(model, VisionTransformer) or getattr(model, "patch_embed", None) is None:
+        return []
+    p = model.num_prefix_tokens
+    tokens = model.patch_embed.num_patches + p
+    rs = [getattr(b, "tome_r", 0) for b in model.blocks]
+    counts = [tokens]
+    for r in rs:
+        counts.append(schedule(counts[-1], 1, r, p)[-1])
+    return [(n, getattr(b.attn, "num_heads", 0)) for n, b in zip(counts, model.blocks)]
