@@ -10,6 +10,7 @@ from snakemake.exceptions import WorkflowError
 from vitcompress.config import CHAIN_SEP, VARIANTS, ConfigError, resolve, split_chain, variant_step
 from vitcompress.errors import DeviceError
 from vitcompress.preflight import preflight
+from vitcompress.report.cells import write_jobs, write_metrics
 from vitcompress.workflow import (bench_spec, fq_vit_ablation, job, job_priority, measure_speed, resolve_device,
                                   row_metrics, run_step, slots_for)
 
@@ -181,7 +182,7 @@ def row_kwargs(input, output, params, wildcards):
     return dict(row=params.row, dataset=wildcards.dataset, accuracy=input.accuracy, speed_json=input.speed,
                 out=output[0], profile=params.profile, settings=params.settings, baseline_accuracy=input.baseline,
                 parent_accuracy=input.parent or None, seed_accuracy=list(input.seed_accuracy),
-                seed_baseline=list(input.seed_baseline), seed_parent=list(input.seed_parent))
+                seed_baseline=list(input.seed_baseline), seed_parent=list(input.seed_parent), methods=params.methods)
 
 
 def row_file(dataset, row):
@@ -200,11 +201,11 @@ STEP_PARAMS = dict(step=step_params, device=config.get("device", "auto"), seed=s
 # beside its own model, for a side-by-side speed-up.
 BASELINE_CHAIN = CHAIN_SEP.join(P.rows[0]["chain"])
 ROW_FILES = [row_file(d, r["id"]) for d in P.datasets for r in P.rows]
+METRICS_CSV = "reports/metrics.csv"
 METRICS_DIR = "reports/metrics"  # one file a cell: `dvc metrics show` prints a row each
-METRIC_FILES = [f"{METRICS_DIR}/{d}/{r['id']}.json" for d in P.datasets for r in P.rows]
 SUMMARY_FILE = "reports/summary.json"  # per data set: the first row's accuracy, each row's change and speed-up
-REPORT_FILES = ["reports/tables.md", "reports/tables.tex", "reports/metrics.csv", METRIC_FILES,
-                "reports/jobs.csv", SUMMARY_FILE]
+JOBS_FILE = "reports/jobs.csv"
+TABLE_FILES = ["reports/tables.md", "reports/tables.tex"]
 # Wall time and peak memory (max RSS) of every training/compression job, as its worker measured them.
 STEP_RESOURCES = [f"{LOGS}/{d}{seed_tag(s)}/{c}/step.resources.tsv" for s in SEEDS for d in P.datasets
                   for c in P.chains()]
@@ -241,4 +242,5 @@ HARDWARE_FILES = ["reports/hardware.md", "reports/hardware.csv", "reports/hardwa
 def get_final_output():
     """Everything the default target builds: the tables, the metrics, the figures, the timings of every
     machine side by side, and the attention scaling benchmark's table when the profile has one."""
-    return REPORT_FILES + HARDWARE_FILES + (["reports/attention_scaling.csv"] if "scaling" in P.raw else [])
+    return (TABLE_FILES + [METRICS_CSV, METRICS_DIR, SUMMARY_FILE, JOBS_FILE] + FIGURES + HARDWARE_FILES
+            + (["reports/attention_scaling.csv"] if "scaling" in P.raw else []))

@@ -36,6 +36,7 @@ rule row_metrics:
     params:
         row=lambda wc: P.row(wc.row),
         settings=lambda wc: P.row_settings(wc.row),
+        methods=lambda wc: [P.steps[s]["method"] for s in P.row(wc.row)["chain"]],
         profile=PROFILE,
     log:
         f"{LOGS}/{{dataset}}/rows/{{row}}.log",
@@ -105,3 +106,31 @@ rule attention_scaling:
         CONDA_ENV
     script:
         "../scripts/attention_scaling.py"
+
+
+rule fq_vit_ablation:
+    """FQ-ViT's two tricks on and off under one calibration, and the study's Figure 1, per data set."""
+    input:
+        model=lambda wc: f"{RESULTS}/{wc.dataset}/{parent_chain(wc.chain)}/model.pt",
+        data=DATA,
+    output:
+        md="reports/fq_vit_ablation_{dataset}_{chain}.md",
+        csv=report("reports/fq_vit_ablation_{dataset}_{chain}.csv", caption="captions/fq_vit_ablation.rst",
+                   category="FQ-ViT", subcategory="{dataset}"),
+        figure=report("reports/figures/fq_vit_{dataset}_{chain}.png", caption="captions/fq_vit.rst",
+                      category="FQ-ViT", subcategory="{dataset}"),
+    params:
+        step=lambda wc: P.step_cfg(split_chain(wc.chain)[-1], wc.dataset),
+        device=config.get("device", "auto"),
+        seed=P.seed,
+        eval_batch_size=P.measure["eval_batch_size"],
+        threads=STEP_THREADS,
+    log:
+        f"{LOGS}/{{dataset}}/{{chain}}/fq_vit_ablation.log",
+    threads: STEP_SLOTS
+    resources:
+        gpu=GPU_JOB,
+    run:
+        job(fq_vit_ablation, log[0], threads=params.threads, device=params.device, parent=input.model,
+            data_file=input.data, step=params.step, csv=output.csv, md=output.md, figure=output.figure,
+            dataset=wildcards.dataset, seed=params.seed, eval_batch_size=params.eval_batch_size)

@@ -1,31 +1,62 @@
-# The study's tables, one per data set, from every (dataset, row) metrics JSON.
+# The run's outputs from every (dataset, row) metrics JSON: tables, metrics, figures, machines side by side.
 
 
-rule report:
+rule jobs:
+    """Wall time and peak memory of every training and compression job, as its worker measured them."""
+    input:
+        STEP_RESOURCES,
+    output:
+        report(JOBS_FILE, caption="captions/jobs.rst", category="Tables"),
+    log:
+        f"{LOGS}/jobs.log",
+    localrule: True
+    run:
+        job(write_jobs, log[0], pool=None, files=list(input), out=output[0])
+
+
+rule metrics:
+    """metrics.csv (a line per cell), one DVC metrics file per cell (`dvc metrics show`), and the summary
+    `dvc exp show` compares experiments by."""
+    input:
+        ROW_FILES,
+    output:
+        csv=report(METRICS_CSV, caption="captions/metrics.rst", category="Tables"),
+        cells=directory(METRICS_DIR),  # the folder is the output: no other run's cell stays in it
+        summary=SUMMARY_FILE,
+    params:
+        profile=PROFILE,
+        datasets=P.datasets,
+        rows=[r["id"] for r in P.rows],
+    log:
+        f"{LOGS}/metrics.log",
+    localrule: True
+    run:
+        job(write_metrics, log[0], pool=None, files=list(input), profile=params.profile, datasets=params.datasets,
+            rows=params.rows, csv=output.csv, metrics_dir=output.cells, summary=output.summary)
+
+
+rule tables:
+    """The study's tables, one per data set (Markdown, LaTeX), the run beside the study, its findings. The
+    figures are linked by path: the tables do not wait for them."""
     input:
         rows=ROW_FILES,
-        figures=FIGURES,
-        benchmarks=STEP_RESOURCES,
+        jobs=JOBS_FILE,
     output:
-        md=report(REPORT_FILES[0], caption="captions/tables.rst", category="Tables"),
-        tex=REPORT_FILES[1],
-        csv=report(REPORT_FILES[2], caption="captions/metrics.rst", category="Tables"),
-        metrics=REPORT_FILES[3],
-        jobs=report(REPORT_FILES[4], caption="captions/jobs.rst", category="Tables"),
-        summary=SUMMARY_FILE,  # what `dvc exp show` compares experiments by
+        md=report(TABLE_FILES[0], caption="captions/tables.rst", category="Tables"),
+        tex=TABLE_FILES[1],
     params:
         profile=PROFILE,
         datasets=P.datasets,
         rows=[r["id"] for r in P.rows],
         study_rows={r["id"]: r["study_row"] for r in P.rows if "study_row" in r},
-        metrics_dir=lambda wc, output: str(Path(output.metrics[0]).parents[1]),  # reports/metrics
+        figures=FIGURES,
     log:
-        f"{LOGS}/report.log",
+        f"{LOGS}/tables.log",
     localrule: True
     conda:
         CONDA_ENV
     script:
-        "../scripts/report.py"
+        "../scripts/tables.py"
 
 
 rule tradeoff_figure:
@@ -61,34 +92,6 @@ rule prune_figure:
         CONDA_ENV
     script:
         "../scripts/prune_figure.py"
-
-
-rule fq_vit_ablation:
-    """FQ-ViT's two tricks on and off under one calibration, and the study's Figure 1, per data set."""
-    input:
-        model=lambda wc: f"{RESULTS}/{wc.dataset}/{parent_chain(wc.chain)}/model.pt",
-        data=DATA,
-    output:
-        md="reports/fq_vit_ablation_{dataset}_{chain}.md",
-        csv=report("reports/fq_vit_ablation_{dataset}_{chain}.csv", caption="captions/fq_vit_ablation.rst",
-                   category="FQ-ViT", subcategory="{dataset}"),
-        figure=report("reports/figures/fq_vit_{dataset}_{chain}.png", caption="captions/fq_vit.rst",
-                      category="FQ-ViT", subcategory="{dataset}"),
-    params:
-        step=lambda wc: P.step_cfg(split_chain(wc.chain)[-1], wc.dataset),
-        device=config.get("device", "auto"),
-        seed=P.seed,
-        eval_batch_size=P.measure["eval_batch_size"],
-        threads=STEP_THREADS,
-    log:
-        f"{LOGS}/{{dataset}}/{{chain}}/fq_vit_ablation.log",
-    threads: STEP_SLOTS
-    resources:
-        gpu=GPU_JOB,
-    run:
-        job(fq_vit_ablation, log[0], threads=params.threads, device=params.device, parent=input.model,
-            data_file=input.data, step=params.step, csv=output.csv, md=output.md, figure=output.figure,
-            dataset=wildcards.dataset, seed=params.seed, eval_batch_size=params.eval_batch_size)
 
 
 rule hardware:

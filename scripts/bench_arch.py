@@ -1,5 +1,5 @@
 """Snakemake entry point: the architecture benchmark table."""
-from vitcompress.report import render_bench
+from vitcompress.report.tables import render_bench
 from vitcompress.workflow import logging_to
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)

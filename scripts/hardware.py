@@ -1,5 +1,5 @@
 """Snakemake entry point: every row's speed-up on every machine whose timings are present, side by side."""
-from vitcompress.report import render_hardware
+from vitcompress.report.tables import render_hardware
 from vitcompress.workflow import logging_to
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)

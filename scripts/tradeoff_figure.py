@@ -1,5 +1,5 @@
 """Snakemake entry point: accuracy vs CPU speed-up and vs size, Pareto front marked, for one data set."""
-from vitcompress.report import tradeoff_figure
+from vitcompress.report.figures import tradeoff_figure
 from vitcompress.workflow import logging_to
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)

@@ -1,5 +1,5 @@
-"""Snakemake entry point: the training check's table (vitcompress.report.render_training_check)."""
-from vitcompress.report import render_training_check
+"""Snakemake entry point: the training check's table (vitcompress.report.tables.render_training_check)."""
+from vitcompress.report.tables import render_training_check
 from vitcompress.workflow import logging_to
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)

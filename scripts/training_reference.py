@@ -1,5 +1,5 @@
-"""Snakemake entry point: the first row's training under every seed (vitcompress.report.write_training_reference)."""
-from vitcompress.report import write_training_reference
+"""Snakemake entry point: the first row's training under every seed (vitcompress.report.reference.write_training_reference)."""
+from vitcompress.report.reference import write_training_reference
 from vitcompress.workflow import logging_to
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)

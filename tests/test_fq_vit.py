@@ -106,12 +106,19 @@ def test_ablation_reports_all_variants_and_matches_the_row(random_vit, digits_fi
     from vitcompress.fqvit.ablation import ablation
 
     s = FQViTSettings(calib_images=128, calib_batch_size=64)
-    rows = ablation(lambda: build_model(random_vit), random_vit.arch["kwargs"]["img_size"], str(digits_file), s,
-                    csv=str(tmp_path / "a.csv"),
-                    md=str(tmp_path / "a.md"), figure=str(tmp_path / "fig.png"), dataset="digits")
+    from vitcompress.report.tables import render_fq_vit_ablation
+
+    result = ablation(lambda: build_model(random_vit), random_vit.arch["kwargs"]["img_size"], str(digits_file), s,
+                      figure=str(tmp_path / "fig.png"), dataset="digits")
+    rows = result["rows"]
     assert [r["variant"] for r in rows][-1] == "PTF + LIS (FQ-ViT)" and len(rows) == 5
     assert (tmp_path / "fig.png").stat().st_size > 10_000
+    render_fq_vit_ablation(result, s, "digits", csv=str(tmp_path / "a.csv"), md=str(tmp_path / "a.md"))
     assert (tmp_path / "a.csv").read_text().count("\n") == 6
+    md = (tmp_path / "a.md").read_text()
+    change = rows[-1]["accuracy"] - rows[0]["accuracy"]
+    assert f"| PTF + LIS (FQ-ViT) | {rows[-1]['accuracy']:.2f} | " in md and "| float (no quantization) |" in md
+    assert ("−" if change < -0.005 else "") + f"{abs(change):.2f}" in md and "| ViT-B | 84.53 |" in md
     data = PreparedData(digits_file)
     adapter = InputAdapter(data.meta, random_vit.arch["kwargs"]["img_size"])
     row_acc = evaluate(build_model(run_fq(random_vit, digits_file)), data.loader("test", 512), adapter)["top1"]

@@ -23,9 +23,8 @@ def test_a_non_editable_install_renders_the_tables(tmp_path):
              _cell(tmp_path, "digits", "lsq", profile="demo", chain=["vit", "lsq"], accuracy=96.0)]
     script = ("import sys, vitcompress\n"
               "assert vitcompress.__file__.startswith(sys.argv[1]), vitcompress.__file__\n"
-              "from vitcompress.report import render_tables\n"
-              "render_tables(sys.argv[2:], 'demo', ['digits'], ['vanilla', 'lsq'], md='t.md', tex='t.tex', csv='t.csv',"
-              " metrics_dir='metrics')\n")
+              "from vitcompress.report.tables import render_tables\n"
+              "render_tables(sys.argv[2:], 'demo', ['digits'], ['vanilla', 'lsq'], md='t.md', tex='t.tex')\n")
     env = {**os.environ, "PYTHONPATH": str(site)}
     subprocess.run([sys.executable, "-c", script, str(site), *files], cwd=tmp_path, env=env, check=True,
                    capture_output=True, timeout=300)

@@ -97,7 +97,7 @@ def test_the_upstream_reproduction_still_shows_the_attention_saturation(non_vnni
 
 def test_the_cpu_class_and_the_row_to_ship_on_it():
     from vitcompress.measure import cpu_class
-    from vitcompress.report import to_ship
+    from vitcompress.report.findings import to_ship
 
     assert cpu_class(["avx2"], "x86_64") == "AVX2 only (no VNNI)"
     assert cpu_class(["avx2", "avx512f", "avx512_vnni"], "x86_64") == "AVX-512 VNNI"

@@ -6,18 +6,11 @@ import pandas as pd
 import pytest
 
 from vitcompress.io import write_json
-from vitcompress.report import (
-    CSV_COLUMNS,
-    build_frame,
-    fmt,
-    fmt_speed,
-    pareto_front,
-    published,
-    render_tables,
-    study_findings,
-    tex,
-    tradeoff_figure,
-)
+from vitcompress.report.cells import CSV_COLUMNS, build_frame, published, write_jobs, write_metrics
+from vitcompress.report.figures import pareto_front, place_labels, tradeoff_figure
+from vitcompress.report.findings import deploy_targets, study_findings
+from vitcompress.report.format import fmt, fmt_speed, tex
+from vitcompress.report.tables import render_tables
 
 FP = {"cpu": "Test CPU", "cpu_threads": 2, "gpu": None, "torch": "x", "timm": "y"}
 
@@ -34,11 +27,12 @@ def _cell(tmp_path, dataset, row, **over):
     return str(path)
 
 
-def _render(tmp_path, files, profile, datasets, rows, **kw):
+def _render(tmp_path, files, profile, datasets, rows, summary=None, **kw):
+    """What the workflow's `metrics` and `tables` rules write from the same cells."""
     out = {k: tmp_path / f"out.{k}" for k in ("md", "tex", "csv")}
     out["metrics"] = tmp_path / "metrics"
-    render_tables(files, profile, datasets, rows, md=out["md"], tex=out["tex"], csv=out["csv"],
-                  metrics_dir=out["metrics"], **kw)
+    write_metrics(files, profile, datasets, rows, csv=out["csv"], metrics_dir=out["metrics"], summary=summary)
+    render_tables(files, profile, datasets, rows, md=out["md"], tex=out["tex"], **kw)
     return out
 
 
@@ -46,11 +40,9 @@ def test_tables_keep_row_order_print_dashes_and_published_figures(tmp_path):
     files = [_cell(tmp_path, "cifar10", "dynamic_ptq", accuracy=88.0, cpu_speed=None),
              _cell(tmp_path, "cifar10", "vanilla", accuracy=91.25),
              _cell(tmp_path, "cifar100", "vanilla", top5=99.0)]
-    stale = tmp_path / "metrics" / "digits" / "vanilla.json"  # a cell of another profile's earlier run
-    stale.parent.mkdir(parents=True)
-    stale.write_text("{}")
     out = _render(tmp_path, files, "paper", ["cifar10", "cifar100"], ["vanilla", "dynamic_ptq"])
-    assert not stale.exists()
+    assert sorted(p.relative_to(out["metrics"]).as_posix() for p in out["metrics"].rglob("*.json")) == \
+        ["cifar10/dynamic_ptq.json", "cifar10/vanilla.json", "cifar100/vanilla.json"]  # a file a cell, no other
     md = out["md"].read_text()
     assert md.index("## CIFAR-10") < md.index("## CIFAR-100")
     c10 = md[md.index("## CIFAR-10"):md.index("## CIFAR-100")]
@@ -216,18 +208,22 @@ def test_library_pruning_is_judged_against_vtp_at_the_same_ratio(tmp_path, vtp_w
 
 
 def test_token_merging_is_judged_against_the_pruning_row_nearest_its_speedup(tmp_path):
-    """ToMe at 1.5x beside the pruning row timed nearest (1.4x, not 1.1x): 20 images better of 2000 holds."""
+    """ToMe at 1.5x beside the pruning row timed nearest (1.4x, not 1.1x): 20 images better of 2000 holds. Rows
+    are told by their methods, not their ids: a merging row named anything takes part, its OpenVINO deployment
+    (last step: ov_int8) and the study-scoring pruning row do not."""
     n = 2000
-    cells = {"vanilla": ([], 1.0), "prune_0.1": ([], 1.1), "prune_0.2": (list(range(20)), 1.4),
-             "tome_1": ([], 1.5)}
+    cells = {"vanilla": ([], 1.0, ["train"]), "prune_0.1": ([], 1.1, ["train", "prune_gates", "prune"]),
+             "prune_0.2": (list(range(20)), 1.4, ["train", "prune_gates", "prune"]),
+             "prune_0.2_study": (list(range(40)), 1.5, ["train", "prune_gates", "prune"]),
+             "merge_r4": ([], 1.5, ["train", "tome"]), "merge_r4+ov_int8": ([], 3.0, ["train", "tome", "ov", "ov_int8"])}
     files = [_cell(tmp_path, "digits", row, profile="demo", accuracy=100.0 * (n - len(w)) / n, test_images=n,
-                   chain=["vit"] if row == "vanilla" else ["vit", row], cpu_speedup=sp,
-                   per_image={"n": n, "top1": _right(n, w), "top5": None}) for row, (w, sp) in cells.items()]
+                   chain=["vit"] if row == "vanilla" else ["vit", row], cpu_speedup=sp, chain_methods=methods,
+                   per_image={"n": n, "top1": _right(n, w), "top5": None}) for row, (w, sp, methods) in cells.items()]
     df = build_frame(files, "demo", list(cells))
     found = {f["finding"]: f for f in study_findings(df, ["digits"], list(cells))}
     tome = next(f for name, f in found.items() if name.startswith("token merging"))
     assert tome["verdict"]["digits"] == "holds"
-    assert tome["measured"]["digits"].startswith("tome_1 − prune_0.2 +1.00 (") and "1.50x vs 1.40x" in \
+    assert tome["measured"]["digits"].startswith("merge_r4 − prune_0.2 +1.00 (") and "1.50x vs 1.40x" in \
         tome["measured"]["digits"]
 
 
@@ -309,8 +305,9 @@ def test_job_resources_from_snakemake_benchmarks(tmp_path):
         f.parent.mkdir(parents=True)
         f.write_text(header + f"{secs}\t0:00:30\t{rss}\t1\t1\t1\t0\t0\t90\t29\n")
         bench.append(str(f))
+    write_jobs(bench, str(tmp_path / "jobs.csv"))
     out = _render(tmp_path, [_cell(tmp_path, "digits", "vanilla")], "demo", ["digits"], ["vanilla"],
-                  benchmarks=bench, jobs_csv=str(tmp_path / "jobs.csv"))
+                  jobs_csv=str(tmp_path / "jobs.csv"))
     jobs = pd.read_csv(tmp_path / "jobs.csv")
     assert list(jobs["chain"]) == ["vit", "vit+lsq"] and list(jobs["max_rss_mb"]) == [900.0, 1200.5]
     md = out["md"].read_text()
@@ -327,8 +324,6 @@ def _bench_record(row, speedup, size, flags, timm="vit_base_patch16_224"):
     (["avx2"], ">= 2x (CPU with avx2)", True),
 ])
 def test_deployment_targets_follow_the_cpu_instruction_sets(flags, target, met):
-    from vitcompress.report import deploy_targets
-
     records = [_bench_record("vanilla", 1.0, 327.0, flags), _bench_record("ort_fp32", 0.9, 327.5, flags),
                _bench_record("ort_int8_static", 2.5, 84.0, flags)]
     out = {(t["row"], t["what"]): t for t in deploy_targets(records, ["train", "onnx", "ort_int8_static"])}
@@ -343,8 +338,6 @@ def test_deployment_targets_follow_the_cpu_instruction_sets(flags, target, met):
 def test_openvino_targets_compare_rows_of_the_same_run():
     """OpenVINO int8 of the first row's model over ORT static int8 (ratio of their speed-ups), and the best
     pruned or distilled chain through OpenVINO int8 over PyTorch fp32, on a VNNI CPU."""
-    from vitcompress.report import deploy_targets
-
     flags = ["avx2", "avx512_vnni"]
     rows = [("vanilla", 1.0, 327.0, ["vit"], "train"), ("ort_int8_static", 3.5, 84.0, ["vit", "onnx", "s8"], "ort_int8_static"),
             ("ov_int8", 4.5, 86.0, ["vit", "ov", "q"], "ov_int8"),
@@ -367,8 +360,6 @@ def test_openvino_targets_compare_rows_of_the_same_run():
 
 
 def test_deployment_targets_are_for_vit_b_only():
-    from vitcompress.report import deploy_targets
-
     records = [_bench_record("vanilla", 1.0, 1.0, ["avx2"], timm="vit_small_patch16_224"),
                _bench_record("ort_int8_static", 1.4, 0.3, ["avx2"], timm="vit_small_patch16_224")]
     assert deploy_targets(records, ["train", "ort_int8_static"]) == []
@@ -382,14 +373,12 @@ def test_crowded_points_get_labels_that_do_not_overlap():
     import matplotlib.pyplot as plt
     from matplotlib.text import Annotation, Text
 
-    from vitcompress.report import _place_labels
-
     fig, ax = plt.subplots(figsize=(5, 4))
     pts = [(1.0 + 0.01 * i, 96.0 + 0.05 * (i % 3), str(i + 1)) for i in range(12)] + [(3.0, 50.0, "13")]
     ax.scatter([p[0] for p in pts], [p[1] for p in pts])
     ax.set_xlim(0.5, 4)
     ax.set_ylim(40, 100)
-    _place_labels(ax, pts)
+    place_labels(ax, pts)
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
     boxes = [Text.get_window_extent(a, renderer) for a in ax.get_children() if isinstance(a, Annotation)]  # text only
@@ -400,8 +389,6 @@ def test_crowded_points_get_labels_that_do_not_overlap():
 
 
 def test_the_tradeoff_figure_draws_every_row_with_its_intervals(tmp_path):
-    from vitcompress.report import tradeoff_figure
-
     files = [_cell(tmp_path, "digits", r, profile="demo", accuracy=a, cpu_speedup=s, size_mb=m, chain=["vit"],
                    delta_first={"delta": a - 97, "lo": a - 98, "hi": a - 96, "distinguishable": True},
                    cpu_speedup_ci=[s * 0.95, s * 1.05])

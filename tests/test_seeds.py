@@ -118,7 +118,8 @@ def test_seeds_is_a_profile_key_and_a_command_line_override():
 def test_the_training_check_reads_a_retraining_against_the_reference_seeds(tmp_path):
     """The reference run's three seeds say how far one more training may land by chance alone; a retraining
     inside that range is noise, one far outside is not, and the change from the same seed's model is paired."""
-    from vitcompress.report import render_training_check, write_training_reference
+    from vitcompress.report.reference import write_training_reference
+    from vitcompress.report.tables import render_training_check
 
     rng = np.random.default_rng(3)
     truth = rng.random(270) < 0.97

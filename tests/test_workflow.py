@@ -130,7 +130,7 @@ def test_tiny_workflow_end_to_end(tmp_path, raw_params, monkeypatch):
     assert by_row.loc["prune_0.2", "params"] < by_row.loc["vanilla", "params"]
     assert by_row.loc["sprune_0.2", "params"] < by_row.loc["vanilla", "params"]  # torch-pruning, physically
     assert by_row.loc["tome_1", "params"] == by_row.loc["vanilla", "params"]  # ToMe merges tokens, not weights
-    assert by_row.loc["tome_1", "model"] == "ToMe (r=1)"
+    assert by_row.loc["tome_1", "model"] == "ToMe (r=8)"  # keep 0.5 of 16 tokens in one block: r resolved to 8
     # epochs over the chain: the pruned row adds gate training and its fine-tune to the vanilla training
     tiny = expand_profiles(raw)["profiles"]["tiny"]
     steps = tiny["steps"]

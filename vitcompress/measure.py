@@ -467,3 +467,14 @@ def agreement(reference: nn.Module, candidate: nn.Module, batches, adapter) -> d
     n = max(1, total)
     return {"images": total, "agreement": same / n, "reference_top1": 100 * right_ref / n,
             "top1": 100 * right_cand / n, "max_abs_logit_diff": max_diff}
+
+
+def speed_columns(speed: dict | None, prefix: str) -> dict:
+    """One device's timing (a timing JSON's ``cpu`` or ``gpu`` entry) as the columns every table uses:
+    ``<prefix>_speed`` (it/s), ``_images_per_s``, ``_latency_ms``, ``_speedup`` over the first row and
+    ``_speedup_parent`` over the row's parent, each speed-up with ``_ci``. All None where it was not timed."""
+    s = speed or {}
+    return {f"{prefix}_speed": s.get("it_per_s"), f"{prefix}_images_per_s": s.get("images_per_s"),
+            f"{prefix}_latency_ms": s.get("latency_ms"), f"{prefix}_speedup": s.get("vs_baseline"),
+            f"{prefix}_speedup_ci": s.get("vs_baseline_ci"), f"{prefix}_speedup_parent": s.get("vs_parent"),
+            f"{prefix}_speedup_parent_ci": s.get("vs_parent_ci")}

@@ -98,10 +98,9 @@ def attention_scaling(seq_lens, landmarks, embed_dim: int = 768, num_heads: int 
 
 
 def plot_scaling(df: pd.DataFrame, out: str | Path) -> None:
-    import matplotlib
+    from vitcompress.plotting import pyplot, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for (device, name, m), sub in df.groupby(["device", "method", df["landmarks"].fillna(0)], sort=False):
@@ -119,9 +118,7 @@ def plot_scaling(df: pd.DataFrame, out: str | Path) -> None:
     axes[0].legend(fontsize=8)
     fig.suptitle("One attention layer: exact vs Nyström (measured)")
     fig.tight_layout()
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
+    save_png(fig, out, dpi=120)
 
 
 def run(cfg: dict, csv: str, png: str, measure: dict, fp: dict) -> pd.DataFrame:

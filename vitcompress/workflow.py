@@ -27,6 +27,7 @@ from vitcompress.measure import (
     file_size_mb,
     pack_bits,
     speed,
+    speed_columns,
     storage_sizes,
 )
 from vitcompress.methods import StepContext, build_model, get_method
@@ -278,14 +279,19 @@ def measure_model(model, artifact_meta: dict, input_shape, measure: dict, fp: di
     return out
 
 
-def fq_vit_ablation(threads: int, device: str, parent: str, step: dict, **kwargs) -> None:
-    """FQ-ViT's PTF/LIS ablation (:func:`vitcompress.fqvit.ablation.ablation`) of an fq_vit step's parent."""
+def fq_vit_ablation(threads: int, device: str, parent: str, step: dict, dataset: str, csv: str, md: str,
+                    figure: str, **kwargs) -> None:
+    """FQ-ViT's PTF/LIS ablation (:func:`vitcompress.fqvit.ablation.ablation`) of an fq_vit step's parent, its
+    Figure 1, and its tables (:func:`vitcompress.report.tables.render_fq_vit_ablation`)."""
     from vitcompress.fqvit.ablation import ablation
+    from vitcompress.report.tables import render_fq_vit_ablation
 
     use_threads(threads)
     art = Artifact.load(parent)
-    ablation(lambda: build_model(art), art.arch["kwargs"]["img_size"], s=get_method("fq_vit").settings(step),
-             device=resolve_device(device), **kwargs)
+    s = get_method("fq_vit").settings(step)
+    result = ablation(lambda: build_model(art), art.arch["kwargs"]["img_size"], s=s, device=resolve_device(device),
+                      figure=figure, dataset=dataset, **kwargs)
+    render_fq_vit_ablation(result, s, dataset, csv=csv, md=md)
 
 
 def machine_dependent(meta: dict) -> bool:
@@ -353,14 +359,15 @@ def measure_speed(artifact: str, out: str, measure: dict, fp: dict, baseline: st
 def row_metrics(row: dict, dataset: str, accuracy: str, speed_json: str, out: str, profile: str,
                 settings: dict | None = None, baseline_accuracy: str | None = None,
                 parent_accuracy: str | None = None, seed_accuracy: list[str] = (), seed_baseline: list[str] = (),
-                seed_parent: list[str] = ()) -> None:
+                seed_parent: list[str] = (), methods: list[str] | None = None) -> None:
     """The metrics JSON of one (dataset, row) cell. ``settings``: the row's step settings from params.yaml,
     for its labels' ``{name}`` fields; the values the artifact resolved (on this data set) win.
     ``baseline_accuracy`` / ``parent_accuracy``: the first row's and the row's parent's (its chain minus
     the last step) accuracy JSONs, for the paired intervals of the accuracy changes against them.
     ``seed_accuracy`` / ``seed_baseline`` / ``seed_parent``: the same three under the profile's other training
     seeds, in one order: the cell's accuracy and changes are then the means over seeds, with intervals that
-    cover the seeds' spread too (``seeds`` says how many); speed and size stay the first seed's model's."""
+    cover the seeds' spread too (``seeds`` says how many); speed and size stay the first seed's model's.
+    ``methods``: the method of each step of the row's chain (the reports' families and findings)."""
     acc, spd = read_json(accuracy), read_json(speed_json)
     cpu, gpu = spd.get("cpu"), spd.get("gpu")
     labels = row_labels(row, settings or {}, acc.get("settings"))
@@ -382,6 +389,7 @@ def row_metrics(row: dict, dataset: str, accuracy: str, speed_json: str, out: st
         "row": row["id"],
         **labels,
         "chain": row["chain"],
+        "chain_methods": list(methods or []),  # each step's method: the reports' families and findings
         "runtime": acc.get("runtime", "PyTorch"),
         "accuracy": mean_accuracy,  # over the training seeds (one: that model's)
         "seeds": len(accs),
@@ -396,22 +404,9 @@ def row_metrics(row: dict, dataset: str, accuracy: str, speed_json: str, out: st
         "diffq_compressed_mb": acc.get("diffq_compressed_mb"),
         "params": acc["params"],
         "train_epochs": acc.get("train_epochs"),
-        "gpu_speed": gpu["it_per_s"] if gpu else None,
-        "gpu_images_per_s": gpu["images_per_s"] if gpu else None,
-        "gpu_latency_ms": gpu["latency_ms"] if gpu else None,
-        "cpu_speed": cpu["it_per_s"] if cpu else None,
-        "cpu_images_per_s": cpu["images_per_s"] if cpu else None,
-        "cpu_latency_ms": cpu["latency_ms"] if cpu else None,
+        **speed_columns(gpu, "gpu"),
+        **speed_columns(cpu, "cpu"),  # with the speed-up over the parent: the last step's own gain
         "cpu_iqr_s": cpu["batch"]["iqr_s"] if cpu else None,
-        "cpu_speedup": cpu.get("vs_baseline") if cpu else None,
-        "cpu_speedup_ci": cpu.get("vs_baseline_ci") if cpu else None,
-        "gpu_speedup": gpu.get("vs_baseline") if gpu else None,
-        "gpu_speedup_ci": gpu.get("vs_baseline_ci") if gpu else None,
-        # the last step's own gain: over the model it was made from, timed in the same alternation
-        "cpu_speedup_parent": cpu.get("vs_parent") if cpu else None,
-        "cpu_speedup_parent_ci": cpu.get("vs_parent_ci") if cpu else None,
-        "gpu_speedup_parent": gpu.get("vs_parent") if gpu else None,
-        "gpu_speedup_parent_ci": gpu.get("vs_parent_ci") if gpu else None,
         "delta_first": None if base is None or baseline_accuracy == accuracy else
         accuracy_change_over_seeds(accs, bases),
         "delta_parent": accuracy_change_over_seeds(accs, parents),

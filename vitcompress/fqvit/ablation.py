@@ -44,13 +44,9 @@ def _figure_stats(model: nn.Module, images: torch.Tensor, batch_size: int) -> di
 
 def plot_figure1(stats: dict, bits: int, out: str, title: str) -> None:
     """The study's Figure 1 from this model's calibration data."""
-    import matplotlib
+    from vitcompress.plotting import pyplot, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from vitcompress.io import atomic_path
-
+    plt = pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     channels = torch.arange(len(stats["ln_min"]))
     ax1.vlines(channels, stats["ln_min"], stats["ln_max"], color="tab:blue", linewidth=1)
@@ -70,18 +66,17 @@ def plot_figure1(stats: dict, bits: int, out: str, title: str) -> None:
     ax2.legend(loc="upper left")
     fig.suptitle(title)
     fig.tight_layout()
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save_png(fig, out, dpi=110)
 
 
-def ablation(model_fn, img_size, data_file: str, s: FQViTSettings, csv: str, md: str, figure: str, dataset: str,
-             device: str = "cpu", seed: int = 0, eval_batch_size: int = 256) -> list[dict]:
-    """Accuracy of the four PTF/LIS combinations under the step's calibration, plus Figure 1.
+def ablation(model_fn, img_size, data_file: str, s: FQViTSettings, figure: str, dataset: str,
+             device: str = "cpu", seed: int = 0, eval_batch_size: int = 256) -> dict:
+    """Accuracy of the four PTF/LIS combinations under the step's calibration, plus Figure 1 (``figure``).
 
-    ``model_fn()`` returns a fresh copy of the float model (the fq_vit step's parent), ``img_size`` its input."""
+    ``model_fn()`` returns a fresh copy of the float model (the fq_vit step's parent), ``img_size`` its input.
+    Returns {"rows": [{"variant", "ptf", "lis", "accuracy"}], "calib_images"}: the float model first; the
+    tables are :func:`vitcompress.report.tables.render_fq_vit_ablation`'s."""
     from vitcompress.data import InputAdapter, PreparedData
-    from vitcompress.io import atomic_path
     from vitcompress.measure import evaluate
 
     images = calibration_images(data_file, img_size, s.calib_images, device, seed)
@@ -100,23 +95,4 @@ def ablation(model_fn, img_size, data_file: str, s: FQViTSettings, csv: str, md:
         rows.append({"variant": label, "ptf": ptf, "lis": lis, "accuracy": acc})
         log.info("%s fq_vit ablation: %s -> %.2f%%", dataset, label, acc)
     plot_figure1(stats, s.attn_bits, figure, f"{dataset}: FQ-ViT calibration data ({len(images)} images)")
-
-    header = ("variant", "ptf", "lis", "accuracy")
-    with atomic_path(csv) as tmp:
-        tmp.write_text(",".join(header) + "\n" + "".join(
-            ",".join("" if r[h] is None else str(r[h]) for h in header) + "\n" for r in rows))
-    lines = [f"# FQ-ViT ablation: {dataset}", "",
-             f"W{s.weight_bits}A{s.act_bits}, observer `{s.observer}`, {len(images)} calibration images; "
-             f"attention {s.attn_bits} bits with LIS, {s.act_bits} bits uniform (calibrated) without it; "
-             f"top-1 accuracy on the test split.", "",
-             "| Variant | Accuracy (%) | Change vs float (points) |", "|---|---:|---:|"]
-    lines += [f"| {r['variant']} | {r['accuracy']:.2f} | "
-              f"{'-' if r['ptf'] is None else format(r['accuracy'] - float_acc, '+.2f').replace('-', '−')} |" for r in rows]
-    lines += ["", "FQ-ViT's own figures (ImageNet top-1 %, from the FQ-ViT repository's results table; "
-              "its baseline is 8-bit min-max everywhere):", "",
-              "| Model | Full precision | MinMax W8/A8/Attn8 | FQ-ViT W8/A8/Attn8 | FQ-ViT W8/A8/Attn4 |",
-              "|---|---:|---:|---:|---:|"]
-    lines += [f"| {m} | {fp:.2f} | {mm:.2f} | {a8:.2f} | {a4:.2f} |" for m, fp, mm, a8, a4 in PUBLISHED]
-    with atomic_path(md) as tmp:
-        tmp.write_text("\n".join(lines) + "\n")
-    return rows
+    return {"rows": rows, "calib_images": len(images)}

@@ -118,13 +118,9 @@ def fold_gates(model: nn.Module, gates: Gates) -> nn.Module:
 
 def importance_histogram(scores: dict, counts: dict, out, title: str) -> None:
     """The study's Figure 3: how many parameters sit at each importance score."""
-    import matplotlib
+    from vitcompress.plotting import pyplot, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from vitcompress.io import atomic_path
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4))
     labels = {"attn_in": "features into q/k/v", "attn_out": "attention output (v dims)",
               "mlp_in": "features into fc1", "mlp_hidden": "MLP hidden units"}
@@ -143,9 +139,7 @@ def importance_histogram(scores: dict, counts: dict, out, title: str) -> None:
     ax.set_title(title)
     ax.legend()
     fig.tight_layout()
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
+    save_png(fig, out, dpi=120)
 
 
 def histogram_from_artifact(artifact: str, out: str, title: str) -> None:

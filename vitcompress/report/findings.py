@@ -1,0 +1,415 @@
+"""What a run says about the study's claims: each claim of ``reference/study_claims.yaml`` judged per data
+set by its 95% interval (holds / contradicted / undecided), the run's changes beside the study's own, and the
+deployment targets of the architecture benchmark.
+
+    >>> within({"lo": -0.4, "hi": 0.9}, 1.0)
+    'holds'
+    >>> at_least(2.1, 2.9, 2.5)
+    'undecided'
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import pandas as pd
+import yaml
+
+from vitcompress.report.cells import published, reference_text
+from vitcompress.report.format import fmt, fmt_interval, missing
+
+HOLDS, CONTRADICTED, UNDECIDED = "holds", "contradicted", "undecided"
+STUDY_DATASETS = ("cifar10", "cifar100")
+STUDY_BASELINE = "vanilla"
+
+
+@dataclass(frozen=True)
+class Claims:
+    """``reference/study_claims.yaml``, read once (its comments say what each entry claims)."""
+
+    findings: dict
+    ordered: tuple
+    row_margin: float
+    student_margin: float
+    deploy_loss: float
+    library_vs_vtp: tuple
+    tokens: tuple
+    weights: tuple
+    machine_drift: float
+    deploy_targets: dict
+
+
+@lru_cache(maxsize=1)
+def claims() -> Claims:
+    raw = yaml.safe_load(reference_text("study_claims.yaml"))
+    return Claims(findings=raw["findings"], ordered=tuple(raw["ordered"]), row_margin=float(raw["margins"]["row"]),
+                  student_margin=float(raw["margins"]["student"]), deploy_loss=float(raw["deploy_loss"]),
+                  library_vs_vtp=tuple(tuple(p) for p in raw["library_vs_vtp"]),
+                  tokens=tuple(raw["tokens_vs_weights"]["tokens"]), weights=tuple(raw["tokens_vs_weights"]["weights"]),
+                  machine_drift=float(raw["machine_drift"]), deploy_targets=raw["deploy_targets"])
+
+
+# -- verdicts ------------------------------------------------------------------------------------------------
+def within(d: dict, bound: float) -> str:
+    """An equivalence claim, |change| <= ``bound``: holds when the whole interval lies inside [-bound, bound],
+    contradicted when it lies wholly outside, else undecided."""
+    if d["lo"] >= -bound - 1e-9 and d["hi"] <= bound + 1e-9:
+        return HOLDS
+    return CONTRADICTED if d["hi"] < -bound - 1e-9 or d["lo"] > bound + 1e-9 else UNDECIDED
+
+
+def at_least(lo: float, hi: float, target: float) -> str:
+    """A claim "at least ``target``" on an interval [lo, hi]: holds above it, contradicted below it."""
+    return HOLDS if lo >= target - 1e-9 else CONTRADICTED if hi < target - 1e-9 else UNDECIDED
+
+
+def at_most(lo: float, hi: float, target: float) -> str:
+    """A claim "at most ``target``" on an interval [lo, hi]."""
+    return HOLDS if hi <= target + 1e-9 else CONTRADICTED if lo > target + 1e-9 else UNDECIDED
+
+
+def combine(verdicts) -> str:
+    """Claims that must all hold: contradicted if one is, holds if all do, else undecided."""
+    verdicts = list(verdicts)
+    return CONTRADICTED if CONTRADICTED in verdicts else HOLDS if all(v == HOLDS for v in verdicts) else UNDECIDED
+
+
+def findings_summary(findings: list[dict]) -> dict:
+    """How many claims (finding x data set) hold, are contradicted, are undecided."""
+    verdicts = [v for f in findings for v in f["verdict"].values()]
+    return {"claims": len(verdicts), **{v: verdicts.count(v) for v in (HOLDS, CONTRADICTED, UNDECIDED)}}
+
+
+# -- the run beside the study ----------------------------------------------------------------------------------
+def _direction(delta: float) -> str:
+    """What a change in accuracy says at a glance: more than a point down or up, or within a point."""
+    return "loses" if delta < -1 else "gains" if delta > 1 else "holds"
+
+
+COMPARISONS = {  # (this run's direction, the study's) -> how they compare
+    ("loses", "loses"): "agrees: both lose", ("holds", "holds"): "agrees: both hold",
+    ("gains", "gains"): "agrees: both gain", ("holds", "loses"): "milder here",
+    ("loses", "holds"): "harsher here", ("gains", "loses"): "contradicts: gains here",
+    ("gains", "holds"): "gains here, holds in the study", ("loses", "gains"): "contradicts: loses here",
+    ("holds", "gains"): "holds here, gains in the study",
+}
+
+
+def study_comparison(df: pd.DataFrame, datasets: list[str], rows: list[str], study_rows: dict | None = None) -> list[dict]:
+    """Each row's accuracy change against the first row on every data set of the run, beside the study's
+    change against its vanilla ViT on CIFAR-10 and CIFAR-100 (its Tables 1-2), and sizes as a share of the
+    first row / the study's vanilla. ``study_rows``: row id -> the study's row id (default: the same id);
+    a row the study did not run has no study figures. Direction: "loses"/"gains" beyond 1 point, else "holds"."""
+    ref = published().set_index(["dataset", "row"])
+    study_rows = study_rows or {}
+    cell = {(str(r["dataset"]), str(r["row"])): r for r in df.to_dict("records")}
+    out = []
+    for row in rows[1:]:
+        demo = {}
+        for ds in datasets:
+            mine, base = cell.get((ds, row)), cell.get((ds, rows[0]))
+            if mine and base and not missing(mine["accuracy"]) and not missing(base["accuracy"]):
+                demo[ds] = {"delta": mine["accuracy"] - base["accuracy"],
+                            "size_pct": 100.0 * mine["size_mb"] / base["size_mb"]}
+        sid = study_rows.get(row, row)
+        study = {}
+        for ds in STUDY_DATASETS:
+            if (ds, sid) in ref.index and (ds, STUDY_BASELINE) in ref.index:
+                size = ref.loc[(ds, sid), "size_mb"]
+                study[ds] = {"delta": ref.loc[(ds, sid), "accuracy"] - ref.loc[(ds, STUDY_BASELINE), "accuracy"],
+                             "size_pct": None if missing(size) else 100.0 * size / ref.loc[(ds, STUDY_BASELINE), "size_mb"]}
+        verdict = None
+        if demo and study:
+            mine = _direction(sum(d["delta"] for d in demo.values()) / len(demo))
+            theirs = _direction(sum(d["delta"] for d in study.values()) / len(study))
+            verdict = COMPARISONS[(mine, theirs)]
+        out.append({"row": row, "study_row": sid if study else None, "demo": demo, "study": study,
+                    "verdict": verdict})
+    return out
+
+
+# -- the findings ----------------------------------------------------------------------------------------------
+class _Cells:
+    """The run's cells by (data set, row), and the paired accuracy change between two of them."""
+
+    def __init__(self, df: pd.DataFrame):
+        self.cell = {(str(r["dataset"]), str(r["row"])): r for r in df.to_dict("records")}
+
+    def get(self, ds, row):
+        return self.cell.get((ds, row))
+
+    def acc(self, ds, row):
+        c = self.cell.get((ds, row))
+        return None if c is None or missing(c["accuracy"]) else c["accuracy"]
+
+    def last_method(self, ds, row):
+        methods = (self.cell.get((ds, row)) or {}).get("chain_methods")
+        return methods[-1] if isinstance(methods, list) and methods else None
+
+    def change(self, ds, row, other) -> dict:
+        """row minus other on ds: the paired delta and its interval (lo = hi = delta without per-image data)."""
+        from vitcompress.measure import accuracy_change, accuracy_change_over_seeds
+
+        c, o = self.cell[(ds, row)], self.cell[(ds, other)]
+        mine, theirs = c.get("per_image_by_seed"), o.get("per_image_by_seed")
+        if isinstance(mine, list) and isinstance(theirs, list) and len(mine) == len(theirs) > 1:
+            paired = accuracy_change_over_seeds([{"per_image": p, "groups": c.get("groups")} for p in mine],
+                                                [{"per_image": p} for p in theirs])  # seed by seed, then over
+            if paired is not None:
+                return paired
+        several = any(not missing(x.get("seeds")) and int(x["seeds"]) > 1 for x in (c, o))
+        paired = None if several else accuracy_change(c, o)  # means without per-seed pairs: no interval
+        if paired is not None:
+            return paired
+        d = c["accuracy"] - o["accuracy"]
+        return {"delta": d, "lo": d, "hi": d, "distinguishable": d != 0}
+
+
+def study_findings(df: pd.DataFrame, datasets: list[str], rows: list[str], study_rows: dict | None = None) -> list[dict]:
+    """Each claim of :func:`claims` that the run's rows can show, per data set.
+
+    Each claim gets one of three verdicts from the 95% interval of its paired change
+    (:func:`vitcompress.stats.paired_delta`) or speed-up: **holds** when the interval lies inside the claim's
+    bound (an equivalence: "within X points") or beyond it in the claimed direction ("at least 2.5x"),
+    **contradicted** when it lies wholly on the wrong side, **undecided** when it straddles the bound. Cells
+    without per-image results or timing intervals are judged by their point values. Each entry: {"finding",
+    "target", "measured": {ds: text}, "verdict": {ds: verdict}, "overall"}."""
+    c = claims()
+    study_rows = study_rows or {}
+    by_study = {}
+    for r in rows:  # the first row standing for a study row is judged by its finding (a variant may follow it)
+        by_study.setdefault(study_rows.get(r, r), r)
+    cells = _Cells(df)
+    first = rows[0] if rows else None
+    out = []
+
+    def add(finding, target, check):
+        measured, verdict = {}, {}
+        for ds in datasets:
+            result = check(ds)
+            if result is not None:
+                measured[ds], verdict[ds] = result
+        if measured:
+            out.append({"finding": finding, "target": target, "measured": measured, "verdict": verdict,
+                        "overall": combine(verdict.values())})
+
+    for sid, spec in c.findings.items():
+        row = by_study.get(sid)
+        if row is not None and row != first:
+            add(row, _finding_target(spec, first), lambda ds, row=row, spec=spec: _judge_finding(cells, ds, row, first, spec))
+    for group in c.ordered:
+        members = [by_study[s] for s in group["rows"] if s in by_study]
+        if len(members) >= 2:
+            rising = group["accuracy"] == "rises"
+            add(" / ".join(members), "accuracy rises with m (each step's interval at or above 0)" if rising else
+                "the larger ratio loses at least as much (each step's interval at or below 0)",
+                lambda ds, members=members, rising=rising: _judge_order(cells, ds, members, rising))
+    add("no row beats the model it was made from",
+        f"by more than {c.row_margin:g} point (a distilled student its teacher by {c.student_margin:g})",
+        lambda ds: _beats_source(cells, ds, rows, c))
+    add(f"no deployment step loses more than {c.deploy_loss:g} points against the model it deploys",
+        "every ONNX Runtime / OpenVINO row's change vs its parent", lambda ds: _deploys(cells, ds, rows, c))
+    add("structured pruning with a learned group importance (torch-pruning) beats VTP's gates",
+        "at the same ratio r, each change's interval above 0", lambda ds: _library_vs_gates(cells, ds, c))
+    add("token merging (ToMe) keeps at least the accuracy of weight pruning at the same CPU speed-up",
+        "each ToMe row against the pruning row nearest its speed-up: change's interval at or above 0",
+        lambda ds: _tokens_vs_weights(cells, ds, rows, c))
+    return out
+
+
+def _finding_target(spec: dict, first: str) -> str:
+    target = f"within {spec['within']:g} point{'s' if spec['within'] != 1 else ''} of {first}"
+    if "size_pct" in spec:
+        target += f", <= {spec['size_pct']:g}% of its size" + (" (both compressed)" if spec.get("size") else "")
+    if "speedup" in spec:
+        target += f", >= {spec['speedup']:g}x its CPU speed"
+    return target
+
+
+def _judge_finding(cells: _Cells, ds: str, row: str, first: str, spec: dict):
+    if cells.acc(ds, row) is None or cells.acc(ds, first) is None:
+        return None
+    c, b = cells.get(ds, row), cells.get(ds, first)
+    d = cells.change(ds, row, first)
+    parts, verdicts = [fmt_interval(d)], [within(d, spec["within"])]
+    if "size_pct" in spec:
+        col = spec.get("size", "size_mb")
+        if missing(c.get(col)) or missing(b.get(col)):
+            return None
+        pct = 100.0 * c[col] / b[col]
+        parts.append(f"{pct:.1f}%")
+        verdicts.append(HOLDS if pct <= spec["size_pct"] else CONTRADICTED)  # a size is measured exactly
+    if "speedup" in spec:
+        sp = c.get("cpu_speedup")
+        if missing(sp):
+            parts.append("no speed")
+            verdicts.append(UNDECIDED)
+        else:
+            lo, hi = c.get("cpu_speedup_lo"), c.get("cpu_speedup_hi")
+            lo, hi = (sp, sp) if missing(lo) or missing(hi) else (lo, hi)
+            parts.append(f"{sp:.2f}x" + ("" if lo == hi else f" ({lo:.2f}-{hi:.2f})"))
+            verdicts.append(at_least(lo, hi, spec["speedup"]))
+    return ", ".join(parts), combine(verdicts)
+
+
+def _judge_order(cells: _Cells, ds: str, members: list[str], rising: bool):
+    accs = [cells.acc(ds, r) for r in members]
+    if any(a is None for a in accs):
+        return None
+    steps = [cells.change(ds, b, a) for a, b in zip(members, members[1:])]  # each member minus the one before
+    verdict = combine(at_least(d["lo"], d["hi"], 0.0) if rising else at_most(d["lo"], d["hi"], 0.0) for d in steps)
+    if verdict == HOLDS and any(d["lo"] == d["hi"] == 0 for d in steps):
+        verdict = UNDECIDED  # equal point values with no interval: no order shown
+    return " / ".join(f"{a:.2f}" for a in accs) + "; steps " + ", ".join(fmt_interval(d) for d in steps), verdict
+
+
+def _beats_source(cells: _Cells, ds: str, rows: list[str], c: Claims):
+    """No row above the model it was made from: its chain's first step's row (the first row for a root row
+    such as a distilled student, which may beat it by the student margin)."""
+    first = rows[0]
+    changes = []
+    for row in rows[1:]:
+        cell = cells.get(ds, row)
+        if cell is None or missing(cell["accuracy"]) or not cell.get("chain"):
+            continue
+        root = next((r for r in rows if (cells.get(ds, r) or {}).get("chain") == cell["chain"][:1]), None)
+        source, margin = (first, c.student_margin) if root in (None, row) else (root, c.row_margin)
+        if cells.acc(ds, source) is None or source == row:
+            continue
+        changes.append((row, source, margin, cells.change(ds, row, source)))
+    if not changes:
+        return None
+    verdict = combine(at_most(d["lo"], d["hi"], margin) for _, _, margin, d in changes)
+    # the row that decides: the one furthest above its margin (lower end if contradicted, else upper end)
+    end = "lo" if verdict == CONTRADICTED else "hi"
+    row, source, margin, d = max(changes, key=lambda x: x[3][end] - x[2])
+    return f"highest: {row} {fmt_interval(d)} over {source}", verdict
+
+
+def _deploys(cells: _Cells, ds: str, rows: list[str], c: Claims):
+    """Every deployment step (a conversion or a runtime's int8) against the model it deploys."""
+    changes = []
+    for row in rows:
+        cell = cells.get(ds, row)
+        if cell is None or missing(cell.get("delta_parent")) or str(cell.get("runtime", "PyTorch")).startswith("PyTorch"):
+            continue
+        d = {"delta": cell["delta_parent"], "lo": cell.get("delta_parent_lo"), "hi": cell.get("delta_parent_hi")}
+        if missing(d["lo"]) or missing(d["hi"]):
+            d["lo"] = d["hi"] = d["delta"]
+        changes.append((row, d))
+    if not changes:
+        return None
+    verdict = combine(at_least(d["lo"], d["hi"], -c.deploy_loss) for _, d in changes)
+    end = "hi" if verdict == CONTRADICTED else "lo"  # the row that decides
+    row, d = min(changes, key=lambda rd: rd[1][end])
+    return f"lowest: {row} {fmt_interval(d)} vs its parent", verdict
+
+
+def _library_vs_gates(cells: _Cells, ds: str, c: Claims):
+    """The study's proposed remedy against its method: structured pruning through the library (a learned
+    group importance) beside VTP's gates at the same ratio r, paired on the test images."""
+    pairs = [(lib, vtp) for lib, vtp in c.library_vs_vtp if cells.get(ds, lib) and cells.get(ds, vtp)]
+    if not pairs:
+        return None
+    changes = [(lib, vtp, cells.change(ds, lib, vtp)) for lib, vtp in pairs]
+    verdict = combine(at_least(d["lo"], d["hi"], 0.0) for _, _, d in changes)
+
+    def params(row):
+        return cells.get(ds, row).get("params")
+
+    return "; ".join(f"{lib} − {vtp} {fmt_interval(d)}, params {fmt(params(lib) / params(vtp) * 100, 0)}% of VTP's"
+                     if not missing(params(lib)) and not missing(params(vtp)) and params(vtp) else
+                     f"{lib} − {vtp} {fmt_interval(d)}" for lib, vtp, d in changes), verdict
+
+
+def _tokens_vs_weights(cells: _Cells, ds: str, rows: list[str], c: Claims):
+    """The study's other question: token merging against weight pruning at (nearly) the same CPU speed-up:
+    each token-merging row beside the weight-pruning row whose speed-up
+    over the first row is nearest its own."""
+    def single(r, methods):  # the method's own row, not a deployment of it (whose last step is the runtime's)
+        return cells.get(ds, r) is not None and cells.last_method(ds, r) in methods and not r.endswith("_study")
+
+    tokens = [r for r in rows if single(r, c.tokens) and not missing(cells.get(ds, r).get("cpu_speedup"))]
+    pruned = [r for r in rows if single(r, c.weights) and not missing(cells.get(ds, r).get("cpu_speedup"))]
+    if not tokens or not pruned:
+        return None
+    pairs = []
+    for t in tokens:
+        sp = cells.get(ds, t)["cpu_speedup"]
+        p = min(pruned, key=lambda r: abs(cells.get(ds, r)["cpu_speedup"] - sp))
+        pairs.append((t, p, cells.change(ds, t, p)))
+    verdict = combine(at_least(d["lo"], d["hi"], 0.0) for _, _, d in pairs)
+    return "; ".join(f"{t} − {p} {fmt_interval(d)} at {cells.get(ds, t)['cpu_speedup']:.2f}x vs "
+                     f"{cells.get(ds, p)['cpu_speedup']:.2f}x" for t, p, d in pairs), verdict
+
+
+# -- deployment targets (the architecture benchmark) ------------------------------------------------------------
+def _isa(flags: set, by_isa: dict) -> str | None:
+    return next((f for f in ("avx512_vnni", "avx2", "any") if f in by_isa and (f == "any" or f in flags)), None)
+
+
+def deploy_targets(records: list[dict], methods: list[str]) -> list[dict]:
+    """Each applicable target of the claims' ``deploy_targets``, met or not on this machine's measurements."""
+    targets = claims().deploy_targets
+    if not records or records[0]["timm"] != targets["arch"]:
+        return []
+    base_size = records[0]["size_mb"]
+    out = []
+    for r, method in zip(records, methods):
+        target = targets["methods"].get(method, {})
+        by_isa = target.get("speedup", {})
+        isa = _isa(set(r["fingerprint"].get("cpu_flags") or []), by_isa)
+        if isa is not None:
+            got = r.get("cpu_speedup")
+            out.append({"row": r["row"], "what": "CPU speed-up over PyTorch fp32",
+                        "target": f">= {by_isa[isa]:g}x" + (f" (CPU with {isa})" if isa != "any" else ""),
+                        "measured": None if missing(got) else f"{got:.2f}x",
+                        "met": None if missing(got) else bool(got >= by_isa[isa])})
+        if "size_pct" in target:
+            pct = 100.0 * r["size_mb"] / base_size
+            out.append({"row": r["row"], "what": "size, % of the first row", "target": f"<= {target['size_pct']:g}%",
+                        "measured": f"{pct:.1f}%", "met": bool(pct <= target["size_pct"])})
+    return out + _cross_row_targets(records, methods, targets)
+
+
+def _cross_row_targets(records: list[dict], methods: list[str], targets: dict) -> list[dict]:
+    """The targets that compare rows of one run: OpenVINO int8 of the first row's model over ORT static int8
+    of it (the ratio of their speed-ups, timed in the same run), and the best shrunk (pruned or distilled)
+    chain through OpenVINO int8 over PyTorch fp32 (by the CPU's instruction sets)."""
+    from vitcompress.methods import METHODS
+
+    out = []
+    root = records[0].get("chain", [])
+    chains = [(r, m, r.get("chain") or []) for r, m in zip(records, methods)]
+    own = [r for r, m, ch in chains if m == "ov_int8" and ch[:len(root)] == root and len(ch) == len(root) + 2]
+    ort = [r for r, m, ch in chains if m == "ort_int8_static" and ch[:len(root)] == root and len(ch) == len(root) + 2]
+    ratio_target = targets["ov_over_ort"]
+    if own and ort and not missing(own[0].get("cpu_speedup")) and not missing(ort[0].get("cpu_speedup")):
+        ratio = own[0]["cpu_speedup"] / ort[0]["cpu_speedup"]
+        out.append({"row": own[0]["row"], "what": f"CPU speed over {ort[0]['row']} (same run)",
+                    "target": f">= {ratio_target:g}x", "measured": f"{ratio:.2f}x", "met": bool(ratio >= ratio_target)})
+    flags = set(records[0]["fingerprint"].get("cpu_flags") or []) if records else set()
+    past_peer = targets["chain_past_peer"]
+    isa = next((f for f in past_peer if f in flags), None)
+
+    def shrinks(r):
+        return any(getattr(METHODS.get(m), "shrinks", False) for m in (r.get("chain_methods") or {}).values())
+
+    past = [r for r, m, _ in chains if m == "ov_int8" and not missing(r.get("cpu_speedup")) and shrinks(r)]
+    if isa and past:
+        best = max(past, key=lambda r: r["cpu_speedup"])
+        out.append({"row": best["row"], "what": "CPU speed-up over PyTorch fp32, pruned or distilled + OpenVINO int8",
+                    "target": f">= {past_peer[isa]:g}x (CPU with {isa})", "measured": f"{best['cpu_speedup']:.2f}x",
+                    "met": bool(best["cpu_speedup"] >= past_peer[isa])})
+    return out
+
+
+def to_ship(records: list[dict]) -> dict | None:
+    """The fastest deployment of the first row's own model on this CPU: among rows whose chain starts with the
+    first row's and ends in another runtime (a conversion or a runtime's int8), the highest CPU speed-up."""
+    if not records:
+        return None
+    root = records[0]["chain"][:1]
+    runtime_rows = [r for r in records if r["chain"][:1] == root and not str(r["runtime"]).startswith("PyTorch")
+                    and not missing(r["cpu_speedup"])]
+    return max(runtime_rows, key=lambda r: r["cpu_speedup"], default=None)
