@@ -185,9 +185,9 @@ def test_tiny_workflow_end_to_end(tmp_path, raw_params, monkeypatch):
     # and the first machine's timings stay beside the new ones.
     monkeypatch.setenv("VITCOMPRESS_MACHINE", "machine-b")
     moved = _job_counts(snakemake(wf, "-n").stdout)
-    assert moved["measure_speed"] == moved["row_metrics"] == len(csv) and moved["report"] == 1
-    assert set(moved) == {"measure_speed", "attention_scaling", "row_metrics", "report", "tradeoff_figure",
-                          "hardware", "all", "total"}
+    assert moved["measure_speed"] == moved["row_metrics"] == len(csv) and moved["tables"] == moved["metrics"] == 1
+    assert set(moved) == {"measure_speed", "attention_scaling", "row_metrics", "metrics", "tables", "tradeoff_figure",
+                          "hardware", "all", "total"}  # the jobs' resources did not move: no jobs table
     first = (wf / "results/tiny/digits/vit/speed/machine-a.json").read_text()
     snakemake(wf)
     assert (wf / "results/tiny/digits/vit/speed/machine-a.json").read_text() == first  # left intact
@@ -394,8 +394,8 @@ def test_dvc_repro_reruns_only_what_a_params_change_touches(tmp_path, raw_params
     prof["steps"]["lsq"]["bits"] = 3
     (wf / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     plan = snakemake(wf, "-n")
-    assert _job_counts(plan.stdout) == {"compress": 1, "measure_speed": 1, "report": 1, "row_metrics": 1,
-                                         "tradeoff_figure": 1, "hardware": 1, "all": 1, "total": 7}
+    assert _job_counts(plan.stdout) == {"compress": 1, "measure_speed": 1, "jobs": 1, "metrics": 1, "tables": 1,
+                                         "row_metrics": 1, "tradeoff_figure": 1, "hardware": 1, "all": 1, "total": 9}
     assert "output: results/tiny/digits/vit+lsq/model.pt" in plan.stdout
     assert "output: results/tiny/digits/vit/" not in plan.stdout
     _cli(wf, "dvc", "repro")
