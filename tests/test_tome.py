@@ -145,3 +145,22 @@ def test_the_upstream_reproduction_still_shows_the_static_shape_attention_defect
     assert run.returncode == 1, run.stdout + run.stderr[-2000:]
     wrong = [line for line in run.stdout.splitlines() if "<- wrong" in line]
     assert wrong and all("tokens= 4" in w or "tokens=12" in w for w in wrong), run.stdout
+
+
+def test_a_class_token_model_merges_and_converts_to_openvino(digits_file, tmp_path):
+    """ViT-B's layout (a class token, pooled by it): the class token is never merged, and the merging graph
+    traces into an OpenVINO IR that predicts as PyTorch does (the `ov` step's check)."""
+    import torch
+
+    from vitcompress.artifacts import Artifact
+    from vitcompress.data import PreparedData
+    from vitcompress.models import arch_for, create
+
+    kwargs = {**TINY_VIT["kwargs"], "class_token": True, "global_pool": "token"}
+    arch = arch_for({**TINY_VIT, "kwargs": kwargs}, PreparedData(digits_file).meta)
+    torch.manual_seed(0)
+    parent = Artifact(arch, create(arch).state_dict(), [], {"steps": []})
+    art = saved(ToMe().run(step_ctx({"id": "tome", "method": "tome", "r": 1}, parent, digits_file)), tmp_path / "t.pt")
+    assert art.meta["steps"][-1]["tokens"] == [5, 4, 3]  # 4 patches + the class token, which stays
+    ir = get_method("ov")().run(step_ctx({"id": "ov", "method": "ov", "precision": "f32"}, art, digits_file))
+    assert ir.meta["export_check"]["agreement"] >= 0.995

@@ -22,11 +22,12 @@ def bipartite_soft_matching(metric: torch.Tensor, r: int, class_token: bool = Tr
     metric = metric / metric.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     a, b = metric[:, ::2], metric[:, 1::2]
     scores = a @ b.transpose(-1, -2)  # (batch, |A|, |B|)
-    if class_token or distill_token:
-        rows = torch.arange(scores.shape[1], device=scores.device).unsqueeze(1)
-        cols = torch.arange(scores.shape[2], device=scores.device).unsqueeze(0)
-        blocked = ((rows == 0) & class_token) | ((cols == 0) & distill_token)  # the class token (A's first)
-        scores = scores.masked_fill(blocked, float("-inf"))  # draws no edge; the distillation token (B's) takes none
+    # the class token (A's first) draws no edge; the distillation token (B's first) takes none. Written as a
+    # concatenation (no tensor-and-bool mask), so the graph traces and exports (ONNX, OpenVINO) as it runs.
+    if class_token:
+        scores = torch.cat([torch.full_like(scores[:, :1], float("-inf")), scores[:, 1:]], dim=1)
+    if distill_token:
+        scores = torch.cat([torch.full_like(scores[:, :, :1], float("-inf")), scores[:, :, 1:]], dim=2)
     node_max, node_idx = scores.max(dim=-1)
     edge_idx = node_max.argsort(dim=-1, descending=True).unsqueeze(-1)
     unm_idx = edge_idx[:, r:].sort(dim=1).values  # A's survivors, in their order (the class token first)
