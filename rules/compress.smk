@@ -13,16 +13,16 @@ for _runtime in RUNTIMES:
         input:
             unpack(step_inputs),
         output:
-            **step_outputs(_runtime),
+            **W.step_outputs(_runtime),
         params:
             **STEP_PARAMS,
         wildcard_constraints:
-            step=step_alternation(_runtime),
+            step=W.step_alternation(_runtime),
         log:
-            f"{LOGS}/{{dataset}}{{seed}}/{{prefix}}+{{step}}/step.log",
+            f"{W.logs}/{{dataset}}{{seed}}/{{prefix}}+{{step}}/step.log",
         priority: step_priority
-        threads: STEP_SLOTS
+        threads: W.step_slots
         resources:
-            gpu=GPU_JOB,  # a conversion's check runs the PyTorch model on the profile's device too
+            gpu=W.gpu_job,  # a conversion's check runs the PyTorch model on the profile's device too
         run:
             job(run_step, log[0], output.resources, **step_kwargs(input, output, params, wildcards))

@@ -3,7 +3,7 @@
 
 rule prepare_data:
     output:
-        DATA,
+        W.data,
     params:
         cfg=lambda wc: P.dataset_cfg(wc.dataset),
         seed=P.seed,
@@ -18,7 +18,5 @@ rule prepare_data:
 rule data:
     """Every data set of the profile (the DVC `data` stage runs this target)."""
     input:
-        expand(DATA, dataset=P.datasets),
-    conda:
-        CONDA_ENV
+        expand(W.data, dataset=P.datasets),
     localrule: True

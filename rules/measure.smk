@@ -4,20 +4,20 @@
 
 rule measure_speed:
     input:
-        model=lambda wc: model_path(wc.dataset, wc.chain),
-        baseline=lambda wc: model_path(wc.dataset, BASELINE_CHAIN),
+        model=lambda wc: W.model_path(wc.dataset, wc.chain),
+        baseline=lambda wc: W.model_path(wc.dataset, W.baseline_chain),
         parent=parent_model,  # the model the chain's last step started from: its own speed-up
         data=int8_data,  # an int8 row's accuracy, again with this machine's kernels (other rows: none)
     output:
-        SPEED,
+        W.speed,
     params:
         measure=P.measure,
-        fingerprint=FINGERPRINT,
+        fingerprint=W.fingerprint,
     log:
-        f"{LOGS}/{{dataset}}/{{chain}}/speed.log",
-    threads: ALL_CORES
+        f"{W.logs}/{{dataset}}/{{chain}}/speed.log",
+    threads: W.all_cores
     resources:
-        gpu=GPU_JOB,
+        gpu=W.gpu_job,
     run:
         # one long-lived timing worker times every cell, away from the scheduler's threads
         job(measure_speed, log[0], pool="timing", artifact=input.model, out=output[0], measure=params.measure,
@@ -27,19 +27,19 @@ rule measure_speed:
 rule row_metrics:
     input:
         unpack(other_seeds),  # seed_accuracy, seed_baseline, seed_parent: the other training seeds' (`seeds`)
-        accuracy=lambda wc: f"{RESULTS}/{wc.dataset}/{row_chain(wc)}/accuracy.json",
-        speed=lambda wc: SPEED.format(dataset=wc.dataset, chain=row_chain(wc)),
-        baseline=lambda wc: f"{RESULTS}/{wc.dataset}/{BASELINE_CHAIN}/accuracy.json",  # the paired changes'
+        accuracy=lambda wc: f"{W.results}/{wc.dataset}/{row_chain(wc)}/accuracy.json",
+        speed=lambda wc: W.speed.format(dataset=wc.dataset, chain=row_chain(wc)),
+        baseline=lambda wc: f"{W.results}/{wc.dataset}/{W.baseline_chain}/accuracy.json",  # the paired changes'
         parent=parent_accuracy,  # their other side; none for a root row
     output:
-        f"{RESULTS}/{{dataset}}/rows/{{row}}.json",
+        f"{W.results}/{{dataset}}/rows/{{row}}.json",
     params:
         row=lambda wc: P.row(wc.row),
         settings=lambda wc: P.row_settings(wc.row),
         methods=lambda wc: [P.steps[s]["method"] for s in P.row(wc.row)["chain"]],
-        profile=PROFILE,
+        profile=W.name,
     log:
-        f"{LOGS}/{{dataset}}/rows/{{row}}.log",
+        f"{W.logs}/{{dataset}}/rows/{{row}}.log",
     localrule: True
     run:
         # in the scheduler's process (pool=None): merging two JSON files needs no Python of its own
@@ -48,25 +48,25 @@ rule row_metrics:
 
 rule bench_row:
     output:
-        f"results/bench/{PROFILE}/{{row}}.json",
+        f"results/bench/{W.name}/{{row}}.json",
     params:
         spec=bench_params,
         measure=P.measure,
-        fingerprint=FINGERPRINT,
+        fingerprint=W.fingerprint,
     log:
-        f"logs/bench/{PROFILE}/{{row}}.log",
-    threads: ALL_CORES
+        f"logs/bench/{W.name}/{{row}}.log",
+    threads: W.all_cores
     resources:
-        gpu=GPU_JOB,
+        gpu=W.gpu_job,
     conda:
-        CONDA_ENV
+        W.conda_env
     script:
         "../scripts/bench_row.py"
 
 
 rule bench_arch:
     input:
-        [f"results/bench/{PROFILE}/{r['id']}.json" for r in P.rows],
+        [f"results/bench/{W.name}/{r['id']}.json" for r in P.rows],
     output:
         csv="reports/bench_arch.csv",
         md="reports/bench_arch.md",
@@ -74,12 +74,12 @@ rule bench_arch:
         rows=P.rows,
         settings=[P.row_settings(r["id"]) for r in P.rows],
         methods=[P.steps[r["chain"][-1]]["method"] for r in P.rows],
-        profile=PROFILE,
+        profile=W.name,
     log:
-        f"logs/bench/{PROFILE}/bench_arch.log",
+        f"logs/bench/{W.name}/bench_arch.log",
     localrule: True
     conda:
-        CONDA_ENV
+        W.conda_env
     script:
         "../scripts/bench_arch.py"
 
@@ -93,17 +93,17 @@ rule attention_scaling:
     params:
         cfg=P.raw.get("scaling", {}),
         measure=P.measure,
-        fingerprint=FINGERPRINT,
+        fingerprint=W.fingerprint,
     log:
-        f"{LOGS}/attention_scaling.log",
+        f"{W.logs}/attention_scaling.log",
     # It needs no data and claims every core: first in line it would hold the whole run back by its length;
     # last, it runs among the timing jobs, which run one at a time anyway.
     priority: -1
-    threads: ALL_CORES
+    threads: W.all_cores
     resources:
-        gpu=GPU_JOB,
+        gpu=W.gpu_job,
     conda:
-        CONDA_ENV
+        W.conda_env
     script:
         "../scripts/attention_scaling.py"
 
@@ -111,8 +111,8 @@ rule attention_scaling:
 rule fq_vit_ablation:
     """FQ-ViT's two tricks on and off under one calibration, and the study's Figure 1, per data set."""
     input:
-        model=lambda wc: f"{RESULTS}/{wc.dataset}/{parent_chain(wc.chain)}/model.pt",
-        data=DATA,
+        model=lambda wc: f"{W.results}/{wc.dataset}/{parent_chain(wc.chain)}/model.pt",
+        data=W.data,
     output:
         md="reports/fq_vit_ablation_{dataset}_{chain}.md",
         csv=report("reports/fq_vit_ablation_{dataset}_{chain}.csv", caption="captions/fq_vit_ablation.rst",
@@ -120,16 +120,12 @@ rule fq_vit_ablation:
         figure=report("reports/figures/fq_vit_{dataset}_{chain}.png", caption="captions/fq_vit.rst",
                       category="FQ-ViT", subcategory="{dataset}"),
     params:
-        step=lambda wc: P.step_cfg(split_chain(wc.chain)[-1], wc.dataset),
-        device=config.get("device", "auto"),
-        seed=P.seed,
-        eval_batch_size=P.measure["eval_batch_size"],
-        threads=STEP_THREADS,
+        **dict(STEP_PARAMS, step=lambda wc: P.step_cfg(split_chain(wc.chain)[-1], wc.dataset)),
     log:
-        f"{LOGS}/{{dataset}}/{{chain}}/fq_vit_ablation.log",
-    threads: STEP_SLOTS
+        f"{W.logs}/{{dataset}}/{{chain}}/fq_vit_ablation.log",
+    threads: W.step_slots
     resources:
-        gpu=GPU_JOB,
+        gpu=W.gpu_job,
     run:
         job(fq_vit_ablation, log[0], threads=params.threads, device=params.device, parent=input.model,
             data_file=input.data, step=params.step, csv=output.csv, md=output.md, figure=output.figure,

@@ -4,11 +4,11 @@
 rule jobs:
     """Wall time and peak memory of every training and compression job, as its worker measured them."""
     input:
-        STEP_RESOURCES,
+        W.step_resources,
     output:
-        report(JOBS_FILE, caption="captions/jobs.rst", category="Tables"),
+        report(W.jobs_file, caption="captions/jobs.rst", category="Tables"),
     log:
-        f"{LOGS}/jobs.log",
+        f"{W.logs}/jobs.log",
     localrule: True
     run:
         job(write_jobs, log[0], pool=None, files=list(input), out=output[0])
@@ -18,17 +18,17 @@ rule metrics:
     """metrics.csv (a line per cell), one DVC metrics file per cell (`dvc metrics show`), and the summary
     `dvc exp show` compares experiments by."""
     input:
-        ROW_FILES,
+        W.row_files,
     output:
-        csv=report(METRICS_CSV, caption="captions/metrics.rst", category="Tables"),
-        cells=directory(METRICS_DIR),  # the folder is the output: no other run's cell stays in it
-        summary=SUMMARY_FILE,
+        csv=report(W.metrics_csv, caption="captions/metrics.rst", category="Tables"),
+        cells=directory(W.metrics_dir),  # the folder is the output: no other run's cell stays in it
+        summary=W.summary_file,
     params:
-        profile=PROFILE,
+        profile=W.name,
         datasets=P.datasets,
         rows=[r["id"] for r in P.rows],
     log:
-        f"{LOGS}/metrics.log",
+        f"{W.logs}/metrics.log",
     localrule: True
     run:
         job(write_metrics, log[0], pool=None, files=list(input), profile=params.profile, datasets=params.datasets,
@@ -39,22 +39,22 @@ rule tables:
     """The study's tables, one per data set (Markdown, LaTeX), the run beside the study, its findings. The
     figures are linked by path: the tables do not wait for them."""
     input:
-        rows=ROW_FILES,
-        jobs=JOBS_FILE,
+        rows=W.row_files,
+        jobs=W.jobs_file,
     output:
-        md=report(TABLE_FILES[0], caption="captions/tables.rst", category="Tables"),
-        tex=TABLE_FILES[1],
+        md=report(W.table_files[0], caption="captions/tables.rst", category="Tables"),
+        tex=W.table_files[1],
     params:
-        profile=PROFILE,
+        profile=W.name,
         datasets=P.datasets,
         rows=[r["id"] for r in P.rows],
         study_rows={r["id"]: r["study_row"] for r in P.rows if "study_row" in r},
-        figures=FIGURES,
+        figures=W.figures,
     log:
-        f"{LOGS}/tables.log",
+        f"{W.logs}/tables.log",
     localrule: True
     conda:
-        CONDA_ENV
+        W.conda_env
     script:
         "../scripts/tables.py"
 
@@ -62,18 +62,18 @@ rule tables:
 rule tradeoff_figure:
     """Accuracy against CPU speed-up and against size, one figure per data set, Pareto front marked."""
     input:
-        lambda wc: [row_file(wc.dataset, r["id"]) for r in P.rows],
+        lambda wc: [W.row_file(wc.dataset, r["id"]) for r in P.rows],
     output:
         report("reports/figures/tradeoff_{dataset}.png", caption="captions/tradeoff.rst",
                category="Trade-offs", subcategory="{dataset}"),
     params:
-        profile=PROFILE,
+        profile=W.name,
         methods={r["id"]: P.steps[r["chain"][-1]]["method"] for r in P.rows},  # the points' families
     log:
-        f"{LOGS}/{{dataset}}/tradeoff_figure.log",
+        f"{W.logs}/{{dataset}}/tradeoff_figure.log",
     localrule: True
     conda:
-        CONDA_ENV
+        W.conda_env
     script:
         "../scripts/tradeoff_figure.py"
 
@@ -81,15 +81,15 @@ rule tradeoff_figure:
 rule prune_figure:
     """The study's Figure 3: parameters against importance score, from a gate-training artifact."""
     input:
-        f"{RESULTS}/{{dataset}}/{{chain}}/model.pt",
+        f"{W.results}/{{dataset}}/{{chain}}/model.pt",
     output:
         report("reports/figures/prune_importance_{dataset}_{chain}.png", caption="captions/prune.rst",
                category="Pruning", subcategory="{dataset}"),
     log:
-        f"{LOGS}/{{dataset}}/{{chain}}/prune_figure.log",
+        f"{W.logs}/{{dataset}}/{{chain}}/prune_figure.log",
     localrule: True
     conda:
-        CONDA_ENV
+        W.conda_env
     script:
         "../scripts/prune_figure.py"
 
@@ -98,19 +98,19 @@ rule hardware:
     """Every row's speed-up, with its interval, on every machine whose timings are present."""
     input:
         speed=speed_files,
-        cells=ROW_FILES,  # the rows' labels, resolved per data set
+        cells=W.row_files,  # the rows' labels, resolved per data set
     output:
-        md=report(HARDWARE_FILES[0], caption="captions/hardware.rst", category="Tables"),
-        csv=HARDWARE_FILES[1],
-        tex=HARDWARE_FILES[2],
+        md=report(W.hardware_files[0], caption="captions/hardware.rst", category="Tables"),
+        csv=W.hardware_files[1],
+        tex=W.hardware_files[2],
     params:
-        profile=PROFILE,
+        profile=W.name,
         datasets=P.datasets,
         rows=[{"id": r["id"], "model": r["model"], "chain": CHAIN_SEP.join(r["chain"])} for r in P.rows],
     log:
-        f"{LOGS}/hardware.log",
+        f"{W.logs}/hardware.log",
     localrule: True
     conda:
-        CONDA_ENV
+        W.conda_env
     script:
         "../scripts/hardware.py"

@@ -5,17 +5,17 @@ rule train:
     input:
         unpack(step_inputs),
     output:
-        model=f"{RESULTS}/{{dataset}}{{seed}}/{{step}}/model.pt",
-        accuracy=f"{RESULTS}/{{dataset}}{{seed}}/{{step}}/accuracy.json",
-        resources=f"{LOGS}/{{dataset}}{{seed}}/{{step}}/step.resources.tsv",  # wall time and peak memory
+        model=f"{W.results}/{{dataset}}{{seed}}/{{step}}/model.pt",
+        accuracy=f"{W.results}/{{dataset}}{{seed}}/{{step}}/accuracy.json",
+        resources=f"{W.logs}/{{dataset}}{{seed}}/{{step}}/step.resources.tsv",  # wall time and peak memory
     params:
         **STEP_PARAMS,
     log:
-        f"{LOGS}/{{dataset}}{{seed}}/{{step}}/step.log",
-    threads: STEP_SLOTS
+        f"{W.logs}/{{dataset}}{{seed}}/{{step}}/step.log",
+    threads: W.step_slots
     priority: step_priority
     resources:
-        gpu=GPU_JOB,
+        gpu=W.gpu_job,
     run:
         job(run_step, log[0], output.resources, **step_kwargs(input, output, params, wildcards))
 
@@ -23,31 +23,27 @@ rule train:
 # `snakemake training_check`: the first row's root step trained again with one thing changed (twice the
 # epochs, other threads, other CPU kernels), so the report can say whether it converged and how far the
 # floating-point kernels alone move its accuracy. Not part of the default target.
-ROOT_STEP = P.rows[0]["chain"][0]
 
 
 rule train_variant:
     input:
-        data=DATA,
+        data=W.data,
     output:
-        model=f"{RESULTS}/{{dataset}}/checks/{{variant}}/{{step}}/model.pt",
-        accuracy=f"{RESULTS}/{{dataset}}/checks/{{variant}}/{{step}}/accuracy.json",
+        model=f"{W.results}/{{dataset}}/checks/{{variant}}/{{step}}/model.pt",
+        accuracy=f"{W.results}/{{dataset}}/checks/{{variant}}/{{step}}/accuracy.json",
     params:
-        step=lambda wc: variant_step(P.step_cfg(wc.step, wc.dataset), wc.variant),
-        env=lambda wc: VARIANTS[wc.variant].get("env", {}),
-        device=config.get("device", "auto"),
-        seed=P.seed,
-        eval_batch_size=P.measure["eval_batch_size"],
-        threads=lambda wc: VARIANTS[wc.variant].get("threads", STEP_THREADS),
+        **dict(STEP_PARAMS, step=lambda wc: variant_step(P.step_cfg(wc.step, wc.dataset), wc.variant),
+               threads=lambda wc: TRAINING_VARIANTS[wc.variant].get("threads", W.step_threads)),
+        env=lambda wc: TRAINING_VARIANTS[wc.variant].get("env", {}),
     wildcard_constraints:
-        variant="|".join(VARIANTS),
+        variant="|".join(TRAINING_VARIANTS),
     log:
-        f"{LOGS}/{{dataset}}/checks/{{variant}}/{{step}}/step.log",
-    threads: lambda wc: slots_for(VARIANTS[wc.variant].get("threads", STEP_THREADS), ALL_CORES)
+        f"{W.logs}/{{dataset}}/checks/{{variant}}/{{step}}/step.log",
+    threads: lambda wc: slots_for(TRAINING_VARIANTS[wc.variant].get("threads", W.step_threads), W.all_cores)
     resources:
-        gpu=GPU_JOB,
+        gpu=W.gpu_job,
     conda:
-        CONDA_ENV
+        W.conda_env
     script:
         "../scripts/run_variant.py"
 
@@ -56,22 +52,22 @@ rule training_check:
     """Accuracy of the first row's training beside the same training with twice the epochs, 2 threads,
     and AVX2-only kernels: reports/training_check.md and .csv."""
     input:
-        base=[f"{RESULTS}/{d}/{ROOT_STEP}/accuracy.json" for d in P.datasets],
-        variants=[f"{RESULTS}/{d}/checks/{v}/{ROOT_STEP}/accuracy.json" for d in P.datasets for v in VARIANTS],
+        base=[f"{W.results}/{d}/{W.root_step}/accuracy.json" for d in P.datasets],
+        variants=[f"{W.results}/{d}/checks/{v}/{W.root_step}/accuracy.json" for d in P.datasets for v in TRAINING_VARIANTS],
     output:
         md="reports/training_check.md",
         csv="reports/training_check.csv",
     params:
         datasets=P.datasets,
-        step=ROOT_STEP,
-        profile=PROFILE,
-        fingerprint=FINGERPRINT,
+        step=W.root_step,
+        profile=W.name,
+        fingerprint=W.fingerprint,
         seed=P.seed,
     log:
-        f"{LOGS}/training_check.log",
+        f"{W.logs}/training_check.log",
     localrule: True
     conda:
-        CONDA_ENV
+        W.conda_env
     script:
         "../scripts/training_check.py"
 
@@ -81,19 +77,19 @@ rule training_reference:
     machine's training_check compares with: reports/training_reference.json (copy it to vitcompress/reference/
     to commit it)."""
     input:
-        [f"{RESULTS}/{d}{seed_tag(s)}/{ROOT_STEP}/accuracy.json" for d in P.datasets for s in SEEDS],
+        [f"{W.results}/{d}{W.seed_tag(s)}/{W.root_step}/accuracy.json" for d in P.datasets for s in W.seeds],
     output:
         "reports/training_reference.json",
     params:
         datasets=P.datasets,
-        seeds=SEEDS,
-        step=ROOT_STEP,
-        profile=PROFILE,
-        fingerprint=FINGERPRINT,
+        seeds=W.seeds,
+        step=W.root_step,
+        profile=W.name,
+        fingerprint=W.fingerprint,
     log:
-        f"{LOGS}/training_reference.log",
+        f"{W.logs}/training_reference.log",
     localrule: True
     conda:
-        CONDA_ENV
+        W.conda_env
     script:
         "../scripts/training_reference.py"

@@ -5,4 +5,4 @@ from vitcompress.workflow import logging_to
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with logging_to(sm.log[0]):
     render_hardware(list(sm.input.speed), sm.params.profile, sm.params.datasets, sm.params.rows, md=sm.output.md,
-                    csv=sm.output.csv, latex=sm.output.tex, cells=list(sm.input.cells))
+                    csv=sm.output.csv, tex=sm.output.tex, cells=list(sm.input.cells))

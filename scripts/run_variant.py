@@ -1,4 +1,4 @@
-"""Snakemake entry point: the first row's root step with one thing changed (vitcompress.config.VARIANTS)."""
+"""Snakemake entry point: the first row's root step with one thing changed (vitcompress.config.TRAINING_VARIANTS)."""
 import os
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)

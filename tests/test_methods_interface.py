@@ -39,7 +39,7 @@ LAYERS = [
     {"vitcompress.fqvit", "vitcompress.pruning", "vitcompress.tome", "vitcompress.runtimes",
      "vitcompress.quantized_state"},  # algorithms, runtimes
     {"vitcompress.methods"},
-    {"vitcompress.config", "vitcompress.preflight", "vitcompress.workflow", "vitcompress.report",
+    {"vitcompress.config", "vitcompress.preflight", "vitcompress.workflow", "vitcompress.pipeline", "vitcompress.report",
      "vitcompress.scaling", "vitcompress.smoke", "vitcompress.cli", "vitcompress.__main__", "vitcompress",
      "vitcompress.environment"},
 ]

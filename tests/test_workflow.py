@@ -245,13 +245,13 @@ def test_a_new_chain_reuses_its_prefix_artifact(tmp_path, raw_params):
 
 def test_paper_vanilla_artifact_size_matches_the_study(raw_params, tmp_path):
     """ViT-B/16 with a CIFAR-10 head, saved as the pipeline saves it: the study's Size column says 327 MB."""
-    from vitcompress.data import describe
+    from vitcompress.data import data_shape
     from vitcompress.measure import file_size_mb
     from vitcompress.models import arch_for
 
     prof = resolve(raw_params, {"profile": "paper"})
     step = prof.step_cfg("vit")
-    arch = arch_for(step["model_cfg"], describe(prof.dataset_cfg("cifar10")), step["image_size"])
+    arch = arch_for(step["model_cfg"], data_shape(prof.dataset_cfg("cifar10")), step["image_size"])
     build_untrained([step], arch).save(tmp_path / "m.pt")
     assert file_size_mb(tmp_path / "m.pt") == pytest.approx(327, rel=0.02)
 

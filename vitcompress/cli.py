@@ -12,6 +12,7 @@ EPILOG = """examples:
                                           (shapes only) and print the jobs' cells
   vitcompress validate --profile paper    the same for one profile
   vitcompress methods                     list the compression methods a step can use
+  vitcompress sources                     list the data sources a data set can use
   vitcompress fingerprint                 what the speed measurements on this machine depend on
   vitcompress env                         does this interpreter have what requirements.lock pins?
   vitcompress smoke-files                 hand-made CIFAR and weights files for the paper_smoke profile
@@ -37,6 +38,20 @@ def _validate(args) -> int:
           f"{len(prof.datasets)} data set(s) x {len(prof.rows)} row(s) = {len(prof.datasets) * len(prof.rows)} cells")
     for row in prof.rows:
         print(f"  {row['id']:<24} {row['model']} [{' -> '.join(row['chain'])}]")
+    return 0
+
+
+def _sources(args) -> int:
+    from vitcompress.data import SOURCES
+
+    if args.keys:
+        from vitcompress.settings import markdown_keys
+
+        print(markdown_keys(SOURCES, "source"), end="")
+        return 0
+    for name, cls in sorted(SOURCES.items()):
+        doc = (sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0]
+        print(f"{name:<16} {doc}")
     return 0
 
 
@@ -100,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("methods", help="list the methods a step can use")
     p.add_argument("--keys", action="store_true", help="every method's step keys as a Markdown table")
     p.set_defaults(func=_methods)
+    p = sub.add_parser("sources", help="list the data sources a data set can use")
+    p.add_argument("--keys", action="store_true", help="every source's keys as a Markdown table")
+    p.set_defaults(func=_sources)
     p = sub.add_parser("smoke-files", help="write the hand-made CIFAR files and timm weights files a smoke "
                                            "profile reads (random data: for running the code paths, not results)")
     p.add_argument("--params", default="params.yaml", help="path to params.yaml (default: %(default)s)")

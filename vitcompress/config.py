@@ -62,8 +62,17 @@ def _takes_step_epochs(method: str) -> bool:
 
 
 def load_schema() -> dict:
-    text = resources.files("vitcompress").joinpath("schemas/params.schema.yaml").read_text()
-    return yaml.safe_load(text)
+    """The params.yaml schema, its data-set keys from the registered sources (vitcompress.data): the source's
+    name among theirs, and each key any source takes; a key's type and range are its source's Settings'."""
+    from vitcompress.data import SOURCES
+
+    schema = yaml.safe_load(resources.files("vitcompress").joinpath("schemas/params.schema.yaml").read_text())
+    keys = {k: {"description": f"a key of source(s) {', '.join(n for n, c in sorted(SOURCES.items()) if k in c.Settings.keys())}"}
+            for cls in SOURCES.values() for k in cls.Settings.keys()}
+    properties = {"source": {"enum": sorted(SOURCES)}, **keys}
+    schema["$defs"]["dataset"]["properties"] = properties
+    schema["$defs"]["dataset_override"]["properties"] = {k: v for k, v in properties.items() if k != "source"}
+    return schema
 
 
 def _path(parts) -> str:
@@ -156,12 +165,10 @@ def validate_raw(raw: dict) -> None:
 
 
 def _check_dataset(name: str, ds: dict) -> None:
-    """What the schema cannot say about a data set."""
-    split = ds.get("split")
-    if split is not None and abs(sum(split) - 1.0) > 1e-6:
-        raise ConfigError(
-            f"params.yaml: datasets.{name}.split = {split}: the train/val/test fractions sum to {sum(split):g}, "
-            f"not 1; give fractions that add up to 1 (e.g. [0.7, 0.15, 0.15]).")
+    """A data set's keys as its source reads them (vitcompress.data: unknown keys, types, ranges)."""
+    from vitcompress.data import get_source
+
+    get_source(ds["source"]).settings(ds, f"datasets.{name}")
 
 
 def _check_profile(raw: dict, name: str) -> None:
@@ -454,7 +461,7 @@ def split_chain(chain: str) -> list[str]:
 
 # `snakemake training_check`: the first row's training again with one thing changed. Twice the epochs says
 # whether it had converged; other threads or instruction sets say how far float kernels alone move accuracy.
-VARIANTS = {
+TRAINING_VARIANTS = {
     "epochs_x2": {"label": "twice the epochs", "epochs_factor": 2},
     "threads_2": {"label": "2 PyTorch threads", "threads": 2},
     "isa_avx2": {"label": "AVX2 kernels only (ATEN_CPU_CAPABILITY=avx2)", "env": {"ATEN_CPU_CAPABILITY": "avx2"}},
@@ -463,7 +470,7 @@ VARIANTS = {
 
 def variant_step(step: dict, variant: str) -> dict:
     """The resolved settings of ``step`` (a root step) under ``variant``."""
-    spec = VARIANTS[variant]
+    spec = TRAINING_VARIANTS[variant]
     out = copy.deepcopy(step)
     out["train"]["epochs"] = int(out["train"]["epochs"]) * int(spec.get("epochs_factor", 1))
     return out  # a variant's threads and environment are the rule's (train_variant), not the step's

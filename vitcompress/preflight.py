@@ -17,7 +17,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from vitcompress.config import CHAIN_SEP, Profile
-from vitcompress.data import CIFAR_LAYOUT, describe
+from vitcompress.data import data_shape, get_source
 from vitcompress.errors import ConfigError
 
 SOURCE = Path(__file__).resolve().parent
@@ -27,20 +27,8 @@ def check_files(profile: Profile) -> None:
     """Files a run must find: data roots when they will not be downloaded, and pretrained weights."""
     for ds in profile.datasets:
         cfg = profile.dataset_cfg(ds)
-        where = f"params.yaml: datasets.{ds}.root"
-        if cfg["source"] == "imagefolder":
-            root = Path(cfg.get("root", ""))
-            if not root.is_dir():
-                raise ConfigError(f"{where} = {str(root)!r} is not a folder; point it at a class-per-folder "
-                                  f"tree (one sub-folder of images per class, or train/ val/ test/ of those).")
-        elif cfg["source"] in CIFAR_LAYOUT and not cfg.get("download", True):
-            root = Path(cfg.get("root", f"data/raw/{cfg['source']}"))
-            folder, files = CIFAR_LAYOUT[cfg["source"]]
-            missing = [f for f in files if not (root / folder / f).is_file()]
-            if missing:
-                raise ConfigError(f"{where} = {str(root)!r}: {root / folder}/ lacks {', '.join(missing)} and "
-                                  f"`download` is off; put the official python-version files there "
-                                  f"({', '.join(files)}) or set datasets.{ds}.download: true.")
+        source = get_source(cfg["source"])
+        source.check_files(source.settings(cfg, f"datasets.{ds}"), f"datasets.{ds}")
     for name, model in profile.raw["models"].items():
         if model.get("pretrained") and model.get("pretrained_file"):
             path = Path(model["pretrained_file"])
@@ -74,7 +62,7 @@ def check_counts(profile: Profile, prepared: str = "data/prepared/{dataset}.pt")
                         f"more images.")
 
 
-def _fingerprint(profile: Profile) -> str:
+def _config_digest(profile: Profile) -> str:
     """What the model checks depend on: the profile, the library's code and timm's version."""
     h = hashlib.sha256(json.dumps(profile.raw, sort_keys=True, default=str).encode())
     for model in profile.raw["models"].values():  # a weights file replaced in place is checked again
@@ -125,7 +113,7 @@ def check_models(profile: Profile) -> None:
 
     base = f"params.yaml: profiles.{profile.name}"
     for ds in profile.datasets:
-        meta = describe(profile.dataset_cfg(ds))
+        meta = data_shape(profile.dataset_cfg(ds))
         built: dict[str, object] = {}
 
         def build_root(root_id):
@@ -177,7 +165,7 @@ def check_models(profile: Profile) -> None:
 def preflight(profile: Profile, cache_dir: str | Path | None = None) -> bool:
     """Every check; ``cache_dir``: remember a passing model check there. Returns whether models were built."""
     check_files(profile)
-    stamp = Path(cache_dir) / f"preflight-{profile.name}-{_fingerprint(profile)}" if cache_dir else None
+    stamp = Path(cache_dir) / f"preflight-{profile.name}-{_config_digest(profile)}" if cache_dir else None
     if stamp is not None and stamp.exists():
         return False
     check_counts(profile)  # may read CIFAR's files: remembered with the model checks

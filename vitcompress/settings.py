@@ -158,10 +158,11 @@ class NoSettings(Settings):
     """A method without keys of its own."""
 
 
-def markdown_keys(methods: dict) -> str:
-    """Every method's step keys as a Markdown table: key, type, default, range or choices, what it is
-    (``vitcompress methods --keys``; docs/configuration.md holds its output)."""
-    lines = ["| method | key | type | default | allowed | what it is |", "|---|---|---|---|---|---|"]
+def markdown_keys(methods: dict, kind: str = "method") -> str:
+    """Every method's (or data source's: ``kind="source"``) keys as a Markdown table: key, type, default, range
+    or choices, what it is (``vitcompress methods --keys``, ``vitcompress sources --keys``; docs/configuration.md
+    holds their output)."""
+    lines = [f"| {kind} | key | type | default | allowed | what it is |", "|---|---|---|---|---|---|"]
     for name, cls in sorted(methods.items()):
         hints = typing.get_type_hints(cls.Settings)
         for f in fields(cls.Settings):

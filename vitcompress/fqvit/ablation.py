@@ -14,7 +14,7 @@ from vitcompress.fqvit.settings import FQViTSettings
 log = logging.getLogger("vitcompress")
 
 
-VARIANTS = (  # (label, ptf, lis): the ablation of the two tricks under one calibration; without LIS the
+ABLATION_VARIANTS = (  # (label, ptf, lis): the ablation of the two tricks under one calibration; without LIS the
     # probabilities get FQ-ViT's baseline, a calibrated uniform quantizer at act_bits
     ("layer-wise LayerNorm inputs, uniform attention", False, False),
     ("PTF, uniform attention", True, False),
@@ -85,7 +85,7 @@ def ablation(model_fn, img_size, data_file: str, s: FQViTSettings, figure: str, 
     float_acc = evaluate(model_fn(), data.loader("test", eval_batch_size), adapter, device)["top1"]
     rows = [{"variant": "float (no quantization)", "ptf": None, "lis": None, "accuracy": float_acc}]
     stats: dict = {}
-    for label, ptf, lis in VARIANTS:
+    for label, ptf, lis in ABLATION_VARIANTS:
         model = quantize_model(model_fn(), dataclasses.replace(s, ptf=ptf, lis=lis)).to(device)
         if ptf and lis:  # FQ-ViT proper: its calibration pass also gives Figure 1's data
             stats = _figure_stats(model, images, s.calib_batch_size)

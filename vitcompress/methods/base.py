@@ -324,7 +324,7 @@ class VerifySettings(Settings):
                                                     "checked on")
 
 
-UNTRAINED_CALIB = 16  # random images calibrate an untrained (architecture benchmark) model
+UNTRAINED_CALIB_IMAGES = 16  # random images calibrate an untrained (architecture benchmark) model
 
 
 def untrained_images(parent) -> "torch.Tensor":  # noqa: F821
@@ -332,7 +332,7 @@ def untrained_images(parent) -> "torch.Tensor":  # noqa: F821
     import torch
 
     kwargs = parent.arch["kwargs"]
-    return torch.randn(UNTRAINED_CALIB, int(kwargs["in_chans"]), *map(int, kwargs["img_size"]),
+    return torch.randn(UNTRAINED_CALIB_IMAGES, int(kwargs["in_chans"]), *map(int, kwargs["img_size"]),
                        generator=torch.Generator().manual_seed(0))
 
 

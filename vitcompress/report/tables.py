@@ -123,7 +123,7 @@ def describe_machine(fp: dict) -> str:
 
 
 def render_hardware(files: list[str], profile: str, datasets: list[str], rows: list[dict], md: str, csv: str,
-                    latex: str, cells: list[str] = (), templates: str | Path | None = None) -> None:
+                    tex: str, cells: list[str] = (), templates: str | Path | None = None) -> None:
     """Every row's CPU speed-up (and its interval) on every machine whose timings are present, side by side:
     ``files`` are timing JSONs at ``.../<dataset>/<chain>/speed/<machine>.json``; ``rows``: each row's id,
     model label and chain id; ``cells``: the rows' metrics JSONs, whose labels are resolved per data set.
@@ -171,21 +171,21 @@ def render_hardware(files: list[str], profile: str, datasets: list[str], rows: l
                                                  "cells": [cell(x, m) for m in names]}
                                                 for x in table if x["dataset"] == ds]} for ds in datasets]}
     render("hardware.md.j2", md, templates, **ctx)
-    render("hardware.tex.j2", latex, templates, **ctx)
+    render("hardware.tex.j2", tex, templates, **ctx)
 
 
 def render_training_check(base: list[str], variants: list[str], datasets: list[str], step: str, profile: str,
                           fp: dict, md: str, csv: str, reference: str | Path | None = None, seed: int = 0,
                           templates: str | Path | None = None) -> None:
-    """The first row's training beside its variants (``config.VARIANTS``): accuracy and its change, and against
+    """The first row's training beside its variants (``config.TRAINING_VARIANTS``): accuracy and its change, and against
     the committed reference run (:func:`vitcompress.report.reference.against_reference`) when it is of this
     profile and step. ``base``: one accuracy.json per data set; ``variants``: per data set, one per variant, in
     that order; ``reference``: default the committed one."""
-    from vitcompress.config import VARIANTS
+    from vitcompress.config import TRAINING_VARIANTS
     from vitcompress.report.reference import TRAINING_REFERENCE, against_reference
 
     reference = TRAINING_REFERENCE if reference is None else reference
-    names = list(VARIANTS)
+    names = list(TRAINING_VARIANTS)
     records = []
     for i, ds in enumerate(datasets):
         ref = read_json(base[i])
@@ -193,7 +193,7 @@ def render_training_check(base: list[str], variants: list[str], datasets: list[s
                         "delta": 0.0, "train_epochs": ref.get("train_epochs")})
         for j, name in enumerate(names):
             acc = read_json(variants[i * len(names) + j])
-            records.append({"dataset": ds, "variant": VARIANTS[name]["label"], "accuracy": acc["accuracy"],
+            records.append({"dataset": ds, "variant": TRAINING_VARIANTS[name]["label"], "accuracy": acc["accuracy"],
                             "delta": acc["accuracy"] - ref["accuracy"], "train_epochs": acc.get("train_epochs")})
     frame = pd.DataFrame(records)
     ref = read_json(reference) if reference and Path(reference).exists() else None
