@@ -164,3 +164,21 @@ def test_a_class_token_model_merges_and_converts_to_openvino(digits_file, tmp_pa
     assert art.meta["steps"][-1]["tokens"] == [5, 4, 3]  # 4 patches + the class token, which stays
     ir = get_method("ov")().run(step_ctx({"id": "ov", "method": "ov", "precision": "f32"}, art, digits_file))
     assert ir.meta["export_check"]["agreement"] >= 0.995
+
+
+def test_the_decreasing_schedule_merges_more_early_and_rebuilds_from_its_record(random_vit, digits_file, tmp_path):
+    """ToMe's decreasing schedule: 2r in the first block, linearly down to 0 in the last (ViT-B/16, r = 8: 16, 14,
+    ..., 0, 91 tokens in all against the constant schedule's 96); the artifact rebuilds the same merging."""
+    from vitcompress.tome.merge import block_rs
+
+    assert block_rs(8, 12, "decreasing") == [16, 14, 13, 11, 10, 8, 7, 5, 4, 2, 1, 0]
+    assert block_rs(8, 12) == [8] * 12 and schedule(197, 12, block_rs(8, 12, "decreasing"))[-1] == 197 - 91
+    art = ToMe().run(step_ctx({"id": "tome", "method": "tome", "r": 1, "schedule": "decreasing"}, random_vit,
+                              digits_file))
+    assert art.meta["steps"][-1]["tokens"] == [4, 2, 2]  # 2 merged in block 1, none in block 2
+    model = build_model(art).eval()
+    assert [b.tome_r for b in model.blocks] == [2, 0]
+    again = build_model(saved(art, tmp_path / "d.pt")).eval()
+    x = torch.randn(3, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(model(x), again(x))

@@ -16,7 +16,7 @@ from vitcompress.artifacts import Artifact
 from vitcompress.errors import ConfigError
 from vitcompress.methods.base import Method, StepContext, Untrained, build_model, register
 from vitcompress.settings import Settings, setting
-from vitcompress.tome.merge import schedule
+from vitcompress.tome.merge import block_rs, schedule
 from vitcompress.tome.vit import apply_tome, check_tome
 from vitcompress.train import summary
 
@@ -27,6 +27,8 @@ class ToMeSettings(Settings):
     keep: float | None = setting(None, low=0, low_open=True, high=1,
                                  help="instead of r: the share of tokens left after the last block; r is the smallest "
                                       "that leaves at most this many (on each data set's token count)")
+    schedule: str = setting("constant", choices=("constant", "decreasing"),
+                            help="r in every block, or from 2r in the first block linearly down to 0 in the last")
     proportional_attention: bool = setting(True, help="add log(token size) to the attention logits (ToMe's Eq. 1)")
     epochs: int = setting(0, low=0, help="fine-tuning epochs with merging on (0: training-free)")
 
@@ -43,15 +45,15 @@ def resolve_r(model, s: ToMeSettings) -> int:
         return s.r
     protected = model.num_prefix_tokens
     tokens, depth = model.patch_embed.num_patches + protected, len(model.blocks)
-    left = [schedule(tokens, depth, r, protected)[-1] for r in range(tokens + 1)]
+    left = [schedule(tokens, depth, block_rs(r, depth, s.schedule), protected)[-1] for r in range(tokens + 1)]
     target = s.keep * tokens if min(left) <= s.keep * tokens else min(left)  # past what merging reaches: its most
     return next(r for r, n in enumerate(left) if n <= target)
 
 
 def _spec(model, s: ToMeSettings, r: int) -> dict:
-    tokens = model.patch_embed.num_patches + model.num_prefix_tokens
-    return {"method": "tome", "r": r, "proportional_attention": s.proportional_attention,
-            "tokens": schedule(tokens, len(model.blocks), r, model.num_prefix_tokens)}
+    tokens, depth = model.patch_embed.num_patches + model.num_prefix_tokens, len(model.blocks)
+    return {"method": "tome", "r": r, "schedule": s.schedule, "proportional_attention": s.proportional_attention,
+            "tokens": schedule(tokens, depth, block_rs(r, depth, s.schedule), model.num_prefix_tokens)}
 
 
 @register
@@ -68,7 +70,7 @@ class ToMe(Method):
         s = self.settings(ctx.step)
         model = build_model(ctx.parent)
         r = resolve_r(model, s)
-        model = apply_tome(model, r, s.proportional_attention)
+        model = apply_tome(model, block_rs(r, len(model.blocks), s.schedule), s.proportional_attention)
         history = self.finetune(model, ctx, s.epochs, ctx.parent.arch["kwargs"]["img_size"])
         spec = _spec(model, s, r)
         steps = ctx.parent.meta.get("steps", []) + [{"id": ctx.step["id"], "method": self.name, "r": r,
@@ -78,11 +80,12 @@ class ToMe(Method):
 
     @classmethod
     def restructure(cls, model, spec):
-        return apply_tome(model, spec["r"], spec.get("proportional_attention", True))
+        rs = block_rs(spec["r"], len(model.blocks), spec.get("schedule", "constant"))
+        return apply_tome(model, rs, spec.get("proportional_attention", True))
 
     @classmethod
     def untrained(cls, model, step):
         s = cls.settings(step)
         r = resolve_r(model, s)
-        model = apply_tome(model, r, s.proportional_attention)
+        model = apply_tome(model, block_rs(r, len(model.blocks), s.schedule), s.proportional_attention)
         return Untrained(model, _spec(model, s, r))

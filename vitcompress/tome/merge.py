@@ -52,10 +52,23 @@ def merge_wavg(merge, x: torch.Tensor, size: torch.Tensor) -> tuple[torch.Tensor
     return x / size, size
 
 
-def schedule(tokens: int, depth: int, r: int, protected: int = 1) -> list[int]:
-    """Tokens entering each block and after the last (length depth + 1) when every block merges up to ``r``."""
+def block_rs(r: int, depth: int, shape: str = "constant") -> list[int]:
+    """Tokens each of ``depth`` blocks merges: ``constant``, r in every block (the paper's default); ``decreasing``,
+    from 2r in the first block linearly down to 0 in the last (the paper's decreasing schedule: about as many in
+    all, more of them early, where tokens are most redundant and blocks cost most)."""
+    if shape == "constant" or depth == 1:
+        return [int(r)] * depth if shape == "constant" else [2 * int(r)]
+    if shape != "decreasing":
+        raise ValueError(f"schedule = {shape!r}: use constant or decreasing")
+    return [int(2 * r - 2 * r * i / (depth - 1)) for i in range(depth)]
+
+
+def schedule(tokens: int, depth: int, r: int | list[int], protected: int = 1) -> list[int]:
+    """Tokens entering each block and after the last (length depth + 1) when block i merges up to ``r`` (or
+    ``r[i]``) tokens."""
+    rs = r if isinstance(r, list) else [r] * depth
     out = [tokens]
-    for _ in range(depth):
-        tokens -= max(0, min(r, (tokens - protected) // 2))
+    for ri in rs[:depth]:
+        tokens -= max(0, min(ri, (tokens - protected) // 2))
         out.append(tokens)
     return out

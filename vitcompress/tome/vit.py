@@ -78,13 +78,14 @@ def check_tome(model: nn.Module) -> None:
             raise ValueError(f"tome takes timm's plain ViT blocks; block {i} is {type(b).__name__}")
 
 
-def apply_tome(model: nn.Module, r: int, prop_attn: bool = True) -> nn.Module:
-    """``model`` (in place) with ToMe merging ``r`` tokens in every block."""
+def apply_tome(model: nn.Module, r: int | list[int], prop_attn: bool = True) -> nn.Module:
+    """``model`` (in place) with ToMe merging ``r`` tokens in every block (or ``r[i]`` in block i)."""
     check_tome(model)
     model.__class__ = ToMeVisionTransformer
-    for b in model.blocks:
+    rs = r if isinstance(r, list) else [r] * len(model.blocks)
+    for b, ri in zip(model.blocks, rs):
         b.__class__ = ToMeBlock
-        b.tome_r, b.tome_prop_attn = int(r), bool(prop_attn)
+        b.tome_r, b.tome_prop_attn = int(ri), bool(prop_attn)
         b.tome_class_token = bool(model.cls_token is not None)
     return model
 
