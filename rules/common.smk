@@ -62,7 +62,7 @@ def step_params(wildcards):
 
 # The params every job that runs a step gives it (train, compress, deploy_<runtime>, the ablation, the variants).
 STEP_PARAMS = dict(step=step_params, device=config.get("device", "auto"), seed=seed_of,
-                   eval_batch_size=P.measure["eval_batch_size"], threads=W.step_threads)
+                   eval_batch_size=P.measure.eval_batch_size, threads=W.step_threads)
 
 
 def step_priority(wildcards):

@@ -11,7 +11,7 @@ rule measure_speed:
     output:
         W.speed,
     params:
-        measure=P.measure,
+        measure=P.measure.as_dict(),
         fingerprint=W.fingerprint,
     log:
         f"{W.logs}/{{dataset}}/{{chain}}/speed.log",
@@ -51,7 +51,7 @@ rule bench_row:
         f"results/bench/{W.name}/{{row}}.json",
     params:
         spec=bench_params,
-        measure=P.measure,
+        measure=P.measure.as_dict(),
         fingerprint=W.fingerprint,
     log:
         f"logs/bench/{W.name}/{{row}}.log",
@@ -91,8 +91,8 @@ rule attention_scaling:
         png=report("reports/figures/attention_scaling.png", caption="captions/scaling.rst",
                    category="Low-rank attention"),
     params:
-        cfg=P.raw.get("scaling", {}),
-        measure=P.measure,
+        cfg=P.scaling.as_dict() if P.scaling else {},
+        measure=P.measure.as_dict(),
         fingerprint=W.fingerprint,
     log:
         f"{W.logs}/attention_scaling.log",

@@ -1,6 +1,6 @@
 """Snakemake entry point: the attention scaling benchmark (see vitcompress.scaling)."""
+from vitcompress.joblog import logging_to
 from vitcompress.scaling import run
-from vitcompress.workflow import logging_to
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with logging_to(sm.log[0]):

@@ -1,6 +1,6 @@
 """Snakemake entry point: the architecture benchmark table."""
+from vitcompress.joblog import logging_to
 from vitcompress.report.tables import render_bench
-from vitcompress.workflow import logging_to
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with logging_to(sm.log[0]):

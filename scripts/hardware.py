@@ -1,6 +1,6 @@
 """Snakemake entry point: every row's speed-up on every machine whose timings are present, side by side."""
+from vitcompress.joblog import logging_to
 from vitcompress.report.tables import render_hardware
-from vitcompress.workflow import logging_to
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with logging_to(sm.log[0]):

@@ -1,6 +1,6 @@
 """Snakemake entry point: the pruning importance histogram (study Figure 3) of one data set."""
+from vitcompress.joblog import logging_to
 from vitcompress.pruning.gates import histogram_from_artifact
-from vitcompress.workflow import logging_to
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with logging_to(sm.log[0]):

@@ -1,6 +1,6 @@
 """Snakemake entry point: the study's tables (Markdown, LaTeX), the run beside the study, its findings."""
+from vitcompress.joblog import logging_to
 from vitcompress.report.tables import render_tables
-from vitcompress.workflow import logging_to
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with logging_to(sm.log[0]):

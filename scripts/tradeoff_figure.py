@@ -1,6 +1,6 @@
 """Snakemake entry point: accuracy vs CPU speed-up and vs size, Pareto front marked, for one data set."""
+from vitcompress.joblog import logging_to
 from vitcompress.report.figures import tradeoff_figure
-from vitcompress.workflow import logging_to
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with logging_to(sm.log[0]):

@@ -1,6 +1,6 @@
 """Snakemake entry point: the training check's table (vitcompress.report.tables.render_training_check)."""
+from vitcompress.joblog import logging_to
 from vitcompress.report.tables import render_training_check
-from vitcompress.workflow import logging_to
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with logging_to(sm.log[0]):

@@ -1,6 +1,6 @@
 """Snakemake entry point: the first row's training under every seed (vitcompress.report.reference.write_training_reference)."""
+from vitcompress.joblog import logging_to
 from vitcompress.report.reference import write_training_reference
-from vitcompress.workflow import logging_to
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with logging_to(sm.log[0]):

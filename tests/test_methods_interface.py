@@ -33,7 +33,8 @@ def _module(path: Path) -> str:
 
 # Layers, lowest first: a module may import its own layer and those below it, never above.
 LAYERS = [
-    {"vitcompress.errors", "vitcompress.io", "vitcompress.settings", "vitcompress.stats", "vitcompress.plotting"},
+    {"vitcompress.errors", "vitcompress.io", "vitcompress.settings", "vitcompress.sections", "vitcompress.joblog",
+     "vitcompress.stats", "vitcompress.plotting"},
     {"vitcompress.artifacts", "vitcompress.models", "vitcompress.data", "vitcompress.measure", "vitcompress.train",
      "vitcompress.attention", "vitcompress.workers"},
     {"vitcompress.fqvit", "vitcompress.pruning", "vitcompress.tome", "vitcompress.runtimes",

@@ -13,6 +13,7 @@ EPILOG = """examples:
   vitcompress validate --profile paper    the same for one profile
   vitcompress methods                     list the compression methods a step can use
   vitcompress sources                     list the data sources a data set can use
+  vitcompress sections --keys             a profile's train, measure, scaling and models keys (Markdown)
   vitcompress fingerprint                 what the speed measurements on this machine depend on
   vitcompress env                         does this interpreter have what requirements.lock pins?
   vitcompress smoke-files                 hand-made CIFAR and weights files for the paper_smoke profile
@@ -52,6 +53,18 @@ def _sources(args) -> int:
     for name, cls in sorted(SOURCES.items()):
         doc = (sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0]
         print(f"{name:<16} {doc}")
+    return 0
+
+
+def _sections(args) -> int:
+    from vitcompress.sections import PROFILE_KEYS
+    from vitcompress.settings import markdown_keys
+
+    if args.keys:
+        print(markdown_keys(PROFILE_KEYS, "section"), end="")
+        return 0
+    for name, cls in PROFILE_KEYS.items():
+        print(f"{name:<16} {(cls.__doc__ or '').strip().splitlines()[0]}")
     return 0
 
 
@@ -118,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("sources", help="list the data sources a data set can use")
     p.add_argument("--keys", action="store_true", help="every source's keys as a Markdown table")
     p.set_defaults(func=_sources)
+    p = sub.add_parser("sections", help="list a profile's own sections (train, measure, scaling, models)")
+    p.add_argument("--keys", action="store_true", help="every section's keys as a Markdown table")
+    p.set_defaults(func=_sections)
     p = sub.add_parser("smoke-files", help="write the hand-made CIFAR files and timm weights files a smoke "
                                            "profile reads (random data: for running the code paths, not results)")
     p.add_argument("--params", default="params.yaml", help="path to params.yaml (default: %(default)s)")

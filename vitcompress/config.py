@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import copy
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from importlib import resources
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import jsonschema
 import yaml
 
 from vitcompress.errors import ConfigError, NotInProfile  # noqa: F401  (re-exported)
+from vitcompress.sections import SECTIONS, MeasureSettings, ModelSettings, ScalingSettings, TrainSettings
 
 CHAIN_SEP = "+"
 LABEL_FIELD = re.compile(r"\{(\w+)\}")  # "ViT-Nystromformer(m={landmarks})": a setting of the row's chain
@@ -72,6 +74,8 @@ def load_schema() -> dict:
     properties = {"source": {"enum": sorted(SOURCES)}, **keys}
     schema["$defs"]["dataset"]["properties"] = properties
     schema["$defs"]["dataset_override"]["properties"] = {k: v for k, v in properties.items() if k != "source"}
+    for name, cls in SECTIONS.items():  # key names only: a key's type and range are the section dataclass's
+        schema["$defs"][name]["properties"] = {k: {} for k in cls.keys()}
     return schema
 
 
@@ -141,9 +145,9 @@ def expand_profiles(raw: dict) -> dict:
     return out
 
 
-def validate_raw(raw: dict) -> None:
-    """Validate the whole params.yaml (all profiles, ``extends`` expanded) against the schema, then the
-    cross-references."""
+def validate_raw(raw: dict) -> dict:
+    """Validate the whole params.yaml (all profiles, ``extends`` expanded) against the schema, then each section's
+    keys (types, ranges) and the cross-references; returns it with its profiles expanded."""
     if not isinstance(raw, dict):
         raise ConfigError("params.yaml: the file must be a mapping of keys to values.")
     raw = expand_profiles(raw)
@@ -162,6 +166,7 @@ def validate_raw(raw: dict) -> None:
         _check_dataset(name, ds)
     for name in raw["profiles"]:
         _check_profile(raw, name)
+    return raw
 
 
 def _check_dataset(name: str, ds: dict) -> None:
@@ -188,6 +193,12 @@ def _check_profile(raw: dict, name: str) -> None:
                               f"(known: {', '.join(raw['datasets'])}).")
         _check_dataset(f"{ds} (as {base}.dataset_overrides makes it)",
                        deep_merge(raw["datasets"][ds], prof["dataset_overrides"][ds]))
+    for model_id, model in prof["models"].items():
+        ModelSettings.from_step(model, f"{base}.models.{model_id}")
+    MeasureSettings.from_step(prof["measure"], f"{base}.measure")
+    if "scaling" in prof:
+        ScalingSettings.from_step(prof["scaling"], f"{base}.scaling")
+    TrainSettings.from_step(prof["train"], f"{base}.train")
     scale = prof.get("image_scale", 1)
     for ds in scale if isinstance(scale, dict) else []:
         if ds not in raw["datasets"]:
@@ -214,6 +225,12 @@ def _check_profile(raw: dict, name: str) -> None:
                 f"known methods: {', '.join(sorted(METHODS))}."
             )
         METHODS[method].check_step(step, f"{base}.steps.{sid}", prof)
+        for ds in prof["datasets"]:  # the train settings a job of this step reads on each data set
+            try:
+                TrainSettings.from_step(merged_train(prof, step, ds), f"{base}.steps.{sid}.train")
+            except ConfigError as exc:
+                raise ConfigError(f"{exc} (Step {sid!r} on {ds} trains with the profile's train, its train_overrides."
+                                  f"{ds}, the step's train and its train_overrides.{ds}, merged in that order.)") from None
     seen: set[str] = set()
     for i, row in enumerate(prof["rows"]):
         where = f"{base}.rows[{i}]"
@@ -251,10 +268,10 @@ def _check_profile(raw: dict, name: str) -> None:
         # by the step and shown as the artifact recorded it
         known = set(settings) | {k for sid in row["chain"] for k in METHODS[prof["steps"][sid]["method"]].keys}
         for key in ("model", "method"):
-            for field in LABEL_FIELD.findall(row[key]):
-                if field not in known:
+            for label_key in LABEL_FIELD.findall(row[key]):
+                if label_key not in known:
                     raise ConfigError(
-                        f"params.yaml: {where}.{key} = {row[key]!r}: {{{field}}} is not a setting of a step of "
+                        f"params.yaml: {where}.{key} = {row[key]!r}: {{{label_key}}} is not a setting of a step of "
                         f"its chain; use one of {', '.join(sorted(known)) or '(none: the chain has no settings)'}."
                     )
 
@@ -312,15 +329,30 @@ def _check_link(where: str, j: int, sid: str, method, before: list, before_ids: 
         )
 
 
+def merged_train(prof: dict, step: dict, dataset: str | None) -> dict:
+    """A step's ``train`` mapping on ``dataset``: the profile's ``train`` < its ``train_overrides`` for the data set
+    < the step's own ``train`` < the step's own ``train_overrides`` for the data set (None: no data set's)."""
+    train = copy.deepcopy(prof["train"])
+    if dataset is not None:
+        train.update((prof.get("train_overrides") or {}).get(dataset, {}))
+    train.update(step.get("train") or {})
+    if dataset is not None:
+        train.update((step.get("train_overrides") or {}).get(dataset, {}))
+    return train
+
+
 @dataclass(frozen=True)
 class Profile:
-    """One resolved profile: what the workflow and the library read."""
+    """One resolved profile: what the workflow and the library read. ``raw`` is the profile's mapping (its
+    ``extends`` expanded); its sections are read as typed settings (:attr:`train`, :attr:`measure`, :attr:`scaling`,
+    :meth:`model`), the data sets as their definitions with this profile's overrides (:meth:`dataset_cfg`)."""
 
     name: str
     raw: dict
     device: str
     seed: int
     seed_count: int = 1
+    dataset_cfgs: dict = field(default_factory=dict)  # data set -> its definition, this profile's overrides laid on
 
     @property
     def seeds(self) -> list[int]:
@@ -340,16 +372,33 @@ class Profile:
     def steps(self) -> dict:
         return self.raw["steps"]
 
-    @property
-    def measure(self) -> dict:
-        return self.raw["measure"]
+    @cached_property
+    def measure(self) -> MeasureSettings:
+        return MeasureSettings.from_step(self.raw["measure"], f"profiles.{self.name}.measure")
+
+    @cached_property
+    def train(self) -> TrainSettings:
+        """The profile's own ``train`` (a step's, with its overrides: :meth:`step_cfg`)."""
+        return TrainSettings.from_step(self.raw["train"], f"profiles.{self.name}.train")
+
+    @cached_property
+    def scaling(self) -> ScalingSettings | None:
+        """`snakemake attention_scaling`'s settings; None when the profile has no ``scaling``."""
+        cfg = self.raw.get("scaling")
+        return None if cfg is None else ScalingSettings.from_step(cfg, f"profiles.{self.name}.scaling")
+
+    def model(self, model_id: str) -> ModelSettings:
+        return ModelSettings.from_step(self.raw["models"][model_id], f"profiles.{self.name}.models.{model_id}")
+
+    def models(self) -> dict[str, ModelSettings]:
+        return {m: self.model(m) for m in self.raw["models"]}
 
     def dataset_cfg(self, name: str) -> dict:
-        if name not in self.raw["_datasets"]:
+        if name not in self.dataset_cfgs:
             raise NotInProfile(
                 f"data set {name!r} is not in profile {self.name!r}, whose data sets are {', '.join(self.datasets)}; "
                 f"ask for one of those, or run another profile (--config profile=...).")
-        return self.raw["_datasets"][name]
+        return self.dataset_cfgs[name]
 
     def image_scale(self, dataset: str | None = None) -> int:
         """The upsampling factor of ``dataset`` (default: the profile's first data set)."""
@@ -394,16 +443,12 @@ class Profile:
         if dataset is not None:
             self.dataset_cfg(dataset)
         step = copy.deepcopy(self.raw["steps"][step_id])
-        train = copy.deepcopy(self.raw["train"])
-        if dataset is not None:
-            train.update(self.raw.get("train_overrides", {}).get(dataset, {}))
-        train.update(step.get("train", {}))
-        own_overrides = step.pop("train_overrides", {})
-        if dataset is not None:
-            train.update(own_overrides.get(dataset, {}))
-            if "epochs" in own_overrides.get(dataset, {}) and _takes_step_epochs(step["method"]):
-                step["epochs"] = own_overrides[dataset]["epochs"]
-        step["train"] = train
+        train = merged_train(self.raw, step, dataset)
+        own_overrides = step.pop("train_overrides", None) or {}
+        if dataset is not None and "epochs" in own_overrides.get(dataset, {}) and _takes_step_epochs(step["method"]):
+            step["epochs"] = own_overrides[dataset]["epochs"]
+        # every key with its value, defaults applied (the record and the job read the same): TrainSettings.of()
+        step["train"] = TrainSettings.from_step(train, f"profiles.{self.name}.steps.{step_id}.train").as_dict()
         if "model" in step:
             step["model_cfg"] = copy.deepcopy(self.raw["models"][step["model"]])
         step["image_size"] = self.raw.get("image_size", "native")
@@ -438,21 +483,22 @@ def read_params(path: str | Path = "params.yaml") -> dict:
 
 
 def load_params(path: str | Path = "params.yaml", overrides: dict | None = None) -> Profile:
+    """params.yaml (and ``overrides``, as ``--config`` gives them) read, checked and resolved: the one way in."""
     return resolve(read_params(path), overrides)
 
 
 def resolve(raw: dict, overrides: dict | None = None) -> Profile:
+    """The selected profile of a params mapping (``overrides`` laid on top), checked as a whole first."""
     raw = copy.deepcopy(raw)
     for key, value in (overrides or {}).items():
         raw[key] = value
-    validate_raw(raw)
-    raw = expand_profiles(raw)
+    raw = validate_raw(raw)
     name = raw["profile"]
     prof = copy.deepcopy(raw["profiles"][name])
-    prof["_datasets"] = {k: deep_merge(raw["datasets"][k], prof.get("dataset_overrides", {}).get(k, {}))
-                         for k in prof["datasets"]}
+    datasets = {k: deep_merge(raw["datasets"][k], (prof.get("dataset_overrides") or {}).get(k, {}))
+                for k in prof["datasets"]}
     return Profile(name=name, raw=prof, device=raw.get("device", "auto"), seed=raw.get("seed", 0),
-                   seed_count=int(raw.get("seeds") or prof.get("seeds") or 1))
+                   seed_count=int(raw.get("seeds") or prof.get("seeds") or 1), dataset_cfgs=datasets)
 
 
 def split_chain(chain: str) -> list[str]:

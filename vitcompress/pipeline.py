@@ -154,7 +154,7 @@ class Workflow:
 
     @property
     def has_scaling(self) -> bool:
-        return "scaling" in self.profile.raw
+        return self.profile.scaling is not None
 
     def speed_files(self) -> list[str]:
         """Every timing of every cell: this machine's (to be made) and any other machine's already present (from a
@@ -191,10 +191,10 @@ def setup(config: dict, workflow=None, cache_dir: str | None = ".snakemake/vitco
         cores = max(1, int(workflow.cores)) if workflow is not None else available_cpus()
     except Exception:  # noqa: BLE001 (Snakemake raises its own error for an unset --cores)
         cores = available_cpus()
-    threads = min(cores, int(profile.raw["train"].get("threads") or cores))
+    threads = min(cores, profile.train.threads or cores)
     return Workflow(profile=profile, device=device, submit_only=submit_only, all_cores=cores, step_threads=threads,
                     step_slots=slots_for(threads, cores),
-                    fingerprint=fingerprint(profile.measure["cpu_threads"], profile.measure.get("gpu", True),
+                    fingerprint=fingerprint(profile.measure.cpu_threads, profile.measure.gpu,
                                             versions()),
                     config=dict(config))
 

@@ -29,13 +29,13 @@ def check_files(profile: Profile) -> None:
         cfg = profile.dataset_cfg(ds)
         source = get_source(cfg["source"])
         source.check_files(source.settings(cfg, f"datasets.{ds}"), f"datasets.{ds}")
-    for name, model in profile.raw["models"].items():
-        if model.get("pretrained") and model.get("pretrained_file"):
-            path = Path(model["pretrained_file"])
+    for name, model in profile.models().items():
+        if model.pretrained and model.pretrained_file:
+            path = Path(model.pretrained_file)
             if not path.is_file():
                 raise ConfigError(f"params.yaml: profiles.{profile.name}.models.{name}.pretrained_file = "
                                   f"{str(path)!r} does not exist; point it at a weights file for "
-                                  f"{model['timm']} (torch.save'd state dict or .safetensors), or set "
+                                  f"{model.timm} (torch.save'd state dict or .safetensors), or set "
                                   f"`pretrained_file: null` to download timm's weights.")
 
 
@@ -64,10 +64,10 @@ def check_counts(profile: Profile, prepared: str = "data/prepared/{dataset}.pt")
 
 def _config_digest(profile: Profile) -> str:
     """What the model checks depend on: the profile, the library's code and timm's version."""
-    h = hashlib.sha256(json.dumps(profile.raw, sort_keys=True, default=str).encode())
-    for model in profile.raw["models"].values():  # a weights file replaced in place is checked again
-        weights = Path(model.get("pretrained_file") or "")
-        if model.get("pretrained") and weights.is_file():
+    h = hashlib.sha256(json.dumps([profile.raw, profile.dataset_cfgs], sort_keys=True, default=str).encode())
+    for model in profile.models().values():  # a weights file replaced in place is checked again
+        weights = Path(model.pretrained_file or "")
+        if model.pretrained and weights.is_file():
             h.update(f"{weights.resolve()}:{weights.stat().st_size}:{weights.stat().st_mtime_ns}".encode())
     for f in sorted(SOURCE.rglob("*.py")):
         h.update(f.read_bytes())
@@ -126,10 +126,10 @@ def check_models(profile: Profile) -> None:
                     model.eval()(torch.empty(1, arch["kwargs"]["in_chans"], *arch["kwargs"]["img_size"]))
             except Exception as exc:  # noqa: BLE001 (any failure to build is the model's settings)
                 raise _model_error(exc, where, step["model_cfg"], ds, arch) from None
-            model_cfg = step["model_cfg"]
-            if model_cfg.get("pretrained") and model_cfg.get("pretrained_file"):
+            weights = profile.model(step["model"])
+            if weights.pretrained and weights.pretrained_file:
                 try:  # the file's tensor names and shapes against the model's (memory-mapped: cheap)
-                    load_pretrained_file(model, model_cfg["timm"], model_cfg["pretrained_file"])
+                    load_pretrained_file(model, weights.timm, weights.pretrained_file)
                 except PretrainedUnavailable as exc:
                     raise ConfigError(f"{where}.pretrained_file (data set {ds}): {exc}") from None
             method = get_method(step["method"])

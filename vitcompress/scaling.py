@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from vitcompress.attention import exact_attention, nystrom_attention
 from vitcompress.io import atomic_path
 from vitcompress.measure import MB, effective_threads, reset_peak_rss, spread, status_kb, time_calls
+from vitcompress.sections import MeasureSettings, ScalingSettings
 
 
 def fix_mmap_threshold(nbytes: int = 1 << 16) -> bool:
@@ -121,13 +122,13 @@ def plot_scaling(df: pd.DataFrame, out: str | Path) -> None:
     save_png(fig, out, dpi=120)
 
 
-def run(cfg: dict, csv: str, png: str, measure: dict, fp: dict) -> pd.DataFrame:
+def run(cfg: ScalingSettings | dict, csv: str, png: str, measure: MeasureSettings | dict, fp: dict) -> pd.DataFrame:
     """The workflow's `attention_scaling` target: CPU always, CUDA too when available."""
-    devices = ["cpu"] + (["cuda"] if measure.get("gpu", True) and torch.cuda.is_available() else [])
+    cfg, measure = ScalingSettings.of(cfg, "scaling"), MeasureSettings.of(measure, "measure")
+    devices = ["cpu"] + (["cuda"] if measure.gpu and torch.cuda.is_available() else [])
     frames = [
-        attention_scaling(cfg["seq_lens"], cfg["landmarks"], cfg.get("embed_dim", 768), cfg.get("num_heads", 12),
-                          cfg.get("pinv_iterations", 6), device, cfg.get("warmup", 1), cfg.get("repeats", 5),
-                          threads=measure["cpu_threads"])
+        attention_scaling(list(cfg.seq_lens), list(cfg.landmarks), cfg.embed_dim, cfg.num_heads, cfg.pinv_iterations,
+                          device, cfg.warmup, cfg.repeats, threads=measure.cpu_threads)
         for device in devices
     ]
     df = pd.concat(frames, ignore_index=True)

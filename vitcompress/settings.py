@@ -24,7 +24,8 @@ from typing import Any
 
 from vitcompress.errors import ConfigError
 
-NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string", type(None): "null"}
+NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string", dict: "a mapping",
+         type(None): "null"}
 
 
 def _type_name(tp) -> str:
@@ -117,6 +118,11 @@ class Settings:
         settings.check(where)
         return settings
 
+    @classmethod
+    def of(cls, value: "Settings | dict", where: str = "step") -> "Settings":
+        """``value`` as these settings: a mapping (a resolved step's, a rule's param) is read and checked here."""
+        return value if isinstance(value, cls) else cls.from_step(value, where)
+
     def check(self, where: str) -> None:
         """Conditions between keys: raise ConfigError naming them. Default: none."""
 
@@ -159,13 +165,15 @@ class NoSettings(Settings):
 
 
 def markdown_keys(methods: dict, kind: str = "method") -> str:
-    """Every method's (or data source's: ``kind="source"``) keys as a Markdown table: key, type, default, range
-    or choices, what it is (``vitcompress methods --keys``, ``vitcompress sources --keys``; docs/configuration.md
-    holds their output)."""
+    """Every method's (or data source's: ``kind="source"``; or a profile section's: ``kind="section"``) keys as a
+    Markdown table: key, type, default, range or choices, what it is (``vitcompress methods --keys``,
+    ``vitcompress sources --keys``, ``vitcompress sections --keys``; docs/configuration.md holds their output).
+    ``methods`` maps a name to a class with a ``Settings`` dataclass, or to a Settings dataclass itself."""
     lines = [f"| {kind} | key | type | default | allowed | what it is |", "|---|---|---|---|---|---|"]
     for name, cls in sorted(methods.items()):
-        hints = typing.get_type_hints(cls.Settings)
-        for f in fields(cls.Settings):
+        cls = cls if isinstance(cls, type) and issubclass(cls, Settings) else cls.Settings
+        hints = typing.get_type_hints(cls)
+        for f in fields(cls):
             meta = f.metadata
             d = f.default
             default = "required" if d is dataclasses.MISSING else f"`{list(d)!r}`" if isinstance(d, tuple) else f"`{d!r}`"

@@ -36,7 +36,7 @@ def write_profile_files(profile) -> list[Path]:
         cfg = profile.dataset_cfg(ds)
         source = get_source(cfg["source"])
         written += source.smoke_files(source.settings(cfg, f"datasets.{ds}"))
-    for model in profile.raw["models"].values():
-        if model.get("pretrained") and model.get("pretrained_file"):
-            written.append(write_weights(model["pretrained_file"], model["timm"], model.get("kwargs")))
+    for model in profile.models().values():
+        if model.pretrained and model.pretrained_file:
+            written.append(write_weights(model.pretrained_file, model.timm, model.kwargs))
     return written

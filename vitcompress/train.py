@@ -23,6 +23,9 @@ from tqdm.auto import tqdm
 
 from vitcompress.data import InputAdapter, PreparedData
 from vitcompress.measure import evaluate
+from vitcompress.sections import TrainSettings
+
+VAL_BATCH = 256  # the validation split's evaluation batch while training (any size gives the same accuracy)
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +78,7 @@ def _param_groups(model: nn.Module, weight_decay: float):
 def fit(
     model: nn.Module,
     data: PreparedData,
-    cfg: dict,
+    cfg: TrainSettings | dict,
     adapter: InputAdapter,
     device: str = "cpu",
     seed: int = 0,
@@ -86,7 +89,8 @@ def fit(
     desc: str = "train",
     keep: str = "best",
 ) -> dict:
-    """Train ``model`` in place on ``data`` per ``cfg`` (the params.yaml `train` block).
+    """Train ``model`` in place on ``data`` per ``cfg`` (a step's resolved `train`: :class:`TrainSettings` or its
+    mapping).
 
     ``keep="best"`` leaves the best-validation weights in ``model``; ``keep="last"`` the last epoch's,
     for losses that trade accuracy for something else (a size penalty): the most accurate epoch
@@ -96,37 +100,35 @@ def fit(
         raise ValueError(f"fit: keep = {keep!r} must be 'best' or 'last'.")
     seed_everything(seed, device)
     model.to(device)
-    epochs = int(cfg.get("epochs", 0))
-    smoothing = float(cfg.get("label_smoothing", 0.0))
+    cfg = TrainSettings.of(cfg, "train")
+    epochs, smoothing = cfg.epochs, cfg.label_smoothing
     if loss_fn is None:
         def loss_fn(m, x, y):
             return F.cross_entropy(m(x), y, label_smoothing=smoothing)
 
     history: dict = {"epochs": [], "best_val_acc": None, "best_epoch": None, "kept": keep}
-    val_loader = data.loader("val", int(cfg.get("eval_batch_size", 256)))
+    val_loader = data.loader("val", VAL_BATCH)
     if epochs == 0:
         history["best_val_acc"] = evaluate(model, val_loader, adapter, device)["top1"]
         return history
 
-    max_steps = cfg.get("max_steps")
-    train_loader = data.loader(
-        "train", int(cfg["batch_size"]), train=True, augment=cfg.get("augment"), seed=seed,
-        num_workers=int(cfg.get("num_workers", 0)),
-    )
+    max_steps = cfg.max_steps
+    train_loader = data.loader("train", cfg.batch_size, train=True, augment=cfg.augmentation(), seed=seed,
+                               num_workers=cfg.num_workers)
     steps_per_epoch = min(len(train_loader), max_steps or len(train_loader))
     total = epochs * steps_per_epoch
-    groups = _param_groups(model, float(cfg.get("weight_decay", 0.0)))
+    groups = _param_groups(model, cfg.weight_decay)
     if extra_params:
         groups.append({"params": extra_params, "weight_decay": 0.0})
     # fused: one kernel for every parameter's update (CPU and CUDA) instead of a Python loop over tensors,
     # which is a large share of a small model's step
-    opt = torch.optim.AdamW(groups, lr=float(cfg["lr"]), fused=True)
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, fused=True)
     if setup_optimizer is not None:  # e.g. a diffq quantizer adds its own parameter group
         setup_optimizer(opt)
-    warmup = int(round(float(cfg.get("warmup_epochs", 0)) * steps_per_epoch))
+    warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(total, warmup))
 
-    use_amp, amp_dtype = amp_settings(cfg.get("amp", "auto"), device)
+    use_amp, amp_dtype = amp_settings(cfg.amp, device)
     dev_type = "cuda" if device.startswith("cuda") else "cpu"
     scaler = torch.amp.GradScaler(dev_type, enabled=use_amp and amp_dtype == torch.float16)
 
@@ -162,7 +164,7 @@ def fit(
         history["epochs"].append({"epoch": epoch + 1, "train_loss": running / max(1, seen), "val_top1": val,
                                   "train_s": train_s, "steps": steps})
         log.info("%s epoch %d/%d: train loss %.4f, val top-1 %.2f%% (%d steps of %d images, %.3f s a step)", desc,
-                 epoch + 1, epochs, running / max(1, seen), val, steps, int(cfg["batch_size"]), train_s / max(1, steps))
+                 epoch + 1, epochs, running / max(1, seen), val, steps, cfg.batch_size, train_s / max(1, steps))
         if keep == "best" and val > best_acc:
             best_acc, best_state = val, copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
             history["best_val_acc"], history["best_epoch"] = val, epoch + 1

@@ -38,6 +38,7 @@ from typing import Any, ClassVar, NamedTuple
 import torch.nn as nn
 
 from vitcompress.errors import ArtifactError, ConfigError
+from vitcompress.sections import TrainSettings
 from vitcompress.settings import NoSettings, Settings, setting  # noqa: F401  (re-exported)
 
 log = logging.getLogger("vitcompress")
@@ -167,7 +168,7 @@ class Method(abc.ABC):
 
         data = PreparedData(ctx.data_file)
         adapter = InputAdapter(data.meta, img_size, ctx.device)
-        return fit(model, data, {**ctx.step["train"], "epochs": int(epochs)}, adapter, ctx.device, ctx.seed,
+        return fit(model, data, TrainSettings.of(ctx.step["train"]).replace(epochs=int(epochs)), adapter, ctx.device, ctx.seed,
                    desc=f"{ctx.dataset}/{ctx.step['id']}", **fit_kwargs)
 
     # -- rebuilding ------------------------------------------------------------------------------------

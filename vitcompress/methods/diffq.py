@@ -25,6 +25,7 @@ from diffq import DiffQuantizer
 from vitcompress.errors import ConfigError
 from vitcompress.methods.base import register
 from vitcompress.methods.qat import QATMethod, QATSettings, quantized_params
+from vitcompress.sections import TrainSettings
 from vitcompress.settings import setting
 
 
@@ -68,7 +69,7 @@ class DiffQ(QATMethod):
         return {"lr": s.bits_lr} if s.bits_lr is not None else {}  # diffq's default: 1e-3
 
     def loss_fn(self, quantizer, s: DiffQSettings, step: dict):
-        smoothing = float(step["train"].get("label_smoothing", 0.0))
+        smoothing = TrainSettings.of(step["train"]).label_smoothing
         penalty = s.penalty
 
         def loss(m, x, y):

@@ -33,6 +33,7 @@ from vitcompress.data import InputAdapter, PreparedData
 from vitcompress.errors import ConfigError
 from vitcompress.methods.base import Method, StepContext, build_model, register
 from vitcompress.models import arch_for, create
+from vitcompress.sections import ModelSettings, TrainSettings
 from vitcompress.settings import Settings, setting
 from vitcompress.train import fit, summary
 
@@ -254,23 +255,24 @@ class Distill(Method):
         data = PreparedData(ctx.data_file)
         model_cfg = step["model_cfg"]
         arch = arch_for(model_cfg, data.meta, step["image_size"], step.get("image_scale", 1))
-        student = make_student(arch, bool(model_cfg.get("pretrained")), model_cfg.get("pretrained_file"))
+        model = ModelSettings.of(model_cfg, f"models.{step['model']}")
+        student = make_student(arch, model.pretrained, model.pretrained_file)
         teacher_art: Artifact = ctx.extra["teacher"]
         teacher = build_model(teacher_art).to(ctx.device)
-        s = self.settings(step)
+        s, train = self.settings(step), TrainSettings.of(step["train"])
         if s.init == "teacher":
             copied = init_from_teacher(student, teacher)
             log.info("%s: student initialised from the teacher (%d tensors)", step["id"], copied)
         loss = DistillationLoss(teacher, s.loss, s.lam, s.tau,
-                                step["train"].get("label_smoothing", 0.0), teacher_art.arch["kwargs"]["img_size"])
+                                train.label_smoothing, teacher_art.arch["kwargs"]["img_size"])
         _DistilledTraining(student)
         adapter = InputAdapter(data.meta, arch["kwargs"]["img_size"], ctx.device)
-        augment, epochs = step["train"].get("augment"), int(step["train"].get("epochs", 0))
+        augment, epochs = train.augmentation(), train.epochs
         if TeacherCache.worth_it(augment, epochs):
             loss.cache = TeacherCache.build(loss, data.splits["train"][0], augment, adapter)
             log.info("%s: teacher logits of %d augmented training images computed once", step["id"],
                      len(loss.cache.table))
-        history = fit(student, data, step["train"], adapter, ctx.device, ctx.seed, loss_fn=loss,
+        history = fit(student, data, train, adapter, ctx.device, ctx.seed, loss_fn=loss,
                       desc=f"{ctx.dataset}/{step['id']}")
         if loss.cache is not None:
             log.info("%s: %d batches used cached teacher logits, %d ran the teacher", step["id"], loss.cache.hits,

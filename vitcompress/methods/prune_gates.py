@@ -30,6 +30,7 @@ from vitcompress.data import InputAdapter, PreparedData
 from vitcompress.methods.base import Method, StepContext, build_model, register
 from vitcompress.pruning.gates import Gates, fold_gates, params_per_unit, taylor_scores
 from vitcompress.pruning.slim import SlimAttention, check_prunable
+from vitcompress.sections import TrainSettings
 from vitcompress.settings import Settings, setting
 from vitcompress.train import fit, summary
 
@@ -91,13 +92,14 @@ class PruneGates(Method):
         model.vc_gates = gates  # a submodule while training: fit() restores the best epoch's gates too
         gates.attach(model)
         sparsity = s.sparsity
-        ce = _ce(step["train"].get("label_smoothing", 0.0))
+        train = TrainSettings.of(step["train"])
+        ce = _ce(train.label_smoothing)
 
         def loss_fn(m, x, y):
             return ce(m, x, y) + sparsity * gates.l1(s.l1)
 
-        cfg = {**step["train"], "epochs": s.epochs}
-        gate_lr = float(s.gate_lr or cfg["lr"])
+        cfg = train.replace(epochs=s.epochs)
+        gate_lr = float(s.gate_lr or cfg.lr)
         # VTP scores the gates as training leaves them: the best-validation epoch would be the least sparse
         history = fit(model, data, cfg, adapter, ctx.device, ctx.seed, loss_fn=loss_fn, keep="last",
                       setup_optimizer=lambda opt: gate_group(opt, gates, gate_lr),
@@ -111,7 +113,7 @@ class PruneGates(Method):
         fold_gates(model, gates)  # the gated network, now with plain weights
         if kind == "taylor":
             cpu_adapter = InputAdapter(data.meta, ctx.parent.arch["kwargs"]["img_size"], "cpu")
-            loader = data.loader("train", int(cfg["batch_size"]), max_batches=s.score_batches)
+            loader = data.loader("train", cfg.batch_size, max_batches=s.score_batches)
             scores = taylor_scores(model.train(), [(cpu_adapter(x), y) for x, y in loader], ce)
             model.eval()
         meta_scores = {k: [t.tolist() for t in v] for k, v in scores.items()}

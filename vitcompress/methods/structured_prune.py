@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from vitcompress.artifacts import Artifact
 from vitcompress.methods.base import Method, StepContext, Untrained, build_model, register
 from vitcompress.pruning.slim import check_prunable
+from vitcompress.sections import TrainSettings
 from vitcompress.settings import Settings, setting
 from vitcompress.train import summary
 
@@ -143,7 +144,7 @@ class StructuredPrune(Method):
         data = PreparedData(ctx.data_file)
         img = ctx.parent.arch["kwargs"]["img_size"]
         adapter = InputAdapter(data.meta, img, "cpu")
-        loader = data.loader("train", int(ctx.step["train"]["batch_size"]), max_batches=s.calib_batches)
+        loader = data.loader("train", TrainSettings.of(ctx.step["train"]).batch_size, max_batches=s.calib_batches)
         batches = [(adapter(x), y) for x, y in loader]
         before = sum(p.numel() for p in model.parameters())
         prune_structured(model.eval(), s, batches[0][0][:2], batches)

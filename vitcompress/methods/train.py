@@ -9,6 +9,7 @@ from vitcompress.data import InputAdapter, PreparedData
 from vitcompress.errors import ConfigError
 from vitcompress.methods.base import Method, StepContext, register
 from vitcompress.models import arch_for, create
+from vitcompress.sections import ModelSettings
 from vitcompress.train import fit, summary
 
 
@@ -33,8 +34,8 @@ class Train(Method):
         data = PreparedData(ctx.data_file)
         model_cfg = step["model_cfg"]
         arch = arch_for(model_cfg, data.meta, step["image_size"], step.get("image_scale", 1))
-        model = create(arch, pretrained=bool(model_cfg.get("pretrained")),
-                       pretrained_file=model_cfg.get("pretrained_file"))
+        weights = ModelSettings.of(model_cfg, f"models.{step['model']}")
+        model = create(arch, pretrained=weights.pretrained, pretrained_file=weights.pretrained_file)
         adapter = InputAdapter(data.meta, arch["kwargs"]["img_size"], ctx.device)
         history = fit(model, data, step["train"], adapter, ctx.device, ctx.seed, desc=f"{ctx.dataset}/{step['id']}")
         return Artifact(arch=arch, state_dict=model.cpu().state_dict(), transforms=[],

@@ -14,6 +14,7 @@ from vitcompress.measure import storage_sizes
 from vitcompress.methods import build_model, get_method
 from vitcompress.models import count_params
 from vitcompress.runtimes import artifact_files, describe, get_runtime, load_artifact
+from vitcompress.sections import MeasureSettings
 from vitcompress.workflow.timing import input_shape_of, measure_model
 
 log = logging.getLogger("vitcompress")
@@ -74,7 +75,7 @@ def _deployed(chain_steps: list[dict], arch: dict):
         yield art, build_model(art), storage_sizes(artifact_files(path))
 
 
-def bench_row(chain_steps: list[dict], arch: dict, measure: dict, fp: dict, out: str,
+def bench_row(chain_steps: list[dict], arch: dict, measure: MeasureSettings | dict, fp: dict, out: str,
               baseline_steps: list[dict] | None = None, baseline_arch: dict | None = None) -> None:
     """Build a row's architecture (random weights, no data, no training), then size and time it.
 

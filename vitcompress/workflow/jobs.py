@@ -3,19 +3,13 @@ device, and the scheduler's slots and priorities.
 """
 from __future__ import annotations
 
-import contextlib
-import logging
-import sys
-from pathlib import Path
-
 import torch
 
 from vitcompress.errors import DeviceError
+from vitcompress.joblog import logging_to  # noqa: F401  (re-exported: scripts import it from vitcompress.joblog)
 from vitcompress.measure import effective_threads
 from vitcompress.methods import get_method
 from vitcompress.workers import in_worker, job_resources
-
-log = logging.getLogger("vitcompress")
 
 
 def use_threads(threads: int) -> int:
@@ -38,32 +32,6 @@ def resolve_device(requested: str = "auto", check_visible: bool = True) -> str:
     if requested not in ("cpu", "cuda"):
         raise DeviceError(f"device = {requested!r}: use auto, cpu or cuda.")
     return requested
-
-
-@contextlib.contextmanager
-def logging_to(path: str | Path | None):
-    """Send the library's log records to ``path`` (and stderr) for the duration of a job."""
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
-    if path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(path, mode="w"))
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    root = logging.getLogger()
-    old_level = root.level
-    root.setLevel(logging.INFO)
-    for h in handlers:
-        h.setFormatter(fmt)
-        root.addHandler(h)
-    try:
-        yield
-    except Exception:
-        log.exception("job failed")
-        raise
-    finally:
-        for h in handlers:
-            root.removeHandler(h)
-            h.close()
-        root.setLevel(old_level)
 
 
 def _logged_job(log_path: str | None, resources: str | None, fn, kwargs: dict) -> None:

@@ -14,6 +14,7 @@ from vitcompress.io import write_json
 from vitcompress.measure import evaluate, pack_bits, speed
 from vitcompress.methods import build_model, get_method
 from vitcompress.runtimes import get_runtime, load_artifact
+from vitcompress.sections import MeasureSettings
 from vitcompress.workflow.jobs import use_threads
 
 log = logging.getLogger("vitcompress")
@@ -23,7 +24,7 @@ def input_shape_of(arch: dict) -> list[int]:
     return [int(arch["kwargs"]["in_chans"]), *map(int, arch["kwargs"]["img_size"])]
 
 
-def measure_model(model, artifact_meta: dict, input_shape, measure: dict, fp: dict,
+def measure_model(model, artifact_meta: dict, input_shape, measure: MeasureSettings | dict, fp: dict,
                   baseline: nn.Module | None = None, is_baseline: bool = False,
                   parent: nn.Module | None = None, parent_cpu_only: bool = False) -> dict:
     """CPU timings always; GPU timings only when CUDA is there and the model can run on it.
@@ -32,19 +33,19 @@ def measure_model(model, artifact_meta: dict, input_shape, measure: dict, fp: di
     ``parent``: the model this one was made from (the baseline object itself when it is), timed in the
     same alternation for the speed-up of the chain's last step alone (on the CPU only when
     ``parent_cpu_only``)."""
-    common = dict(warmup=int(measure["warmup"]), repeats=int(measure["repeats"]),
-                  rounds=int(measure.get("rounds", 1)))
+    measure = MeasureSettings.of(measure, "measure")
+    common = dict(warmup=measure.warmup, repeats=measure.repeats, rounds=measure.rounds)
     out = {"fingerprint": fp, "notes": []}
     if artifact_meta.get("simulated"):
         out.update(cpu=None, gpu=None)
         out["notes"].append("simulated (fake-quantized) model: timing the simulation would not show int8 speed.")
         return out
-    out["cpu"] = speed(model, input_shape, int(measure["batch_size"]), "cpu",
-                       threads=int(measure["cpu_threads"]), baseline=baseline, parent=parent, **common)
-    gpu_ok = measure.get("gpu", True) and torch.cuda.is_available()
+    out["cpu"] = speed(model, input_shape, measure.batch_size, "cpu",
+                       threads=measure.cpu_threads, baseline=baseline, parent=parent, **common)
+    gpu_ok = measure.gpu and torch.cuda.is_available()
     if gpu_ok and not artifact_meta.get("cpu_only"):
         gpu_parent = None if parent_cpu_only else parent
-        out["gpu"] = speed(model, input_shape, int(measure["batch_size"]), "cuda", baseline=baseline,
+        out["gpu"] = speed(model, input_shape, measure.batch_size, "cuda", baseline=baseline,
                            parent=gpu_parent, **common)
     else:
         out["gpu"] = None
@@ -95,7 +96,7 @@ def machine_accuracy(art, model, data_file: str, eval_batch_size: int) -> dict:
     return {"top1": acc["top1"], "n": acc["n"], "per_image": pack_bits(acc["correct1"])}
 
 
-def measure_speed(artifact: str, out: str, measure: dict, fp: dict, baseline: str | None = None,
+def measure_speed(artifact: str, out: str, measure: MeasureSettings | dict, fp: dict, baseline: str | None = None,
                   parent: str | None = None, data_file: str | None = None) -> None:
     """Time one artifact. ``fp`` is the workflow's hardware fingerprint: a changed one re-runs only this.
 
@@ -108,8 +109,9 @@ def measure_speed(artifact: str, out: str, measure: dict, fp: dict, baseline: st
     model = build_model(art)
     accuracy = None
     if data_file and machine_dependent(art.meta):
-        use_threads(int(measure["cpu_threads"]))
-        accuracy = machine_accuracy(art, model, data_file, int(measure.get("eval_batch_size", 256)))
+        measure = MeasureSettings.of(measure, "measure")
+        use_threads(measure.cpu_threads)
+        accuracy = machine_accuracy(art, model, data_file, measure.eval_batch_size)
     is_baseline = baseline is not None and Path(baseline).resolve() == Path(artifact).resolve()
     ref = build_model(load_artifact(baseline)) if baseline is not None and not is_baseline else None
     par, par_art = None, None
