@@ -19,7 +19,7 @@ Example::
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from vitcompress.errors import ConfigError
 from vitcompress.settings import Settings, setting
@@ -69,8 +69,6 @@ class TrainSettings(Settings):
 
     def replace(self, **changes) -> "TrainSettings":
         """These settings with some keys changed (e.g. a fine-tune's ``epochs``)."""
-        from dataclasses import replace
-
         return replace(self, **changes)
 
 

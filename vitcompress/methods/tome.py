@@ -51,9 +51,16 @@ def resolve_r(model, s: ToMeSettings) -> int:
 
 
 def _spec(model, s: ToMeSettings, r: int) -> dict:
+    """What the artifact records (and ``restructure`` rebuilds from): r, its schedule and the tokens per block."""
     tokens, depth = model.patch_embed.num_patches + model.num_prefix_tokens, len(model.blocks)
     return {"method": "tome", "r": r, "schedule": s.schedule, "proportional_attention": s.proportional_attention,
             "tokens": schedule(tokens, depth, block_rs(r, depth, s.schedule), model.num_prefix_tokens)}
+
+
+def _merging(model, s: ToMeSettings):
+    """``model`` with merging on as ``s`` asks (r resolved on its token count), and the spec it records."""
+    spec = _spec(model, s, resolve_r(model, s))
+    return ToMe.restructure(model, spec), spec
 
 
 @register
@@ -69,10 +76,9 @@ class ToMe(Method):
     def run(self, ctx: StepContext) -> Artifact:
         s = self.settings(ctx.step)
         model = build_model(ctx.parent)
-        r = resolve_r(model, s)
-        model = apply_tome(model, block_rs(r, len(model.blocks), s.schedule), s.proportional_attention)
+        model, spec = _merging(model, s)
+        r = spec["r"]
         history = self.finetune(model, ctx, s.epochs, ctx.parent.arch["kwargs"]["img_size"])
-        spec = _spec(model, s, r)
         steps = ctx.parent.meta.get("steps", []) + [{"id": ctx.step["id"], "method": self.name, "r": r,
                                                      "tokens": spec["tokens"], "training": summary(history)}]
         return Artifact(ctx.parent.arch, model.cpu().state_dict(), list(ctx.parent.transforms) + [spec],
@@ -85,7 +91,5 @@ class ToMe(Method):
 
     @classmethod
     def untrained(cls, model, step):
-        s = cls.settings(step)
-        r = resolve_r(model, s)
-        model = apply_tome(model, block_rs(r, len(model.blocks), s.schedule), s.proportional_attention)
-        return Untrained(model, _spec(model, s, r))
+        model, spec = _merging(model, cls.settings(step))
+        return Untrained(model, spec)

@@ -56,11 +56,11 @@ def block_rs(r: int, depth: int, shape: str = "constant") -> list[int]:
     """Tokens each of ``depth`` blocks merges: ``constant``, r in every block (the paper's default); ``decreasing``,
     from 2r in the first block linearly down to 0 in the last (the paper's decreasing schedule: about as many in
     all, more of them early, where tokens are most redundant and blocks cost most)."""
-    if shape == "constant" or depth == 1:
-        return [int(r)] * depth if shape == "constant" else [2 * int(r)]
+    if shape == "constant":
+        return [int(r)] * depth
     if shape != "decreasing":
         raise ValueError(f"schedule = {shape!r}: use constant or decreasing")
-    return [int(2 * r - 2 * r * i / (depth - 1)) for i in range(depth)]
+    return [int(2 * r - 2 * r * i / max(1, depth - 1)) for i in range(depth)]
 
 
 def schedule(tokens: int, depth: int, r: int | list[int], protected: int = 1) -> list[int]:
