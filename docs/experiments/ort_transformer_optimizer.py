@@ -1,0 +1,71 @@
+"""Does ONNX Runtime's transformer optimizer or quant_pre_process speed up ViT-B/16 on this CPU?
+
+ViT-B/16 (random weights), batch 8, 2 threads: each ORT path (f32; the transformer optimizer's graph, model_type
+vit; static and dynamic int8 of each; static int8 after quant_pre_process) timed call by call beside PyTorch eager
+fp32, the calls' order rotated every round; prints each path's median speed-up with its min and max.
+
+    python docs/experiments/ort_transformer_optimizer.py 8      # 8 rounds (about 10 minutes on 2 cores)
+"""
+import statistics
+import sys
+import tempfile
+import time
+
+import onnx
+import onnxruntime as ort
+import timm
+import torch
+from onnxruntime.quantization.shape_inference import quant_pre_process
+from onnxruntime.transformers.optimizer import optimize_model
+
+from vitcompress.runtimes.onnxruntime import export, quantize_dynamic, quantize_static
+
+
+def session(path: str):
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = 2, 1
+    return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+
+
+def main(rounds: int) -> None:
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    model = timm.create_model("vit_base_patch16_224", pretrained=False).eval()
+    x, calib = torch.randn(8, 3, 224, 224), torch.randn(64, 3, 224, 224)
+    d = tempfile.mkdtemp()
+    paths = {"ort_f32": f"{d}/f32.onnx", "ort_f32_opt": f"{d}/opt.onnx"}
+    onnx.save(export(model, x[:2]), paths["ort_f32"])
+    opt = optimize_model(paths["ort_f32"], model_type="vit", num_heads=12, hidden_size=768, opt_level=0)
+    print("fused:", opt.get_fused_operator_statistics())
+    opt.save_model_to_file(paths["ort_f32_opt"])
+    quant_pre_process(paths["ort_f32"], f"{d}/pre.onnx")
+    for name, src in (("static", "ort_f32"), ("opt_static", "ort_f32_opt")):
+        paths[name] = f"{d}/{name}.onnx"
+        onnx.save(quantize_static(paths[src], calib, 8, reduce_range=True), paths[name])
+    paths["pre_static"] = f"{d}/pre_static.onnx"
+    onnx.save(quantize_static(f"{d}/pre.onnx", calib, 8, reduce_range=True), paths["pre_static"])
+    for name, src in (("dynamic", "ort_f32"), ("opt_dynamic", "ort_f32_opt")):
+        paths[name] = f"{d}/{name}.onnx"
+        onnx.save(quantize_dynamic(paths[src], reduce_range=True), paths[name])
+    feed = x.numpy()
+    fns = {"torch": lambda: model(x)}
+    for name, path in paths.items():
+        s = session(path)
+        fns[name] = lambda s=s: s.run(None, {s.get_inputs()[0].name: feed})
+    names = list(fns)
+    times = {k: [] for k in names}
+    with torch.inference_mode():
+        for fn in fns.values():
+            fn()
+        for r in range(rounds):
+            for k in names[r % len(names):] + names[:r % len(names)]:
+                t0 = time.perf_counter()
+                fns[k]()
+                times[k].append(time.perf_counter() - t0)
+    for k in names:
+        ratios = [a / b for a, b in zip(times["torch"], times[k])]
+        print(f"{k:12s} speed-up {statistics.median(ratios):.2f} (min {min(ratios):.2f}, max {max(ratios):.2f})")
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 8)
