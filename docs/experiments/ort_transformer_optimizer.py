@@ -5,6 +5,11 @@ vit; static and dynamic int8 of each; static int8 after quant_pre_process) timed
 fp32, the calls' order rotated every round; prints each path's median speed-up with its min and max.
 
     python docs/experiments/ort_transformer_optimizer.py 8      # 8 rounds (about 10 minutes on 2 cores)
+    python docs/experiments/ort_transformer_optimizer.py 8 --torchscript
+
+With ``--torchscript`` the graph comes from the older TorchScript exporter with timm's attention unfused (explicit
+q @ k.T, softmax, @ v), the form ORT's attention fusion was written for; the fused operators' counts say whether
+it matched, and dynamic int8 of the optimized graph is where a fused Attention would become QAttention.
 """
 import statistics
 import sys
@@ -15,10 +20,12 @@ import onnx
 import onnxruntime as ort
 import timm
 import torch
+from onnxruntime.quantization import QuantType
+from onnxruntime.quantization import quantize_dynamic as ort_quantize_dynamic
 from onnxruntime.quantization.shape_inference import quant_pre_process
 from onnxruntime.transformers.optimizer import optimize_model
 
-from vitcompress.runtimes.onnxruntime import export, quantize_dynamic, quantize_static
+from vitcompress.runtimes.onnxruntime import INPUT, OUTPUT, export, quantize_static
 
 
 def session(path: str):
@@ -27,14 +34,32 @@ def session(path: str):
     return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
 
 
-def main(rounds: int) -> None:
+def torchscript_onnx(model, example: torch.Tensor, path: str) -> None:
+    import warnings
+
+    for m in model.modules():
+        if hasattr(m, "fused_attn"):
+            m.fused_attn = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (example,), path, dynamo=False, opset_version=17, input_names=[INPUT],
+                          output_names=[OUTPUT], dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}})
+    for m in model.modules():
+        if hasattr(m, "fused_attn"):
+            m.fused_attn = True
+
+
+def main(rounds: int, torchscript: bool = False) -> None:
     torch.set_num_threads(2)
     torch.manual_seed(0)
     model = timm.create_model("vit_base_patch16_224", pretrained=False).eval()
     x, calib = torch.randn(8, 3, 224, 224), torch.randn(64, 3, 224, 224)
     d = tempfile.mkdtemp()
     paths = {"ort_f32": f"{d}/f32.onnx", "ort_f32_opt": f"{d}/opt.onnx"}
-    onnx.save(export(model, x[:2]), paths["ort_f32"])
+    if torchscript:
+        torchscript_onnx(model, x[:2], paths["ort_f32"])
+    else:
+        onnx.save(export(model, x[:2]), paths["ort_f32"])
     opt = optimize_model(paths["ort_f32"], model_type="vit", num_heads=12, hidden_size=768, opt_level=0)
     print("fused:", opt.get_fused_operator_statistics())
     opt.save_model_to_file(paths["ort_f32_opt"])
@@ -46,7 +71,8 @@ def main(rounds: int) -> None:
     onnx.save(quantize_static(f"{d}/pre.onnx", calib, 8, reduce_range=True), paths["pre_static"])
     for name, src in (("dynamic", "ort_f32"), ("opt_dynamic", "ort_f32_opt")):
         paths[name] = f"{d}/{name}.onnx"
-        onnx.save(quantize_dynamic(paths[src], reduce_range=True), paths[name])
+        ort_quantize_dynamic(paths[src], paths[name], weight_type=QuantType.QInt8, reduce_range=True,
+                             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})  # for fused operators' outputs
     feed = x.numpy()
     fns = {"torch": lambda: model(x)}
     for name, path in paths.items():
@@ -68,4 +94,5 @@ def main(rounds: int) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 8)
+    args = [a for a in sys.argv[1:] if a != "--torchscript"]
+    main(int(args[0]) if args else 8, torchscript="--torchscript" in sys.argv)
