@@ -17,7 +17,6 @@ from vitcompress.errors import ConfigError
 from vitcompress.methods.base import Method, StepContext, Untrained, build_model, register
 from vitcompress.settings import Settings, setting
 from vitcompress.tome.merge import block_rs, schedule
-from vitcompress.tome.vit import apply_tome, check_tome
 from vitcompress.train import summary
 
 
@@ -71,6 +70,9 @@ class ToMe(Method):
 
     @staticmethod
     def check_model(model, step=None) -> None:
+        from vitcompress.tome.vit import check_tome  # timm's ViT classes: imported when a job runs, not when the
+        # workflow is parsed (timm pulls in torchvision: seconds on every `snakemake` call)
+
         check_tome(model)
 
     def run(self, ctx: StepContext) -> Artifact:
@@ -87,6 +89,8 @@ class ToMe(Method):
     @classmethod
     def restructure(cls, model, spec):
         rs = block_rs(spec["r"], len(model.blocks), spec.get("schedule", "constant"))
+        from vitcompress.tome.vit import apply_tome
+
         return apply_tome(model, rs, spec.get("proportional_attention", True))
 
     @classmethod
