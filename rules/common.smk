@@ -8,10 +8,13 @@ from vitcompress.data import prepare
 from vitcompress.errors import DeviceError
 from vitcompress.methods import get_method
 from vitcompress.pipeline import row_kwargs, setup, step_kwargs
+from vitcompress.pruning.gates import histogram_from_artifact
 from vitcompress.report.cells import write_jobs, write_metrics
+from vitcompress.report.figures import tradeoff_figure
+from vitcompress.report.tables import render_bench, render_hardware, render_tables
 from vitcompress.runtimes import RUNTIMES
-from vitcompress.workflow import (bench_spec, fq_vit_ablation, job, job_priority, measure_speed, row_metrics,
-                                  run_step, slots_for)
+from vitcompress.workflow import (bench_row, bench_spec, fq_vit_ablation, job, job_priority, measure_speed,
+                                  row_metrics, run_step, slots_for)
 
 try:
     W = setup(config, workflow)

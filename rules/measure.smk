@@ -58,10 +58,12 @@ rule bench_row:
     threads: W.all_cores
     resources:
         gpu=W.gpu_job,
-    conda:
-        W.conda_env
-    script:
-        "../scripts/bench_row.py"
+    run:
+        # in the timing worker, as measure_speed: a script would start a Python (torch, timm) for every row
+        spec = params.spec
+        job(bench_row, log[0], pool="timing", chain_steps=spec["chain_steps"], arch=spec["arch"],
+            measure=params.measure, fp=params.fingerprint, out=output[0], baseline_steps=spec["baseline_steps"],
+            baseline_arch=spec["baseline_arch"])
 
 
 rule bench_arch:
@@ -78,10 +80,9 @@ rule bench_arch:
     log:
         f"logs/bench/{W.name}/bench_arch.log",
     localrule: True
-    conda:
-        W.conda_env
-    script:
-        "../scripts/bench_arch.py"
+    run:
+        job(render_bench, log[0], pool=None, files=list(input), rows=params.rows, profile=params.profile,
+            csv=output.csv, md=output.md, settings=params.settings, methods=params.methods)
 
 
 rule attention_scaling:

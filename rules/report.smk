@@ -1,4 +1,5 @@
 # The run's outputs from every (dataset, row) metrics JSON: tables, metrics, figures, machines side by side.
+# Each renders in Snakemake's own process (pool=None: files to read, no model to run), in a thread of its own.
 
 
 rule jobs:
@@ -53,10 +54,10 @@ rule tables:
     log:
         f"{W.logs}/tables.log",
     localrule: True
-    conda:
-        W.conda_env
-    script:
-        "../scripts/tables.py"
+    run:
+        job(render_tables, log[0], pool=None, files=list(input.rows), profile=params.profile,
+            datasets=params.datasets, rows=params.rows, md=output.md, tex=output.tex, figures=params.figures,
+            jobs_csv=input.jobs, study_rows=params.study_rows)
 
 
 rule tradeoff_figure:
@@ -72,10 +73,9 @@ rule tradeoff_figure:
     log:
         f"{W.logs}/{{dataset}}/tradeoff_figure.log",
     localrule: True
-    conda:
-        W.conda_env
-    script:
-        "../scripts/tradeoff_figure.py"
+    run:
+        job(tradeoff_figure, log[0], pool=None, files=list(input), out=output[0],
+            title=f"Trade-offs: {wildcards.dataset} ({params.profile} profile)", methods=params.methods)
 
 
 rule prune_figure:
@@ -88,10 +88,9 @@ rule prune_figure:
     log:
         f"{W.logs}/{{dataset}}/{{chain}}/prune_figure.log",
     localrule: True
-    conda:
-        W.conda_env
-    script:
-        "../scripts/prune_figure.py"
+    run:
+        job(histogram_from_artifact, log[0], pool=None, artifact=input[0], out=output[0],
+            title=f"Importance of prunable dimensions: {wildcards.dataset} ({wildcards.chain})")
 
 
 rule hardware:
@@ -110,7 +109,5 @@ rule hardware:
     log:
         f"{W.logs}/hardware.log",
     localrule: True
-    conda:
-        W.conda_env
-    script:
-        "../scripts/hardware.py"
+    run:
+        job(render_hardware, log[0], pool=None, files=list(input.speed), cells=list(input.cells), **params, **output)

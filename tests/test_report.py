@@ -395,3 +395,39 @@ def test_the_tradeoff_figure_draws_every_row_with_its_intervals(tmp_path):
              for r, a, s, m in (("vanilla", 97.0, 1.0, 1.0), ("dynamic_ptq", 96.5, 1.6, 0.3), ("lsq", 96.0, 1.0, 0.15))]
     tradeoff_figure(files, tmp_path / "t.png", "t", {"vanilla": "train", "dynamic_ptq": "dynamic_ptq", "lsq": "lsq"})
     assert (tmp_path / "t.png").stat().st_size > 20_000
+
+
+def test_jobs_running_at_once_in_threads_keep_their_own_logs_and_figures(tmp_path):
+    """Snakemake runs the cheap jobs (cells, tables, figures) side by side in threads of its own process: each
+    job's log holds its own records alone, and two figures drawn at once are both whole."""
+    import logging
+    import threading
+
+    from PIL import Image
+
+    from vitcompress.joblog import logging_to
+    from vitcompress.plotting import save_png, subplots
+
+    start = threading.Barrier(2)
+    level = logging.getLogger().level
+
+    def one_job(name):
+        with logging_to(tmp_path / f"{name}.log"):
+            start.wait()
+            for i in range(50):
+                logging.getLogger("vitcompress.test").info("%s record %d", name, i)
+            fig, ax = subplots(figsize=(3, 2))
+            ax.plot(range(10), label=name)
+            ax.set_title(name)
+            save_png(fig, tmp_path / f"{name}.png")
+
+    threads = [threading.Thread(target=one_job, args=(n,)) for n in ("first", "second")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for name, other in (("first", "second"), ("second", "first")):
+        text = (tmp_path / f"{name}.log").read_text()
+        assert text.count(f"{name} record") == 50 and f"{other} record" not in text
+        assert Image.open(tmp_path / f"{name}.png").size == (330, 220)  # 3 x 2 inches at 110 dpi
+    assert logging.getLogger().level == level  # restored after the last job, not by the first to finish

@@ -1,8 +1,8 @@
-"""One matplotlib set-up for every figure the project draws: the non-interactive Agg backend (jobs run
-without a display) chosen once, before pyplot is first imported, and PNGs written atomically.
+"""One matplotlib set-up for every figure the project draws: figures on the Agg canvas, made without pyplot (no
+global figure registry, so two jobs may draw at once in one process's threads, and no display is needed), and
+PNGs written atomically.
 
-    >>> plt = pyplot()
-    >>> fig, ax = plt.subplots()
+    >>> fig, ax = subplots(figsize=(6, 4))
     >>> save_png(fig, "reports/figures/example.png")
 """
 from __future__ import annotations
@@ -10,20 +10,20 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def pyplot():
-    """matplotlib.pyplot on the Agg backend (imported on first use: a module that plots stays cheap to import)."""
-    import matplotlib
+def subplots(nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] | None = None, **kwargs):
+    """``(figure, axes)`` as ``pyplot.subplots`` returns them, on an Agg canvas of the figure's own
+    (matplotlib imported on first use: a module that plots stays cheap to import)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(nrows, ncols, **kwargs)
 
 
 def save_png(fig, out: str | Path, dpi: int = 110) -> None:
-    """Write ``fig`` to ``out`` as a PNG, whole or not at all, and close it."""
+    """Write ``fig`` to ``out`` as a PNG, whole or not at all."""
     from vitcompress.io import atomic_path
 
     with atomic_path(out) as tmp:
         fig.savefig(tmp, dpi=dpi, format="png")
-    pyplot().close(fig)

@@ -99,11 +99,10 @@ def attention_scaling(seq_lens, landmarks, embed_dim: int = 768, num_heads: int 
 
 
 def plot_scaling(df: pd.DataFrame, out: str | Path) -> None:
-    from vitcompress.plotting import pyplot, save_png
+    from vitcompress.plotting import save_png, subplots
 
-    plt = pyplot()
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = subplots(1, 2, figsize=(11, 4.2))
     for (device, name, m), sub in df.groupby(["device", "method", df["landmarks"].fillna(0)], sort=False):
         label = f"{name} m={int(m)}" if name == "nystrom" else name
         label += f" ({device})" if df["device"].nunique() > 1 else ""

@@ -44,10 +44,9 @@ def _figure_stats(model: nn.Module, images: torch.Tensor, batch_size: int) -> di
 
 def plot_figure1(stats: dict, bits: int, out: str, title: str) -> None:
     """The study's Figure 1 from this model's calibration data."""
-    from vitcompress.plotting import pyplot, save_png
+    from vitcompress.plotting import save_png, subplots
 
-    plt = pyplot()
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (ax1, ax2) = subplots(1, 2, figsize=(11, 4))
     channels = torch.arange(len(stats["ln_min"]))
     ax1.vlines(channels, stats["ln_min"], stats["ln_max"], color="tab:blue", linewidth=1)
     ax1.scatter(channels, stats["ln_max"], s=4, color="tab:red", label="max")

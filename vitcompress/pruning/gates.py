@@ -118,10 +118,9 @@ def fold_gates(model: nn.Module, gates: Gates) -> nn.Module:
 
 def importance_histogram(scores: dict, counts: dict, out, title: str) -> None:
     """The study's Figure 3: how many parameters sit at each importance score."""
-    from vitcompress.plotting import pyplot, save_png
+    from vitcompress.plotting import save_png, subplots
 
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    fig, ax = subplots(figsize=(6.5, 4))
     labels = {"attn_in": "features into q/k/v", "attn_out": "attention output (v dims)",
               "mlp_in": "features into fc1", "mlp_hidden": "MLP hidden units"}
     values = [torch.cat([s.reshape(-1) for s in scores[k]]).numpy() for k in KINDS]

@@ -88,9 +88,8 @@ def tradeoff_figure(files: list[str], out: str | Path, title: str, methods: dict
     from matplotlib import ticker
     from matplotlib.lines import Line2D
 
-    from vitcompress.plotting import pyplot, save_png
+    from vitcompress.plotting import save_png, subplots
 
-    plt = pyplot()
     cells = [flat(read_json(f)) for f in files]
     family = families(methods or {})
     order = list(dict.fromkeys([*family.values(), *(family.get(c["row"], "other") for c in cells)]))
@@ -99,7 +98,7 @@ def tradeoff_figure(files: list[str], out: str | Path, title: str, methods: dict
         k = order.index(family.get(cell["row"], "other"))
         return MARKERS[k % len(MARKERS)], f"C{k % 10}", k
 
-    fig, axes = plt.subplots(1, len(TRADEOFFS), figsize=(13, 5.6))
+    fig, axes = subplots(1, len(TRADEOFFS), figsize=(13, 5.6))
     for ax, (key, label, larger) in zip(axes, TRADEOFFS):
         xs = [c.get(key) for c in cells]
         ys = [c.get("accuracy") for c in cells]
