@@ -12,10 +12,10 @@ REPO = Path(__file__).resolve().parents[1]
 WORKFLOW_FILES = ["Snakefile", "dvc.yaml", ".dvcignore", "rules", "scripts", "envs", "profiles", "params.yaml"]
 
 
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch):
-    # CI reaches package registries only: never let a test wait on a model hub.
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+# CI reaches package registries only: never let a test wait on a model hub. Set before anything imports
+# huggingface_hub, which reads it once at import (set per test, it came too late for every test after the
+# first import of timm's hub code: a pretrained-download test then waited 46 s on the network).
+os.environ["HF_HUB_OFFLINE"] = "1"
 
 
 TINY_VIT = {"timm": "vit_small_patch16_224",

@@ -210,39 +210,6 @@ def test_tiny_workflow_end_to_end(tmp_path, raw_params, monkeypatch):
     assert table.loc["ort_int8_static", "runtime"] == "ONNX Runtime" and table.loc["vanilla", "runtime"] == "PyTorch"
 
 
-@pytest.mark.e2e
-def test_a_new_chain_reuses_its_prefix_artifact(tmp_path, raw_params):
-    raw = tiny_profile(raw_params, rows=["vanilla"])
-    prof = raw["profiles"]["tiny"]
-    wf = make_workflow(tmp_path, raw)
-    snakemake(wf)
-    trained = wf / "results/tiny/digits/vit/model.pt"
-    stamp = trained.stat().st_mtime_ns
-
-    prof["rows"].append({"id": "vit_int8", "model": "ViT int8", "method": "PTQ", "chain": ["vit", "dynamic_ptq"]})
-    (wf / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    plan = _job_counts(snakemake(wf, "-n").stdout)
-    assert plan["compress"] == 1 and "train" not in plan and "prepare_data" not in plan
-    snakemake(wf)
-    assert trained.stat().st_mtime_ns == stamp  # the prefix did not run twice
-    assert (wf / "results/tiny/digits/vit+dynamic_ptq/model.pt").exists()
-    csv = pd.read_csv(wf / "reports/metrics.csv")
-    assert list(csv["row"]) == ["vanilla", "vit_int8"]
-
-    # The training check re-trains the first row's root step three ways, beside the artifact it already has.
-    snakemake(wf, "training_check")
-    check = pd.read_csv(wf / "reports/training_check.csv")
-    assert list(check["variant"]) == ["as configured", "twice the epochs", "2 PyTorch threads",
-                                      "AVX2 kernels only (ATEN_CPU_CAPABILITY=avx2)"]
-    assert list(check["train_epochs"]) == [prof["train"]["epochs"], 2 * prof["train"]["epochs"]] + \
-        [prof["train"]["epochs"]] * 2
-    first = read_json(wf / "results/tiny/digits/vit/accuracy.json")["accuracy"]
-    assert check["accuracy"].iloc[0] == pytest.approx(first, abs=1e-3)
-    assert trained.stat().st_mtime_ns == stamp  # not trained again
-    assert (check["delta"] - (check["accuracy"] - first)).abs().max() < 1e-3
-    assert "twice the epochs" in (wf / "reports/training_check.md").read_text()
-
-
 def test_paper_vanilla_artifact_size_matches_the_study(raw_params, tmp_path):
     """ViT-B/16 with a CIFAR-10 head, saved as the pipeline saves it: the study's Size column says 327 MB."""
     from vitcompress.data import data_shape
@@ -356,15 +323,26 @@ def _stamps(wf):
 
 
 @pytest.mark.e2e
-def test_dvc_repro_reruns_only_what_a_params_change_touches(tmp_path, raw_params):
-    """dvc repro runs the workflow; a second one does nothing; one row's new parameter re-runs only that
-    row's cells, in Snakemake's plan and in DVC; a shared training parameter re-runs what trains."""
+def test_dvc_repro_experiments_and_a_new_chain_reuse_what_exists(tmp_path, raw_params):
+    """One workspace (a full run is the suite's dearest step, so these share it):
+
+    1. `dvc repro` runs the workflow; a second one does nothing; `dvc metrics show` and `dvc plots show` read
+       what it wrote; one row's new parameter re-runs only that row's cells, in Snakemake's plan and in DVC.
+    2. Two experiments sweeping one setting (`dvc exp run -S`, one queued and run by `dvc queue start`): `dvc
+       exp show --json` holds each one's metrics, which differ where the setting acts, and the summary file is
+       a few columns per data set.
+    3. A shared training parameter would re-run everything that trains (plan only).
+    4. A new chain reuses its prefix artifact (no training again), and the training check re-trains the first
+       row's root step three ways beside the artifact it already has."""
     raw = tiny_profile(raw_params, rows=["vanilla", "lsq"])
     prof = raw["profiles"]["tiny"]
+    prof["steps"]["lsq"]["bits"] = 4  # in the file, so `-S` can override it (the demo has it)
     wf = make_workflow(tmp_path, raw)
     shutil.copytree(REPO / "vitcompress", wf / "vitcompress", ignore=shutil.ignore_patterns("__pycache__"))  # a DVC dep
     shutil.copy(REPO / ".gitignore", wf / ".gitignore")
     _cli(wf, "git", "init", "-q")  # as in a clone: DVC refuses to write a dvc.lock that git ignores
+    _cli(wf, "git", "config", "user.email", "ci@example.org")
+    _cli(wf, "git", "config", "user.name", "ci")
     _cli(wf, "dvc", "init", "-q")
     _cli(wf, "dvc", "repro")
     first = _stamps(wf)
@@ -385,11 +363,14 @@ def test_dvc_repro_reruns_only_what_a_params_change_touches(tmp_path, raw_params
     assert set(shown) == {"vanilla", "lsq"}
     assert all(shown[r]["accuracy"] is not None and shown[r]["size_mb"] > 0 and shown[r]["cpu_speed"] > 0
                for r in shown)
+    summary = json.loads((wf / "reports/summary.json").read_text())
+    assert set(summary["digits"]) == {"vanilla_accuracy", "delta", "speedup"} and set(summary["digits"]["delta"]) == {"lsq"}
 
     _cli(wf, "dvc", "plots", "show", "-o", "dvc_plots")
     page = (wf / "dvc_plots/index.html").read_text()
     assert "accuracy_vs_size" in page and "accuracy_vs_cpu_speedup" in page
     assert (wf / "dvc_plots/static/workspace_reports_figures_tradeoff_digits.png").exists()
+    shutil.rmtree(wf / "dvc_plots")
 
     prof["steps"]["lsq"]["bits"] = 3
     (wf / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
@@ -402,32 +383,9 @@ def test_dvc_repro_reruns_only_what_a_params_change_touches(tmp_path, raw_params
     changed = {f for f, t in _stamps(wf).items() if first.get(f) != t}
     assert changed and all("/vit+lsq/" in f or "/rows/lsq" in f for f in changed), changed
 
-    shared = copy.deepcopy(raw)
-    shared["profiles"]["tiny"]["train"]["lr"] = 0.001
-    (wf / "params.yaml").write_text(yaml.safe_dump(shared, sort_keys=False))
-    plan = _job_counts(snakemake(wf, "-n").stdout)
-    assert plan["train"] == 1 and plan["compress"] == 1 and plan["measure_speed"] == 2  # all downstream of vit
-
-
-@pytest.mark.e2e
-def test_dvc_experiments_compare_their_metrics(tmp_path, raw_params):
-    """Two experiments sweeping one setting (`dvc exp run -S`, one queued and run by `dvc queue start`):
-    `dvc exp show --json` holds each one's metrics, which differ where the setting acts, and the summary
-    file is a few columns per data set."""
-    raw = tiny_profile(raw_params, rows=["vanilla", "lsq"])
-    raw["profiles"]["tiny"]["steps"]["lsq"]["bits"] = 4  # in the file, so `-S` can override it (the demo has it)
-    wf = make_workflow(tmp_path, raw)
-    shutil.copytree(REPO / "vitcompress", wf / "vitcompress", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(REPO / ".gitignore", wf / ".gitignore")
-    _cli(wf, "git", "init", "-q")
-    _cli(wf, "git", "config", "user.email", "ci@example.org")
-    _cli(wf, "git", "config", "user.name", "ci")
-    _cli(wf, "dvc", "init", "-q")
-    _cli(wf, "dvc", "repro")
+    # 2. experiments from the committed state
     _cli(wf, "git", "add", "-A")
     _cli(wf, "git", "commit", "-qm", "baseline")
-    summary = json.loads((wf / "reports/summary.json").read_text())
-    assert set(summary["digits"]) == {"vanilla_accuracy", "delta", "speedup"} and set(summary["digits"]["delta"]) == {"lsq"}
     _cli(wf, "dvc", "exp", "run", "-n", "bits2", "-S", "profiles.tiny.steps.lsq.bits=2")
     _cli(wf, "dvc", "exp", "run", "--queue", "-n", "bits8", "-S", "profiles.tiny.steps.lsq.bits=8")
     _cli(wf, "dvc", "queue", "start", "-j", "1")
@@ -453,3 +411,35 @@ def test_dvc_experiments_compare_their_metrics(tmp_path, raw_params):
     assert (b2, b8) == (2, 8) and d2 is not None and d8 is not None and d2 != d8
     vanilla = {exps[e]["metrics"]["reports/summary.json"]["data"]["digits"]["vanilla_accuracy"] for e in ("bits2", "bits8")}
     assert len(vanilla) == 1  # the sweep re-ran only what the setting touches
+
+    # 3. and 4., on the workspace as the last experiment left it
+    current = yaml.safe_load((wf / "params.yaml").read_text())
+    shared = copy.deepcopy(current)
+    shared["profiles"]["tiny"]["train"]["lr"] = 0.001
+    (wf / "params.yaml").write_text(yaml.safe_dump(shared, sort_keys=False))
+    plan = _job_counts(snakemake(wf, "-n").stdout)
+    assert plan["train"] == 1 and plan["compress"] == 1 and plan["measure_speed"] == 2  # all downstream of vit
+
+    trained = wf / "results/tiny/digits/vit/model.pt"
+    stamp = trained.stat().st_mtime_ns
+    current["profiles"]["tiny"]["rows"].append({"id": "vit_int8", "model": "ViT int8", "method": "PTQ",
+                                                "chain": ["vit", "dynamic_ptq"]})
+    (wf / "params.yaml").write_text(yaml.safe_dump(current, sort_keys=False))
+    plan = _job_counts(snakemake(wf, "-n").stdout)
+    assert plan["compress"] == 1 and "train" not in plan and "prepare_data" not in plan
+    snakemake(wf)
+    assert trained.stat().st_mtime_ns == stamp  # the prefix did not run again
+    assert (wf / "results/tiny/digits/vit+dynamic_ptq/model.pt").exists()
+    assert list(pd.read_csv(wf / "reports/metrics.csv")["row"]) == ["vanilla", "lsq", "vit_int8"]
+
+    snakemake(wf, "training_check")
+    check = pd.read_csv(wf / "reports/training_check.csv")
+    assert list(check["variant"]) == ["as configured", "twice the epochs", "2 PyTorch threads",
+                                      "AVX2 kernels only (ATEN_CPU_CAPABILITY=avx2)"]
+    epochs = current["profiles"]["tiny"]["train"]["epochs"]
+    assert list(check["train_epochs"]) == [epochs, 2 * epochs, epochs, epochs]
+    accuracy = read_json(wf / "results/tiny/digits/vit/accuracy.json")["accuracy"]
+    assert check["accuracy"].iloc[0] == pytest.approx(accuracy, abs=1e-3)
+    assert trained.stat().st_mtime_ns == stamp  # not trained again
+    assert (check["delta"] - (check["accuracy"] - accuracy)).abs().max() < 1e-3
+    assert "twice the epochs" in (wf / "reports/training_check.md").read_text()
