@@ -97,7 +97,7 @@ def test_the_upstream_reproduction_still_shows_the_attention_saturation(non_vnni
 
 def test_the_cpu_class_and_the_row_to_ship_on_it():
     from vitcompress.measure import cpu_class
-    from vitcompress.report.findings import to_ship
+    from vitcompress.report.findings import deploy_targets, fastest_other_model, to_ship
 
     assert cpu_class(["avx2"], "x86_64") == "AVX2 only (no VNNI)"
     assert cpu_class(["avx2", "avx512f", "avx512_vnni"], "x86_64") == "AVX-512 VNNI"
@@ -105,15 +105,29 @@ def test_the_cpu_class_and_the_row_to_ship_on_it():
     assert cpu_class(["avx2", "avx_vnni"], "x86_64") == "AVX-VNNI"
     assert cpu_class(["neon"], "aarch64") == "ARM"
 
+    methods = {"vit": "train", "deit_tiny": "distill", "ov": "ov", "ov_int8": "ov_int8", "onnx": "onnx",
+               "int8_static": "ort_int8_static", "dynamic_ptq": "dynamic_ptq", "tome_2": "tome"}
+
     def rec(row, chain, runtime, speedup):
-        return {"row": row, "chain": chain, "runtime": runtime, "cpu_speedup": speedup}
+        return {"row": row, "chain": chain, "runtime": runtime, "cpu_speedup": speedup,
+                "chain_methods": {s: methods[s] for s in chain}, "timm": "vit_base_patch16_224",
+                "fingerprint": {"cpu_flags": ["avx2"]}, "size_mb": 300.0}
 
     records = [rec("vanilla", ["vit"], "PyTorch", 1.0), rec("deit_tiny+ov", ["deit_tiny", "ov", "ov_int8"], "OpenVINO", 9.0),
                rec("dynamic_ptq", ["vit", "dynamic_ptq"], "PyTorch", 1.5),
                rec("ov_int8", ["vit", "ov", "ov_int8"], "OpenVINO, int8 + f32", 1.2),
-               rec("ort_int8_static", ["vit", "onnx", "int8_static"], "ONNX Runtime", 1.8)]
-    # another model (a distilled student) and PyTorch rows are not deployments of the first row's own model
+               rec("ort_int8_static", ["vit", "onnx", "int8_static"], "ONNX Runtime", 1.8),
+               rec("tome_2+ort_int8_static", ["vit", "tome_2", "onnx", "int8_static"], "ONNX Runtime", 3.1)]
+    # another model (a distilled student, a token-merging chain) and PyTorch rows are not deployments of the
+    # first row's own model
     assert to_ship(records)["row"] == "ort_int8_static"
+    # the fastest row of another model is named apart (its accuracy cost decides), whatever its runtime
+    assert fastest_other_model(records)["row"] == "deit_tiny+ov"
+    assert fastest_other_model([r for r in records if r["row"] != "deit_tiny+ov"])["row"] == "tome_2+ort_int8_static"
+    # ... and the AVX2 target for that deployment is judged on it, not on the faster ToMe chain
+    own = [t for t in deploy_targets(records, [methods[r["chain"][-1]] for r in records])
+           if "own model" in t["what"]]
+    assert [(t["row"], t["target"], t["met"]) for t in own] == [("ort_int8_static", ">= 2.5x (CPU with avx2)", False)]
     assert to_ship(records[:3]) is None
 
 

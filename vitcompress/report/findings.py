@@ -395,6 +395,12 @@ def _cross_row_targets(records: list[dict], methods: list[str], targets: dict) -
     def shrinks(r):
         return any(getattr(METHODS.get(m), "shrinks", False) for m in (r.get("chain_methods") or {}).values())
 
+    best_own, by_isa = to_ship(records), targets.get("own_model_best", {})
+    isa_own = _isa(flags, by_isa)
+    if best_own is not None and isa_own is not None:
+        out.append({"row": best_own["row"], "what": "CPU speed-up over PyTorch fp32, the fastest deployment of the "
+                    "first row's own model", "target": f">= {by_isa[isa_own]:g}x" + (f" (CPU with {isa_own})" if isa_own != "any" else ""),
+                    "measured": f"{best_own['cpu_speedup']:.2f}x", "met": bool(best_own["cpu_speedup"] >= by_isa[isa_own])})
     past = [r for r, m, _ in chains if m == "ov_int8" and not missing(r.get("cpu_speedup")) and shrinks(r)]
     if isa and past:
         best = max(past, key=lambda r: r["cpu_speedup"])
@@ -404,12 +410,33 @@ def _cross_row_targets(records: list[dict], methods: list[str], targets: dict) -
     return out
 
 
+def same_model_deployment(record: dict, root: list[str]) -> bool:
+    """Whether a row runs the first row's own model in another runtime: its chain is the first row's (``root``)
+    followed only by steps of another runtime (a conversion, a runtime's int8), none that changes the model."""
+    from vitcompress.methods import METHODS
+
+    chain, methods = record.get("chain") or [], record.get("chain_methods") or {}
+    rest = chain[len(root):]
+    return (chain[:len(root)] == root and bool(rest)
+            and all(s in methods and getattr(METHODS.get(methods[s]), "runtime", "pytorch") != "pytorch" for s in rest))
+
+
 def to_ship(records: list[dict]) -> dict | None:
-    """The fastest deployment of the first row's own model on this CPU: among rows whose chain starts with the
-    first row's and ends in another runtime (a conversion or a runtime's int8), the highest CPU speed-up."""
-    if not records:
+    """The fastest deployment of the first row's own model on this CPU: among rows that run it in another runtime
+    (:func:`same_model_deployment`: a ToMe, pruned or distilled chain is another model), the highest CPU speed-up."""
+    root = records[0].get("chain") if records else None
+    if not root:
         return None
-    root = records[0]["chain"][:1]
-    runtime_rows = [r for r in records if r["chain"][:1] == root and not str(r["runtime"]).startswith("PyTorch")
-                    and not missing(r["cpu_speedup"])]
+    runtime_rows = [r for r in records if same_model_deployment(r, root) and not missing(r["cpu_speedup"])]
     return max(runtime_rows, key=lambda r: r["cpu_speedup"], default=None)
+
+
+def fastest_other_model(records: list[dict]) -> dict | None:
+    """The fastest row on this CPU that runs another model than the first row (distilled, pruned, merged
+    tokens, ...), with any runtime: faster than :func:`to_ship`'s row only at its own accuracy cost."""
+    root = records[0].get("chain") if records else None
+    if not root:
+        return None
+    other = [r for r in records[1:] if r.get("chain") != root and not same_model_deployment(r, root)
+             and not missing(r["cpu_speedup"])]
+    return max(other, key=lambda r: r["cpu_speedup"], default=None)

@@ -14,6 +14,7 @@ from vitcompress.report.findings import (
     STUDY_DATASETS,
     claims,
     deploy_targets,
+    fastest_other_model,
     findings_summary,
     study_comparison,
     study_findings,
@@ -105,6 +106,7 @@ def render_bench(files: list[str], rows: list[dict], profile: str, csv: str, md:
     _write_csv(pd.DataFrame(records).drop(columns=["fingerprint", "notes", "chain_methods"]), csv)
     fp = records[0]["fingerprint"] if records else {}
     render("bench_arch.md.j2", md, templates, profile=profile, rows=records, ship=to_ship(records),
+           other=fastest_other_model(records),
            cpu_class=cpu_class(fp.get("int8_flags", fp.get("cpu_flags") or []), fp.get("machine") or ""),
            targets=deploy_targets(records, methods or []), baseline=records[0]["model"] if records else "-",
            fingerprint=fp)
