@@ -124,6 +124,12 @@ def test_the_cpu_class_and_the_row_to_ship_on_it():
     # the fastest row of another model is named apart (its accuracy cost decides), whatever its runtime
     assert fastest_other_model(records)["row"] == "deit_tiny+ov"
     assert fastest_other_model([r for r in records if r["row"] != "deit_tiny+ov"])["row"] == "tome_2+ort_int8_static"
+    # a row not timed, or whose steps' methods were not recorded, is never named
+    untimed = [dict(r, cpu_speedup=float("nan")) if r["row"] in ("ort_int8_static", "deit_tiny+ov") else r
+               for r in records]
+    assert to_ship(untimed)["row"] == "ov_int8" and fastest_other_model(untimed)["row"] == "tome_2+ort_int8_static"
+    unrecorded = [{k: v for k, v in r.items() if k != "chain_methods"} if r["row"] != "vanilla" else r for r in records]
+    assert to_ship(unrecorded) is None and fastest_other_model(unrecorded) is None
     # ... and the AVX2 target for that deployment is judged on it, not on the faster ToMe chain
     own = [t for t in deploy_targets(records, [methods[r["chain"][-1]] for r in records])
            if "own model" in t["what"]]

@@ -432,11 +432,13 @@ def to_ship(records: list[dict]) -> dict | None:
 
 
 def fastest_other_model(records: list[dict]) -> dict | None:
-    """The fastest row on this CPU that runs another model than the first row (distilled, pruned, merged
-    tokens, ...), with any runtime: faster than :func:`to_ship`'s row only at its own accuracy cost."""
+    """The fastest other row on this CPU: one that changes the first row's model (distilled, pruned, merged
+    tokens, ...) or compresses it in PyTorch, with any runtime; faster than :func:`to_ship`'s row only at its own
+    accuracy cost. Rows whose steps' methods are not recorded are left out (they cannot be told apart)."""
     root = records[0].get("chain") if records else None
     if not root:
         return None
-    other = [r for r in records[1:] if r.get("chain") != root and not same_model_deployment(r, root)
-             and not missing(r["cpu_speedup"])]
+    other = [r for r in records[1:] if r.get("chain") and r["chain"] != root
+             and set(r["chain"]) <= set(r.get("chain_methods") or {})
+             and not same_model_deployment(r, root) and not missing(r["cpu_speedup"])]
     return max(other, key=lambda r: r["cpu_speedup"], default=None)
