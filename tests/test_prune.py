@@ -31,6 +31,20 @@ def test_ratio_zero_changes_nothing():
     assert torch.allclose(same(x), model(x), atol=1e-5)
 
 
+@pytest.mark.parametrize("dim_qk, dim_v", [(8, 5), (5, 8), (8, 8)])
+def test_slim_attention_computes_attention_with_unequal_head_widths(dim_qk, dim_v):
+    """Pruned value (or query/key) dimensions leave heads of two widths; the layer pads the narrower side for
+    the fused kernel and must still compute softmax(q·kᵀ·scale)·v exactly, with the original model's scale."""
+    torch.manual_seed(0)
+    attn = SlimAttention(12, 10, num_heads=3, dim_qk=dim_qk, dim_v=dim_v, scale=0.3).eval()
+    x = torch.randn(2, 7, 12)
+    q, k, v = attn.qkv(x).split([3 * dim_qk, 3 * dim_qk, 3 * dim_v], dim=-1)
+    q, k, v = (t.reshape(2, 7, 3, -1).transpose(1, 2) for t in (q, k, v))
+    expected = attn.proj((torch.softmax(q @ k.transpose(-2, -1) * 0.3, dim=-1) @ v).transpose(1, 2).reshape(2, 7, -1))
+    with torch.no_grad():
+        assert torch.allclose(attn(x), expected, atol=1e-5)
+
+
 N_UNITS = 2 * (32 + 32 + 32 + 128)  # per block: features into qkv, v dims, features into fc1, hidden units
 
 
