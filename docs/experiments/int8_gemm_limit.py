@@ -16,13 +16,14 @@ FMA rate at best; with VNNI one instruction does both (about four times).
 import argparse
 import statistics
 import tempfile
-import time
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
 from onnx import TensorProto, helper, numpy_helper
+
+from vitcompress.measure import time_alternating
 
 ROWS = 8 * 197  # batch 8 x 197 tokens
 SHAPES = {"qkv": (768, 2304), "proj": (768, 768), "fc1": (768, 3072), "fc2": (3072, 768)}
@@ -57,16 +58,7 @@ def main() -> None:
         xq = np.random.default_rng(1).integers(0, 256, (ROWS, k), dtype=np.uint8)
         sess = int8_session(k, n, args.threads)
         fns = [lambda: torch.matmul(x, w), lambda: sess.run(None, {"x": xq})]
-        for fn in fns * 3:  # warm-up
-            fn()
-        times = [[], []]
-        with torch.inference_mode():
-            for r in range(args.rounds):
-                order = [0, 1] if r % 2 == 0 else [1, 0]
-                for i in order:
-                    t0 = time.perf_counter()
-                    fns[i]()
-                    times[i].append(time.perf_counter() - t0)
+        times = time_alternating(fns, False, 3, args.rounds)  # alternated, order rotated (the project's loop)
         ops = 2.0 * ROWS * k * n
         tf, ti = statistics.median(times[0]), statistics.median(times[1])
         print(f"{name:6} {ops / tf / 1e9:13.1f} {ops / ti / 1e9:11.1f} {tf / ti:6.2f}")

@@ -12,16 +12,15 @@ import collections
 import statistics
 import sys
 import tempfile
-import time
 
 import onnx
-import onnxruntime as ort
 import timm
 import torch
 from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
 from onnxruntime.quantization import quantize_static as ort_quantize_static
 
-from vitcompress.runtimes.onnxruntime import INPUT, _Batches, export
+from vitcompress.measure import time_alternating
+from vitcompress.runtimes.onnxruntime import INPUT, OrtModule, _Batches, export
 
 VARIANTS = {"every type": None, "MatMul, Conv": ["MatMul", "Conv"], "MatMul, Conv, Add": ["MatMul", "Conv", "Add"]}
 
@@ -37,12 +36,6 @@ def quantize(f32: str, out: str, calib: torch.Tensor, ops) -> None:
     print(f"{out.rsplit('/', 1)[1]}: {counts['QuantizeLinear']} QuantizeLinear, {counts['DequantizeLinear']} DequantizeLinear")
 
 
-def session(path: str):
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads, opts.inter_op_num_threads = 2, 1
-    return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
-
-
 def main(rounds: int) -> None:
     torch.set_num_threads(2)
     model = timm.create_model("vit_base_patch16_224", num_classes=10).eval()
@@ -50,21 +43,15 @@ def main(rounds: int) -> None:
     tmp = tempfile.mkdtemp()
     f32 = f"{tmp}/f32.onnx"
     onnx.save(export(model, x), f32)
-    calib, xn = torch.randn(16, 3, 224, 224), x.numpy()
-    fns = {"PyTorch fp32": lambda: model(x)}
+    calib = torch.randn(16, 3, 224, 224)
+    models = {"PyTorch fp32": model}
     for i, (name, ops) in enumerate(VARIANTS.items()):
         path = f"{tmp}/variant{i}.onnx"
         quantize(f32, path, calib, ops)
-        fns[name] = lambda s=session(path): s.run(None, {INPUT: xn})
-    names, times = list(fns), {k: [] for k in fns}
-    with torch.inference_mode():
-        for fn in fns.values():
-            fn()
-        for r in range(rounds):
-            for k in names[r % len(names):] + names[:r % len(names)]:
-                t0 = time.perf_counter()
-                fns[k]()
-                times[k].append(time.perf_counter() - t0)
+        models[name] = OrtModule(path)  # the session the project's rows are timed with
+    names = list(models)
+    # calls alternated, the order rotated every round (the project's own timing loop)
+    times = dict(zip(names, time_alternating([lambda m=m: m(x) for m in models.values()], False, 1, rounds)))
     for k in names:
         ratios = [b / t for b, t in zip(times["PyTorch fp32"], times[k])]
         print(f"{k:18s} {statistics.median(times[k]) * 1000:6.0f} ms  speed-up {statistics.median(ratios):.2f} "

@@ -14,7 +14,6 @@ it matched, and dynamic int8 of the optimized graph is where a fused Attention w
 import statistics
 import sys
 import tempfile
-import time
 
 import onnx
 import onnxruntime as ort
@@ -25,6 +24,7 @@ from onnxruntime.quantization import quantize_dynamic as ort_quantize_dynamic
 from onnxruntime.quantization.shape_inference import quant_pre_process
 from onnxruntime.transformers.optimizer import optimize_model
 
+from vitcompress.measure import time_alternating
 from vitcompress.runtimes.onnxruntime import INPUT, OUTPUT, export, quantize_static
 
 
@@ -79,15 +79,8 @@ def main(rounds: int, torchscript: bool = False) -> None:
         s = session(path)
         fns[name] = lambda s=s: s.run(None, {s.get_inputs()[0].name: feed})
     names = list(fns)
-    times = {k: [] for k in names}
-    with torch.inference_mode():
-        for fn in fns.values():
-            fn()
-        for r in range(rounds):
-            for k in names[r % len(names):] + names[:r % len(names)]:
-                t0 = time.perf_counter()
-                fns[k]()
-                times[k].append(time.perf_counter() - t0)
+    # calls alternated, the order rotated every round (the project's own timing loop)
+    times = dict(zip(names, time_alternating(list(fns.values()), False, 1, rounds)))
     for k in names:
         ratios = [a / b for a, b in zip(times["torch"], times[k])]
         print(f"{k:12s} speed-up {statistics.median(ratios):.2f} (min {min(ratios):.2f}, max {max(ratios):.2f})")

@@ -348,6 +348,17 @@ def _isa(flags: set, by_isa: dict) -> str | None:
     return next((f for f in ("avx512_vnni", "avx2", "any") if f in by_isa and (f == "any" or f in flags)), None)
 
 
+def _speed_target(record: dict, what: str, by_isa: dict, flags: set) -> dict | None:
+    """A speed-up target of ``by_isa`` (by instruction set) judged on ``record``; None where none applies."""
+    isa = _isa(flags, by_isa)
+    if isa is None:
+        return None
+    got = record.get("cpu_speedup")
+    return {"row": record["row"], "what": what,
+            "target": f">= {by_isa[isa]:g}x" + (f" (CPU with {isa})" if isa != "any" else ""),
+            "measured": None if missing(got) else f"{got:.2f}x", "met": None if missing(got) else bool(got >= by_isa[isa])}
+
+
 def deploy_targets(records: list[dict], methods: list[str]) -> list[dict]:
     """Each applicable target of the claims' ``deploy_targets``, met or not on this machine's measurements."""
     targets = claims().deploy_targets
@@ -357,14 +368,10 @@ def deploy_targets(records: list[dict], methods: list[str]) -> list[dict]:
     out = []
     for r, method in zip(records, methods):
         target = targets["methods"].get(method, {})
-        by_isa = target.get("speedup", {})
-        isa = _isa(set(r["fingerprint"].get("cpu_flags") or []), by_isa)
-        if isa is not None:
-            got = r.get("cpu_speedup")
-            out.append({"row": r["row"], "what": "CPU speed-up over PyTorch fp32",
-                        "target": f">= {by_isa[isa]:g}x" + (f" (CPU with {isa})" if isa != "any" else ""),
-                        "measured": None if missing(got) else f"{got:.2f}x",
-                        "met": None if missing(got) else bool(got >= by_isa[isa])})
+        speed = _speed_target(r, "CPU speed-up over PyTorch fp32", target.get("speedup", {}),
+                              set(r["fingerprint"].get("cpu_flags") or []))
+        if speed is not None:
+            out.append(speed)
         if "size_pct" in target:
             pct = 100.0 * r["size_mb"] / base_size
             out.append({"row": r["row"], "what": "size, % of the first row", "target": f"<= {target['size_pct']:g}%",
@@ -395,12 +402,11 @@ def _cross_row_targets(records: list[dict], methods: list[str], targets: dict) -
     def shrinks(r):
         return any(getattr(METHODS.get(m), "shrinks", False) for m in (r.get("chain_methods") or {}).values())
 
-    best_own, by_isa = to_ship(records), targets.get("own_model_best", {})
-    isa_own = _isa(flags, by_isa)
-    if best_own is not None and isa_own is not None:
-        out.append({"row": best_own["row"], "what": "CPU speed-up over PyTorch fp32, the fastest deployment of the "
-                    "first row's own model", "target": f">= {by_isa[isa_own]:g}x" + (f" (CPU with {isa_own})" if isa_own != "any" else ""),
-                    "measured": f"{best_own['cpu_speedup']:.2f}x", "met": bool(best_own["cpu_speedup"] >= by_isa[isa_own])})
+    best_own = to_ship(records)
+    own = best_own and _speed_target(best_own, "CPU speed-up over PyTorch fp32, the fastest deployment of the first "
+                                     "row's own model", targets.get("own_model_best", {}), flags)
+    if own:
+        out.append(own)
     past = [r for r, m, _ in chains if m == "ov_int8" and not missing(r.get("cpu_speedup")) and shrinks(r)]
     if isa and past:
         best = max(past, key=lambda r: r["cpu_speedup"])
