@@ -348,19 +348,38 @@ def _isa(flags: set, by_isa: dict) -> str | None:
     return next((f for f in ("avx512_vnni", "avx2", "any") if f in by_isa and (f == "any" or f in flags)), None)
 
 
+def _interval(record: dict, key: str = "cpu_speedup") -> tuple[float, float] | None:
+    """A row's speed-up interval (its timing job's, over the call pairs), None where it has none."""
+    lo, hi = record.get(f"{key}_lo"), record.get(f"{key}_hi")
+    return None if missing(lo) or missing(hi) else (float(lo), float(hi))
+
+
+def _at_least(ci: tuple[float, float] | None, target: float) -> str:
+    """The verdict on "at least ``target``": by the interval; a speed-up without one is undecided."""
+    return UNDECIDED if ci is None else at_least(ci[0], ci[1], target)
+
+
+def _measured(got: float, ci: tuple[float, float] | None) -> str:
+    return f"{got:.2f}x" + (f" ({ci[0]:.2f}–{ci[1]:.2f})" if ci else " (no interval)")
+
+
 def _speed_target(record: dict, what: str, by_isa: dict, flags: set) -> dict | None:
-    """A speed-up target of ``by_isa`` (by instruction set) judged on ``record``; None where none applies."""
+    """A speed-up target of ``by_isa`` (by instruction set) judged on ``record``'s interval; None where none
+    applies."""
     isa = _isa(flags, by_isa)
     if isa is None:
         return None
-    got = record.get("cpu_speedup")
+    got, ci = record.get("cpu_speedup"), _interval(record)
     return {"row": record["row"], "what": what,
             "target": f">= {by_isa[isa]:g}x" + (f" (CPU with {isa})" if isa != "any" else ""),
-            "measured": None if missing(got) else f"{got:.2f}x", "met": None if missing(got) else bool(got >= by_isa[isa])}
+            "measured": None if missing(got) else _measured(got, ci),
+            "verdict": None if missing(got) else _at_least(ci, by_isa[isa])}
 
 
 def deploy_targets(records: list[dict], methods: list[str]) -> list[dict]:
-    """Each applicable target of the claims' ``deploy_targets``, met or not on this machine's measurements."""
+    """Each applicable target of the claims' ``deploy_targets``, judged on this machine's measurements: a speed
+    target holds when the speed-up's interval lies at or above it, is contradicted when it lies below, and is
+    undecided when it straddles it (or has no interval); a size target is exact (one file)."""
     targets = claims().deploy_targets
     if not records or records[0]["timm"] != targets["arch"]:
         return []
@@ -375,14 +394,15 @@ def deploy_targets(records: list[dict], methods: list[str]) -> list[dict]:
         if "size_pct" in target:
             pct = 100.0 * r["size_mb"] / base_size
             out.append({"row": r["row"], "what": "size, % of the first row", "target": f"<= {target['size_pct']:g}%",
-                        "measured": f"{pct:.1f}%", "met": bool(pct <= target["size_pct"])})
+                        "measured": f"{pct:.1f}%", "verdict": HOLDS if pct <= target["size_pct"] else CONTRADICTED})
     return out + _cross_row_targets(records, methods, targets)
 
 
 def _cross_row_targets(records: list[dict], methods: list[str], targets: dict) -> list[dict]:
     """The targets that compare rows of one run: OpenVINO int8 of the first row's model over ORT static int8
-    of it (the ratio of their speed-ups, timed in the same run), and the best shrunk (pruned or distilled)
-    chain through OpenVINO int8 over PyTorch fp32 (by the CPU's instruction sets)."""
+    of it (the ratio of their speed-ups; its interval is the widest the two rows' intervals allow, so it covers
+    both timing jobs), and the best shrunk (pruned or distilled) chain through OpenVINO int8 over PyTorch fp32
+    (by the CPU's instruction sets)."""
     from vitcompress.methods import METHODS
 
     out = []
@@ -393,8 +413,11 @@ def _cross_row_targets(records: list[dict], methods: list[str], targets: dict) -
     ratio_target = targets["ov_over_ort"]
     if own and ort and not missing(own[0].get("cpu_speedup")) and not missing(ort[0].get("cpu_speedup")):
         ratio = own[0]["cpu_speedup"] / ort[0]["cpu_speedup"]
+        a, b = _interval(own[0]), _interval(ort[0])
+        ci = (a[0] / b[1], a[1] / b[0]) if a and b and b[0] > 0 else None
         out.append({"row": own[0]["row"], "what": f"CPU speed over {ort[0]['row']} (same run)",
-                    "target": f">= {ratio_target:g}x", "measured": f"{ratio:.2f}x", "met": bool(ratio >= ratio_target)})
+                    "target": f">= {ratio_target:g}x", "measured": _measured(ratio, ci),
+                    "verdict": _at_least(ci, ratio_target)})
     flags = set(records[0]["fingerprint"].get("cpu_flags") or []) if records else set()
     past_peer = targets["chain_past_peer"]
     isa = next((f for f in past_peer if f in flags), None)
@@ -410,9 +433,8 @@ def _cross_row_targets(records: list[dict], methods: list[str], targets: dict) -
     past = [r for r, m, _ in chains if m == "ov_int8" and not missing(r.get("cpu_speedup")) and shrinks(r)]
     if isa and past:
         best = max(past, key=lambda r: r["cpu_speedup"])
-        out.append({"row": best["row"], "what": "CPU speed-up over PyTorch fp32, pruned or distilled + OpenVINO int8",
-                    "target": f">= {past_peer[isa]:g}x (CPU with {isa})", "measured": f"{best['cpu_speedup']:.2f}x",
-                    "met": bool(best["cpu_speedup"] >= past_peer[isa])})
+        out.append(_speed_target(best, "CPU speed-up over PyTorch fp32, pruned or distilled + OpenVINO int8",
+                                 {isa: past_peer[isa]}, flags))
     return out
 
 

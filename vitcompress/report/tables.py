@@ -11,7 +11,10 @@ import pandas as pd
 from vitcompress.io import atomic_path, read_json
 from vitcompress.report.cells import build_frame, published
 from vitcompress.report.findings import (
+    CONTRADICTED,
+    HOLDS,
     STUDY_DATASETS,
+    UNDECIDED,
     claims,
     deploy_targets,
     fastest_other_model,
@@ -98,6 +101,8 @@ def render_bench(files: list[str], rows: list[dict], profile: str, csv: str, md:
             "published_size_mb": float(pub.iloc[0]) if profile == "paper" and len(pub) else None,
             **{k: cpu[k] for k in ("cpu_speed", "cpu_images_per_s", "cpu_latency_ms", "cpu_speedup",
                                    "cpu_speedup_parent")},
+            **{f"{k}_{end}": (cpu[f"{k}_ci"] or (None, None))[i] for k in ("cpu_speedup", "cpu_speedup_parent")
+               for i, end in enumerate(("lo", "hi"))},
             "chain": r.get("chain") or row["chain"], "chain_methods": r.get("chain_methods") or {},
             "gpu_speed": gpu["gpu_speed"], "gpu_speedup": gpu["gpu_speedup"],
             "batch_size": (r.get("cpu") or r.get("gpu") or {}).get("batch_size"),
@@ -105,10 +110,12 @@ def render_bench(files: list[str], rows: list[dict], profile: str, csv: str, md:
         })
     _write_csv(pd.DataFrame(records).drop(columns=["fingerprint", "notes", "chain_methods"]), csv)
     fp = records[0]["fingerprint"] if records else {}
+    targets = deploy_targets(records, methods or [])
     render("bench_arch.md.j2", md, templates, profile=profile, rows=records, ship=to_ship(records),
            other=fastest_other_model(records),
            cpu_class=cpu_class(fp.get("int8_flags", fp.get("cpu_flags") or []), fp.get("machine") or ""),
-           targets=deploy_targets(records, methods or []), baseline=records[0]["model"] if records else "-",
+           targets=targets, verdicts={v: sum(t["verdict"] == v for t in targets) for v in (HOLDS, CONTRADICTED, UNDECIDED)},
+           baseline=records[0]["model"] if records else "-",
            fingerprint=fp)
 
 
