@@ -36,7 +36,7 @@ def int8_session(k: int, n: int, threads: int):
     node = helper.make_node("MatMulInteger", ["x", "w", "a_zp"], ["y"])
     graph = helper.make_graph([node], "gemm", [helper.make_tensor_value_info("x", TensorProto.UINT8, [ROWS, k])],
                               [helper.make_tensor_value_info("y", TensorProto.INT32, [ROWS, n])], [w, a_zp])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)  # IR 8: any ORT since 1.13
     opts = ort.SessionOptions()
     opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
     with tempfile.NamedTemporaryFile(suffix=".onnx") as f:
