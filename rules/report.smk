@@ -105,7 +105,9 @@ rule hardware:
     params:
         profile=W.name,
         datasets=P.datasets,
-        rows=[{"id": r["id"], "model": r["model"], "chain": CHAIN_SEP.join(r["chain"])} for r in P.rows],
+        rows=[{"id": r["id"], "model": r["model"], "chain": CHAIN_SEP.join(r["chain"]), "steps": list(r["chain"])}
+              for r in P.rows],
+        step_methods={s: cfg["method"] for s, cfg in P.steps.items()},
     log:
         f"{W.logs}/hardware.log",
     localrule: True

@@ -195,6 +195,8 @@ def test_tiny_workflow_end_to_end(tmp_path, raw_params, monkeypatch):
     for m in ("machine-a", "machine-b"):
         assert hardware[f"{m}:cpu_speedup"].notna().sum() == timed.shape[0], m  # a column each, every timed cell
     assert "**machine-a**" in (wf / "reports/hardware.md").read_text() and "machine-b" in (wf / "reports/hardware.tex").read_text()
+    ship = [line for line in (wf / "reports/hardware.md").read_text().splitlines() if line.startswith("| machine-")]
+    assert len(ship) == 2 and all(line.count("×") >= 2 for line in ship), ship  # a row to ship a machine, each data set
     assert "Nothing to be done" in "".join(snakemake(wf, "-n").stdout)  # and a no-op re-run stays one
 
     bench = snakemake(wf, "bench_arch")

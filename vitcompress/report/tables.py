@@ -132,12 +132,15 @@ def describe_machine(fp: dict) -> str:
 
 
 def render_hardware(files: list[str], profile: str, datasets: list[str], rows: list[dict], md: str, csv: str,
-                    tex: str, cells: list[str] = (), templates: str | Path | None = None) -> None:
+                    tex: str, cells: list[str] = (), templates: str | Path | None = None,
+                    step_methods: dict | None = None) -> None:
     """Every row's CPU speed-up (and its interval) on every machine whose timings are present, side by side:
     ``files`` are timing JSONs at ``.../<dataset>/<chain>/speed/<machine>.json``; ``rows``: each row's id,
-    model label and chain id; ``cells``: the rows' metrics JSONs, whose labels are resolved per data set.
-    Each machine's CPU, instruction sets, threads and GPU head its column."""
-    from vitcompress.measure import speed_columns
+    model label, chain id and (``steps``) its step ids; ``cells``: the rows' metrics JSONs, whose labels are
+    resolved per data set; ``step_methods``: each step's method, for naming per machine the row to ship (the
+    fastest deployment of the first row's own model whose accuracy held there). Each machine's CPU,
+    instruction sets, threads and GPU head its column."""
+    from vitcompress.measure import cpu_class, speed_columns
 
     drift = claims().machine_drift
     cell_records = [read_json(c) for c in cells]
@@ -174,8 +177,32 @@ def render_hardware(files: list[str], profile: str, datasets: list[str], rows: l
         moved = not missing(where_made) and abs(acc - where_made) > drift
         return f"{ratio}; {acc:.2f}%" + (" (!)" if moved else "")
 
+    def ship(ds, m):
+        """The first row's model as machine ``m`` runs it fastest in another runtime, its accuracy held there (the
+        first row itself where no such row is faster)."""
+        if not step_methods or not rows or not rows[0].get("steps"):
+            return None
+        records = []
+        for row in rows:
+            t = timings.get((ds, row["chain"], m))
+            acc, where_made = (t or {}).get("accuracy"), made.get((ds, row["id"]))
+            if t is None or not missing(acc) and not missing(where_made) and abs(acc - where_made) > drift:
+                continue
+            records.append({**t, "row": row["id"], "model": labels.get((ds, row["id"])) or row["model"],
+                            "chain": list(row.get("steps") or []),
+                            "chain_methods": {s: step_methods.get(s) for s in row.get("steps") or []}})
+        if not records or records[0]["row"] != rows[0]["id"]:
+            return None
+        best = to_ship(records)
+        if best is None or best["cpu_speedup"] < records[0]["cpu_speedup"]:
+            best = records[0]  # no deployment is faster than the first row itself
+        return {"row": best["row"], "model": best["model"], "speedup": fmt_ratio_ci(best)}
+
     ctx = {"profile": profile, "drift": f"{drift:g}",
-           "machines": [{"name": m, "description": describe_machine(machines[m])} for m in names],
+           "machines": [{"name": m, "description": describe_machine(machines[m]),
+                         "class": cpu_class(machines[m].get("int8_flags", machines[m].get("cpu_flags") or []),
+                                            machines[m].get("machine") or ""),
+                         "ship": {ds: ship(ds, m) for ds in datasets}} for m in names],
            "tables": [{"dataset": ds, "lines": [{"row": x["row"], "model": x["model"],
                                                  "cells": [cell(x, m) for m in names]}
                                                 for x in table if x["dataset"] == ds]} for ds in datasets]}
