@@ -353,6 +353,8 @@ def test_a_speed_target_is_judged_on_its_interval():
     assert verdict(1.8, 0.1)["verdict"] == "contradicted"
     no_interval = verdict(2.5, None)
     assert no_interval["verdict"] == "undecided" and no_interval["measured"] == "2.50x (no interval)"
+    untimed = verdict(float("nan"), None)  # counted with the undecided, so the counts add up to the table
+    assert untimed["verdict"] == "undecided" and untimed["measured"] is None
 
 
 def test_openvino_targets_compare_rows_of_the_same_run():
@@ -505,6 +507,11 @@ def test_the_hardware_table_names_the_row_to_ship_on_each_machine(tmp_path):
     slow = [f for f in files if "avx2-box" in f and "int8_static" in f]
     write_json(slow[0], {"fingerprint": avx2, "cpu": {"vs_baseline": 0.9, "vs_baseline_ci": [0.8, 1.0]},
                          "accuracy": {"top1": 95.0}})
+    render_hardware(files, "p", ["digits"], [{"id": r, "model": r, "chain": "+".join(s), "steps": s} for r, s in rows],
+                    cells=cells, step_methods=step_methods, **{k: str(v) for k, v in out.items()})
+    assert "| avx2-box | AVX2 only (no VNNI) | vanilla (1.00× (0.90–1.10)) |" in out["md"].read_text()
+    write_json(slow[0], {"fingerprint": avx2, "cpu": {"vs_baseline": 1.0, "vs_baseline_ci": [0.9, 1.1]},
+                         "accuracy": {"top1": 95.0}})  # as fast, not faster: still the first row
     render_hardware(files, "p", ["digits"], [{"id": r, "model": r, "chain": "+".join(s), "steps": s} for r, s in rows],
                     cells=cells, step_methods=step_methods, **{k: str(v) for k, v in out.items()})
     assert "| avx2-box | AVX2 only (no VNNI) | vanilla (1.00× (0.90–1.10)) |" in out["md"].read_text()

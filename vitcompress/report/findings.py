@@ -373,7 +373,7 @@ def _speed_target(record: dict, what: str, by_isa: dict, flags: set) -> dict | N
     return {"row": record["row"], "what": what,
             "target": f">= {by_isa[isa]:g}x" + (f" (CPU with {isa})" if isa != "any" else ""),
             "measured": None if missing(got) else _measured(got, ci),
-            "verdict": None if missing(got) else _at_least(ci, by_isa[isa])}
+            "verdict": UNDECIDED if missing(got) else _at_least(ci, by_isa[isa])}  # not timed: nothing decides it
 
 
 def deploy_targets(records: list[dict], methods: list[str]) -> list[dict]:
@@ -400,9 +400,10 @@ def deploy_targets(records: list[dict], methods: list[str]) -> list[dict]:
 
 def _cross_row_targets(records: list[dict], methods: list[str], targets: dict) -> list[dict]:
     """The targets that compare rows of one run: OpenVINO int8 of the first row's model over ORT static int8
-    of it (the ratio of their speed-ups; its interval is the widest the two rows' intervals allow, so it covers
-    both timing jobs), and the best shrunk (pruned or distilled) chain through OpenVINO int8 over PyTorch fp32
-    (by the CPU's instruction sets)."""
+    of it (the ratio of their speed-ups; its interval is the range of ratios the two rows' intervals allow, which
+    holds the true ratio whenever both hold theirs: at least 90% for two 95% intervals, each covering only its own
+    timing job), and the best shrunk (pruned or distilled) chain through OpenVINO int8 over PyTorch fp32 (by the
+    CPU's instruction sets)."""
     from vitcompress.methods import METHODS
 
     out = []
@@ -433,8 +434,10 @@ def _cross_row_targets(records: list[dict], methods: list[str], targets: dict) -
     past = [r for r, m, _ in chains if m == "ov_int8" and not missing(r.get("cpu_speedup")) and shrinks(r)]
     if isa and past:
         best = max(past, key=lambda r: r["cpu_speedup"])
-        out.append(_speed_target(best, "CPU speed-up over PyTorch fp32, pruned or distilled + OpenVINO int8",
-                                 {isa: past_peer[isa]}, flags))
+        past_target = _speed_target(best, "CPU speed-up over PyTorch fp32, pruned or distilled + OpenVINO int8",
+                                    {isa: past_peer[isa]}, flags)
+        if past_target is not None:
+            out.append(past_target)
     return out
 
 

@@ -138,7 +138,7 @@ def render_hardware(files: list[str], profile: str, datasets: list[str], rows: l
     ``files`` are timing JSONs at ``.../<dataset>/<chain>/speed/<machine>.json``; ``rows``: each row's id,
     model label, chain id and (``steps``) its step ids; ``cells``: the rows' metrics JSONs, whose labels are
     resolved per data set; ``step_methods``: each step's method, for naming per machine the row to ship (the
-    fastest deployment of the first row's own model whose accuracy held there). Each machine's CPU,
+    fastest deployment of the first row's own model whose accuracy was not seen to move there). Each machine's CPU,
     instruction sets, threads and GPU head its column."""
     from vitcompress.measure import cpu_class, speed_columns
 
@@ -194,7 +194,8 @@ def render_hardware(files: list[str], profile: str, datasets: list[str], rows: l
         if not records or records[0]["row"] != rows[0]["id"]:
             return None
         best = to_ship(records)
-        if best is None or best["cpu_speedup"] < records[0]["cpu_speedup"]:
+        first = records[0]["cpu_speedup"]
+        if best is None or not missing(first) and best["cpu_speedup"] <= first:
             best = records[0]  # no deployment is faster than the first row itself
         return {"row": best["row"], "model": best["model"], "speedup": fmt_ratio_ci(best)}
 
