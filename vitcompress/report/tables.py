@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from vitcompress.io import atomic_path, read_json
-from vitcompress.report.cells import build_frame, published
+from vitcompress.report.cells import build_frame, flat, published
 from vitcompress.report.findings import (
     CONTRADICTED,
     HOLDS,
@@ -92,17 +92,15 @@ def render_bench(files: list[str], rows: list[dict], profile: str, csv: str, md:
     for i, (row, f) in enumerate(zip(rows, files)):
         r = read_json(f)
         pub = ref[(ref["row"] == row["id"])]["size_mb"].dropna()
-        cpu, gpu = speed_columns(r.get("cpu"), "cpu"), speed_columns(r.get("gpu"), "gpu")
+        cpu, gpu = flat(speed_columns(r.get("cpu"), "cpu")), speed_columns(r.get("gpu"), "gpu")
         records.append({
             "row": row["id"], **row_labels(row, settings[i] if settings else {}, r.get("settings")),
             "runtime": r.get("runtime", "PyTorch"), "timm": r["arch"]["timm"],
             "input": "x".join(map(str, r["arch"]["kwargs"]["img_size"])),
             "size_mb": r["size_mb"], "compressed_mb": r.get("compressed_mb"), "params": r["params"],
             "published_size_mb": float(pub.iloc[0]) if profile == "paper" and len(pub) else None,
-            **{k: cpu[k] for k in ("cpu_speed", "cpu_images_per_s", "cpu_latency_ms", "cpu_speedup",
-                                   "cpu_speedup_parent")},
-            **{f"{k}_{end}": (cpu[f"{k}_ci"] or (None, None))[i] for k in ("cpu_speedup", "cpu_speedup_parent")
-               for i, end in enumerate(("lo", "hi"))},
+            **{k: cpu[k] for k in ("cpu_speed", "cpu_images_per_s", "cpu_latency_ms", "cpu_speedup", "cpu_speedup_lo",
+                                   "cpu_speedup_hi", "cpu_speedup_parent", "cpu_speedup_parent_lo", "cpu_speedup_parent_hi")},
             "chain": r.get("chain") or row["chain"], "chain_methods": r.get("chain_methods") or {},
             "gpu_speed": gpu["gpu_speed"], "gpu_speedup": gpu["gpu_speedup"],
             "batch_size": (r.get("cpu") or r.get("gpu") or {}).get("batch_size"),
@@ -153,10 +151,9 @@ def render_hardware(files: list[str], profile: str, datasets: list[str], rows: l
         dataset, chain, machine = path.parents[2].name, path.parents[1].name, path.stem
         spd = read_json(f)
         machines.setdefault(machine, spd.get("fingerprint", {}))
-        cpu = speed_columns(spd.get("cpu"), "cpu")
-        ci = cpu["cpu_speedup_ci"] or (None, None)
-        timings[(dataset, chain, machine)] = {"cpu_speedup": cpu["cpu_speedup"], "cpu_speedup_lo": ci[0],
-                                              "cpu_speedup_hi": ci[1], "cpu_speed": cpu["cpu_speed"],
+        cpu = flat(speed_columns(spd.get("cpu"), "cpu"))
+        timings[(dataset, chain, machine)] = {**{k: cpu[k] for k in ("cpu_speedup", "cpu_speedup_lo", "cpu_speedup_hi",
+                                                                     "cpu_speed")},
                                               "accuracy": (spd.get("accuracy") or {}).get("top1")}
     names = sorted(machines)
     table = []
