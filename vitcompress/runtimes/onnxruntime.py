@@ -284,6 +284,24 @@ class _Batches:
         return next(self._iter, None)
 
 
+def _without_initializer_shapes(parent_path: str | Path, tmp: str) -> str:
+    """A copy of ``parent_path`` without the shapes its exporter recorded for initializers (``value_info``
+    entries that name a weight). A weight carries its own shape; the recorded copy goes stale when a quantizer
+    rewrites the weight (onnxruntime 1.30 transposes the head's Gemm weight and its shape inference then fails:
+    "Inferred shape and existing shape differ in dimension 0: (64) vs (10)"). Saved models hold their
+    weights inline, so the copy is complete."""
+    import onnx
+
+    proto = onnx.load(str(parent_path))
+    weights = {t.name for t in proto.graph.initializer}
+    kept = [v for v in proto.graph.value_info if v.name not in weights]
+    del proto.graph.value_info[:]
+    proto.graph.value_info.extend(kept)
+    path = str(Path(tmp) / "parent.onnx")
+    onnx.save_model(proto, path)
+    return path
+
+
 def quantize_static(parent_path: str | Path, images: torch.Tensor, batch_size: int, per_channel: bool = True,
                     reduce_range: bool = False):
     """ONNX Runtime static int8 quantization (QDQ format) of ``parent_path``, calibrated (min-max) on
@@ -306,7 +324,8 @@ def quantize_static(parent_path: str | Path, images: torch.Tensor, batch_size: i
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "int8.onnx"
         ort_quantize_static(
-            str(parent_path), str(out), _Batches(images, batch_size, INPUT), quant_format=QuantFormat.QDQ,
+            _without_initializer_shapes(parent_path, tmp), str(out), _Batches(images, batch_size, INPUT),
+            quant_format=QuantFormat.QDQ,
             per_channel=per_channel, reduce_range=reduce_range, activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=floats,
             # ranges are reduced after every batch and merged (min of mins, max of maxes): kept until the end,
@@ -326,6 +345,6 @@ def quantize_dynamic(parent_path: str | Path, per_channel: bool = False, reduce_
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "int8.onnx"
-        ort_quantize_dynamic(str(parent_path), str(out), weight_type=QuantType.QInt8, per_channel=per_channel,
-                             reduce_range=reduce_range)
+        ort_quantize_dynamic(_without_initializer_shapes(parent_path, tmp), str(out), weight_type=QuantType.QInt8,
+                             per_channel=per_channel, reduce_range=reduce_range)
         return onnx.load(str(out))
