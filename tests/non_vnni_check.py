@@ -1,5 +1,5 @@
-"""Run by tests/test_int8_isa.py in a process of its own, with ``ONEDNN_MAX_CPU_ISA=AVX2`` set before OpenVINO
-loads (so a CPU with VNNI runs the kernels of one without): an untrained DeiT-shaped model, whose q·kᵀ and
+"""Run by tests/test_int8_isa.py in a process of its own, with ``ONEDNN_MAX_CPU_ISA`` set before OpenVINO
+loads (``vitcompress.measure.non_vnni_cap``: a CPU with VNNI runs the kernels of one without): an untrained DeiT-shaped model, whose q·kᵀ and
 8-bit weights saturate 16-bit sums there, quantized by ``ov_int8`` with the full-8-bit recipe and with the
 recipe ``auto`` picks; writes what happened as JSON.
 

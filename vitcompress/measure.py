@@ -342,6 +342,16 @@ def int8_flags(flags: list[str] | None = None) -> list[str]:
     return [f for f in flags if f not in tracked or f in ONEDNN_CAPS[cap]]
 
 
+def non_vnni_cap(flags: list[str] | None = None) -> str:
+    """The ``ONEDNN_MAX_CPU_ISA`` value that runs an x86 CPU's int8 kernels as one without VNNI would: its
+    AVX-512 level (``AVX512_CORE``, the Skylake-SP class) where it has AVX-512, else ``AVX2``. Both sum u8×s8
+    products through saturating 16-bit intermediates. On a Xeon with AMX, OpenVINO 2026.4.1 dies (SIGSEGV) under
+    ``AVX2`` for attention of head size 12, f32 included, and runs under ``AVX512_CORE`` with the int8 results of
+    a real AVX2-only CPU (docs/upstream/ov_isa_cap_crash.py)."""
+    flags = cpu_flags() if flags is None else flags
+    return "AVX512_CORE" if "avx512f" in flags else "AVX2"
+
+
 def has_vnni(flags: list[str], machine: str) -> bool | None:
     """Whether int8 dot products accumulate without 16-bit saturation: x86 with VNNI (AVX-512 VNNI, AVX-VNNI,
     AMX) True, x86 without False; None off x86 (ARM's kernels do not saturate)."""
