@@ -16,6 +16,7 @@ import jsonschema
 import yaml
 
 from vitcompress.errors import ConfigError, NotInProfile  # noqa: F401  (re-exported)
+from vitcompress.io import load_yaml
 from vitcompress.sections import SECTIONS, MeasureSettings, ModelSettings, ScalingSettings, TrainSettings
 
 CHAIN_SEP = "+"
@@ -68,7 +69,7 @@ def load_schema() -> dict:
     name among theirs, and each key any source takes; a key's type and range are its source's Settings'."""
     from vitcompress.data import SOURCES
 
-    schema = yaml.safe_load(resources.files("vitcompress").joinpath("schemas/params.schema.yaml").read_text())
+    schema = load_yaml(resources.files("vitcompress").joinpath("schemas/params.schema.yaml").read_text())
     keys = {k: {"description": f"a key of source(s) {', '.join(n for n, c in sorted(SOURCES.items()) if k in c.Settings.keys())}"}
             for cls in SOURCES.values() for k in cls.Settings.keys()}
     properties = {"source": {"enum": sorted(SOURCES)}, **keys}
@@ -463,7 +464,7 @@ def read_params(path: str | Path = "params.yaml") -> dict:
     if not path.exists():
         raise ConfigError(f"params file {path} not found; run from the repository root or pass its path.")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = load_yaml(path.read_text())
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"

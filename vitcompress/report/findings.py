@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import pandas as pd
-import yaml
 
+from vitcompress.io import load_yaml
 from vitcompress.report.cells import published, reference_text
 from vitcompress.report.format import fmt, fmt_interval, missing
 
@@ -41,7 +41,7 @@ class Claims:
 
 @lru_cache(maxsize=1)
 def claims() -> Claims:
-    raw = yaml.safe_load(reference_text("study_claims.yaml"))
+    raw = load_yaml(reference_text("study_claims.yaml"))
     return Claims(findings=raw["findings"], ordered=tuple(raw["ordered"]), row_margin=float(raw["margins"]["row"]),
                   student_margin=float(raw["margins"]["student"]), deploy_loss=float(raw["deploy_loss"]),
                   library_vs_vtp=tuple(tuple(p) for p in raw["library_vs_vtp"]),
