@@ -41,6 +41,8 @@ def test_the_recipe_follows_the_int8_instruction_sets(monkeypatch):
     assert non_vnni_cap(vnni + ["amx_int8"]) == "AVX512_CORE" and non_vnni_cap(["avx2", "avx_vnni"]) == "AVX2"
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", non_vnni_cap(vnni + ["amx_int8"]))
     assert ov_int8_recipe(int8_flags(vnni + ["amx_int8"]), "x86_64")["attention"] == "float"
+    assert int8_flags(vnni + ["amx_int8"], cap="AVX512_CORE") == ["avx2", "avx512f"]  # a cap not in the env
+    assert int8_flags(["avx2"], cap="AVX512_CORE") == ["avx2"]  # nothing to hide: the cap changes nothing
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "ALL")
     assert int8_flags(vnni + ["avx_vnni"]) == vnni + ["avx_vnni"]
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
@@ -59,17 +61,26 @@ def non_vnni(digits_file, tmp_path_factory):
     env = {**os.environ, "ONEDNN_MAX_CPU_ISA": cap}
     run = subprocess.run([sys.executable, str(HERE / "non_vnni_check.py"), str(digits_file), str(work)], env=env,
                          capture_output=True, text=True, timeout=600)
-    if run.returncode < 0:  # a signal: native code died, which no Python of ours can cause
-        pytest.skip(f"OpenVINO's CPU plugin died ({signal.Signals(-run.returncode).name}) under "
-                    f"ONEDNN_MAX_CPU_ISA={cap} on this CPU ({', '.join(cpu_flags())}): the emulation cannot run here; "
+    # what the cap hides from this CPU's int8 kernels: nothing on a CPU that has no more than it (this VM's kind)
+    hidden = sorted(set(cpu_flags()) - set(int8_flags(cap=cap)))
+    crashed = -run.returncode in (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGABRT)
+    if crashed and hidden:  # native code died under a cap that restricts this CPU: the emulation, not the product
+        pytest.skip(f"OpenVINO's CPU plugin died (signal {-run.returncode}) under ONEDNN_MAX_CPU_ISA={cap}, which "
+                    f"hides {', '.join(hidden)} here: the emulation cannot run on this CPU; "
                     "docs/upstream/ov_isa_cap_crash.py shows which caps and shapes do")
-    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.returncode == 0, run.stderr[-3000:]  # a crash where the cap changes nothing is the product's
     out = read_json(work / "result.json")
     if not out["int8_flags"]:
         pytest.skip("this x86 CPU reports no instruction sets (/proc/cpuinfo): the recipe cannot tell its class")
     kernels = " ".join(out["full8_kernels"]).lower()
-    if any(isa in kernels for isa in ("vnni", "amx")):
+    # OpenVINO names its int8 kernels by ISA family (avx2, avx512, amx), never by VNNI: an AMX kernel shows
+    # that the cap did not take effect; on a VNNI CPU without AMX only the saturation itself can show it did
+    if "amx" in kernels:
         pytest.skip(f"ONEDNN_MAX_CPU_ISA={cap} did not take effect in OpenVINO here (kernels: {kernels})")
+    check = out["full8_check"]
+    if {"avx512_vnni", "avx_vnni"} & set(hidden) and check["gap"] <= 0.5 and check["agreement"] >= 0.99:
+        pytest.skip(f"ONEDNN_MAX_CPU_ISA={cap} hides VNNI here, but full 8 bits showed no saturation and the "
+                    f"kernel names ({kernels}) cannot tell whether the cap took effect")
     out["cap"] = cap
     return out
 

@@ -310,14 +310,26 @@ def test_a_pytorch_artifact_never_loads_as_onnx_and_back(random_vit, tmp_path):
         OnnxArtifact.load(path)
 
 
+def _with_weight_shapes(path, out):
+    """The exported file with every weight's shape recorded a second time (``value_info``), as torch's exporter
+    writes it today (whatever a later exporter does)."""
+    proto = onnx.load(str(path))
+    recorded = {v.name for v in proto.graph.value_info}
+    for t in proto.graph.initializer:
+        if t.name not in recorded:
+            proto.graph.value_info.append(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+    onnx.save_model(proto, str(out))
+    return out
+
+
 def test_quantizers_read_a_copy_without_the_exporters_stale_weight_shapes(exported, tmp_path):
-    """The exporter records each weight's shape a second time (``value_info``); a quantizer that rewrites a
-    weight (onnxruntime 1.30 transposes the head's Gemm weight) then fails its own shape inference on the stale
-    copy. The quantizers read a copy without those entries: rewritten as 1.30 does, it still infers."""
+    """A quantizer that rewrites a weight (onnxruntime 1.30 transposes the head's Gemm weight) fails its own
+    shape inference on the shape the exporter recorded for it. The quantizers read a copy without those
+    entries: rewritten as 1.30 does, it still infers; the other recorded shapes are kept."""
     from vitcompress.runtimes.onnxruntime import _without_initializer_shapes
 
     _, onnx_art = exported
-    original = onnx.load(onnx_art.path)
+    original = onnx.load(str(_with_weight_shapes(onnx_art.path, tmp_path / "recorded.onnx")))
     weights = {t.name for t in original.graph.initializer}
 
     def transpose_head(proto):  # what onnxruntime 1.30's quantizer does to the head's Gemm (transB) weight
@@ -328,11 +340,34 @@ def test_quantizers_read_a_copy_without_the_exporters_stale_weight_shapes(export
         attr.i = 1 - attr.i
         return proto
 
-    stale = [v.name for v in original.graph.value_info if v.name in weights]
-    assert stale, "the exporter no longer records weight shapes: this workaround can go"
     with pytest.raises(onnx.shape_inference.InferenceError, match="differ"):
         onnx.shape_inference.infer_shapes(transpose_head(copy.deepcopy(original)), strict_mode=True)
-    cleaned = onnx.load(_without_initializer_shapes(onnx_art.path, str(tmp_path)))
+    cleaned = onnx.load(_without_initializer_shapes(tmp_path / "recorded.onnx", str(tmp_path)))
     assert not {v.name for v in cleaned.graph.value_info} & weights
-    assert len(cleaned.graph.value_info) == len(original.graph.value_info) - len(stale)  # the others kept
+    assert {v.name for v in cleaned.graph.value_info} == {v.name for v in original.graph.value_info} - weights
     onnx.shape_inference.infer_shapes(transpose_head(cleaned), strict_mode=True)
+
+
+@pytest.mark.parametrize("kind", ["dynamic", "static"])
+def test_both_quantizers_hand_onnx_runtime_the_copy(exported, tmp_path, monkeypatch, kind):
+    import onnxruntime.quantization as ortq
+
+    from vitcompress.runtimes import onnxruntime as ort_rt
+
+    _, onnx_art = exported
+    recorded = _with_weight_shapes(onnx_art.path, tmp_path / "recorded.onnx")
+    seen = {}
+
+    def stop(model_input, *args, **kwargs):  # what ONNX Runtime's quantizer would read, then stop
+        proto = onnx.load(str(model_input))
+        weights = {t.name for t in proto.graph.initializer}
+        seen["weights_with_shapes"] = {v.name for v in proto.graph.value_info} & weights
+        raise RuntimeError("stop")
+
+    monkeypatch.setattr(ortq, f"quantize_{kind}", stop)
+    with pytest.raises(RuntimeError, match="stop"):
+        if kind == "dynamic":
+            ort_rt.quantize_dynamic(recorded)
+        else:
+            ort_rt.quantize_static(recorded, torch.zeros(2, 1, 8, 8), 2)  # stopped before calibration
+    assert seen["weights_with_shapes"] == set()

@@ -151,10 +151,14 @@ def read_json(path: str | Path, check: bool = True) -> dict:
 
 def load_yaml(text: str):
     """``yaml.safe_load`` through libyaml's C parser where PyYAML has it (about ten times faster on params.yaml and
-    its schema, which every Snakemake call reads at start), the pure-Python one otherwise; the same documents."""
+    its schema, which every Snakemake call reads at start), the pure-Python one otherwise; the same documents, and
+    a syntax error raised by the pure-Python parser, whose messages say more."""
     import yaml
 
-    return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506 (a safe loader)
+    try:
+        return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506 (a safe loader)
+    except yaml.YAMLError:  # the same place, but the pure-Python parser names what it found (a tab, an alias)
+        return yaml.safe_load(text)
 
 
 def package_version(name: str) -> str | None:

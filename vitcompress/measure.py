@@ -330,12 +330,12 @@ def isa_cap() -> str | None:
     return cap or None
 
 
-def int8_flags(flags: list[str] | None = None) -> list[str]:
+def int8_flags(flags: list[str] | None = None, cap: str | None = None) -> list[str]:
     """The instruction sets oneDNN-based int8 kernels (OpenVINO's CPU plugin) may use here: the CPU's flags
-    less those above an ``ONEDNN_MAX_CPU_ISA`` cap, so ``ONEDNN_MAX_CPU_ISA=AVX2`` on an AVX-512 VNNI CPU
-    reads as an AVX2-only one (the emulation the tests and docs use)."""
+    less those above an ``ONEDNN_MAX_CPU_ISA`` cap (this process's, or ``cap``), so ``ONEDNN_MAX_CPU_ISA=AVX2``
+    on an AVX-512 VNNI CPU reads as an AVX2-only one (the emulation the tests and docs use)."""
     flags = cpu_flags() if flags is None else list(flags)
-    cap = isa_cap()
+    cap = isa_cap() if cap is None else cap.strip().lower()
     if cap is None or cap not in ONEDNN_CAPS:  # oneDNN ignores a value it does not know ("all": no cap)
         return flags
     tracked = {f for caps in ONEDNN_CAPS.values() for f in caps}

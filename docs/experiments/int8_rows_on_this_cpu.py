@@ -25,9 +25,9 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
 from scipy.stats import binomtest
 
+from vitcompress.config import read_params
 from vitcompress.data import InputAdapter, PreparedData
 from vitcompress.measure import evaluate, int8_flags
 from vitcompress.methods import build_model, get_method
@@ -50,7 +50,7 @@ def main(mode: str, out: Path, suffix: str = "") -> None:
         sys.exit(__doc__)
     threads = int(os.environ.get("THREADS", "4"))
     torch.set_num_threads(threads)
-    W = setup(yaml.safe_load(Path("params.yaml").read_text()), None, cache_dir=None)
+    W = setup(read_params("params.yaml"), None, cache_dir=None)
     P = W.profile
     result = {"mode": mode, "suffix": suffix, "int8_flags": int8_flags(), "torch": torch.__version__,
               "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"), "rows": []}
@@ -63,7 +63,8 @@ def main(mode: str, out: Path, suffix: str = "") -> None:
             if get_method(step["method"]).makes != "int8":
                 continue
             parent = W.model_path(ds, "+".join(chain[:-1]))
-            path = W.model_path(ds, "+".join(chain)).replace("+".join(chain), "+".join(chain) + suffix)
+            made = Path(W.model_path(ds, "+".join(chain)))  # results/<profile>/<ds>/<chain>/<file>
+            path = str(made.parent.with_name(made.parent.name + suffix) / made.name)
             started = time.time()
             try:
                 if mode == "rebuild":

@@ -1,9 +1,11 @@
 """Minimal reproduction for OpenVINO / NNCF: int8 MatMul of two activations (an attention's q·kᵀ) gives wrong
 results on x86 CPUs without VNNI, and NNCF's overflow fix cannot help because neither input is a weight.
 
-Needs only numpy and openvino. Run it on an AVX2-only CPU, or emulate one on a CPU with VNNI:
+Needs only numpy and openvino. Run it on an AVX2-only CPU, or emulate a CPU without VNNI on one with it (at
+AVX-512's own level where the CPU has AVX-512: an AVX2 cap crashed OpenVINO on an AMX Xeon,
+docs/upstream/ov_isa_cap_crash.py):
 
-    ONEDNN_MAX_CPU_ISA=AVX2 python docs/upstream/ov_int8_matmul_avx2.py
+    ONEDNN_MAX_CPU_ISA=AVX512_CORE python docs/upstream/ov_int8_matmul_avx2.py   # AVX2 without AVX-512
 
 It builds q·kᵀ with a FakeQuantize (256 levels, the ranges NNCF's min-max statistics would give) on each input,
 as ``nncf.quantize(model_type=TRANSFORMER)`` places them, and compares the CPU plugin's result with the same

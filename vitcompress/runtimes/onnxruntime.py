@@ -288,8 +288,8 @@ def _without_initializer_shapes(parent_path: str | Path, tmp: str) -> str:
     """A copy of ``parent_path`` without the shapes its exporter recorded for initializers (``value_info``
     entries that name a weight). A weight carries its own shape; the recorded copy goes stale when a quantizer
     rewrites the weight (onnxruntime 1.30 transposes the head's Gemm weight and its shape inference then fails:
-    "Inferred shape and existing shape differ in dimension 0: (64) vs (10)"). Saved models hold their
-    weights inline, so the copy is complete."""
+    "Inferred shape and existing shape differ in dimension 0: (64) vs (10)"; 1.32 does not). Saved models
+    hold their weights inline, so the copy is complete."""
     import onnx
 
     proto = onnx.load(str(parent_path))
