@@ -166,13 +166,16 @@ def render_hardware(files: list[str], profile: str, datasets: list[str], rows: l
             table.append(line)
     _write_csv(pd.DataFrame(table), csv)
 
+    def moved(acc, where_made):
+        """An int8 row's accuracy on this machine beyond the drift bound from the run's own (None: not re-measured)."""
+        return not missing(acc) and not missing(where_made) and abs(acc - where_made) > drift
+
     def cell(line, m):
         ratio = fmt_ratio_ci({k: line.get(f"{m}:{k}") for k in ("cpu_speedup", "cpu_speedup_lo", "cpu_speedup_hi")})
-        acc, where_made = line.get(f"{m}:accuracy"), line.get("accuracy")
+        acc = line.get(f"{m}:accuracy")
         if missing(acc):
             return ratio
-        moved = not missing(where_made) and abs(acc - where_made) > drift
-        return f"{ratio}; {acc:.2f}%" + (" (!)" if moved else "")
+        return f"{ratio}; {acc:.2f}%" + (" (!)" if moved(acc, line.get("accuracy")) else "")
 
     def ship(ds, m):
         """The first row's model as machine ``m`` runs it fastest in another runtime, its accuracy held there (the
@@ -182,8 +185,7 @@ def render_hardware(files: list[str], profile: str, datasets: list[str], rows: l
         records = []
         for row in rows:
             t = timings.get((ds, row["chain"], m))
-            acc, where_made = (t or {}).get("accuracy"), made.get((ds, row["id"]))
-            if t is None or not missing(acc) and not missing(where_made) and abs(acc - where_made) > drift:
+            if t is None or moved(t.get("accuracy"), made.get((ds, row["id"]))):
                 continue
             records.append({**t, "row": row["id"], "model": labels.get((ds, row["id"])) or row["model"],
                             "chain": list(row.get("steps") or []),

@@ -284,15 +284,14 @@ class _Batches:
         return next(self._iter, None)
 
 
-def _without_initializer_shapes(parent_path: str | Path, tmp: str) -> str:
-    """A copy of ``parent_path`` without the shapes its exporter recorded for initializers (``value_info``
-    entries that name a weight). A weight carries its own shape; the recorded copy goes stale when a quantizer
-    rewrites the weight (onnxruntime 1.30 transposes the head's Gemm weight and its shape inference then fails:
-    "Inferred shape and existing shape differ in dimension 0: (64) vs (10)"; 1.32 does not). Saved models
-    hold their weights inline, so the copy is complete."""
+def _without_initializer_shapes(proto, tmp: str) -> str:
+    """``proto`` (a loaded model, changed in place) saved in ``tmp`` without the shapes its exporter recorded for
+    initializers (``value_info`` entries that name a weight); returns the file's path. A weight carries its own
+    shape; the recorded copy goes stale when a quantizer rewrites the weight (onnxruntime 1.30 transposes the
+    head's Gemm weight and its shape inference then fails: "Inferred shape and existing shape differ in
+    dimension 0: (64) vs (10)"; 1.32 does not). Saved models hold their weights inline, so the copy is complete."""
     import onnx
 
-    proto = onnx.load(str(parent_path))
     weights = {t.name for t in proto.graph.initializer}
     kept = [v for v in proto.graph.value_info if v.name not in weights]
     del proto.graph.value_info[:]
@@ -319,12 +318,14 @@ def quantize_static(parent_path: str | Path, images: torch.Tensor, batch_size: i
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
     from onnxruntime.quantization import quantize_static as ort_quantize_static
 
-    graph = onnx.load(str(parent_path), load_external_data=False).graph
-    floats = [n.name for n in graph.node if n.op_type in ("Gemm", "Softmax")]
+    proto = onnx.load(str(parent_path))
+    floats = [n.name for n in proto.graph.node if n.op_type in ("Gemm", "Softmax")]
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "int8.onnx"
+        parent = _without_initializer_shapes(proto, tmp)
+        del proto  # ONNX Runtime reads the file: the weights need not stay in memory twice while it calibrates
         ort_quantize_static(
-            _without_initializer_shapes(parent_path, tmp), str(out), _Batches(images, batch_size, INPUT),
+            parent, str(out), _Batches(images, batch_size, INPUT),
             quant_format=QuantFormat.QDQ,
             per_channel=per_channel, reduce_range=reduce_range, activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=floats,
@@ -345,6 +346,6 @@ def quantize_dynamic(parent_path: str | Path, per_channel: bool = False, reduce_
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "int8.onnx"
-        ort_quantize_dynamic(_without_initializer_shapes(parent_path, tmp), str(out), weight_type=QuantType.QInt8,
+        ort_quantize_dynamic(_without_initializer_shapes(onnx.load(str(parent_path)), tmp), str(out), weight_type=QuantType.QInt8,
                              per_channel=per_channel, reduce_range=reduce_range)
         return onnx.load(str(out))
