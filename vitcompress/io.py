@@ -71,6 +71,9 @@ def content_digest(obj) -> str:
     return f"{DIGEST_ALGORITHM}:{h.hexdigest()}"
 
 
+_SCALARS = (int, float, str, bool, type(None))  # fed as their repr by _feed's last branch
+
+
 def _feed(h, obj) -> None:
     if isinstance(obj, dict):
         h.update(b"{%d" % len(obj))
@@ -78,6 +81,9 @@ def _feed(h, obj) -> None:
             h.update(repr(k).encode())
             _feed(h, obj[k])
     elif isinstance(obj, (list, tuple)):
+        if all(type(v) in _SCALARS for v in obj):  # the bytes the loop below would feed, in one update
+            h.update(b"[%d" % len(obj) + "".join(map(repr, obj)).encode())
+            return
         h.update(b"[%d" % len(obj))
         for v in obj:
             _feed(h, v)

@@ -88,11 +88,28 @@ def paired_delta(a: np.ndarray, b: np.ndarray, groups: np.ndarray | None = None,
         groups = groups[:, None]
     ids, inverse = np.unique(groups, return_inverse=True)
     inverse = inverse.reshape(groups.shape)
-    counts = np.stack([np.bincount(rng.integers(0, len(ids), len(ids)), minlength=len(ids))
-                       for _ in range(resamples)])  # (resamples, parts)
-    weights = np.prod(counts[:, inverse], axis=2)  # (resamples, images): how often each image was drawn
-    total = weights.sum(axis=1)
-    boot = np.where(total > 0, (weights * diff).sum(axis=1) / np.maximum(total, 1), 0.0)
+    parts = len(ids)
+    draws = rng.integers(0, parts, (resamples, parts))  # the same draws as one call per resample, in one
+    counts = np.bincount((draws + parts * np.arange(resamples)[:, None]).ravel(),
+                         minlength=resamples * parts).reshape(resamples, parts)  # (resamples, parts)
+    # an image is drawn as often as the product of its parts' counts; each resample's sums over the images
+    # (of those weights, and of weights x diff) are exact integers, formed per part (one part an image) or
+    # per pair of parts (two: a bilinear form, one matrix product for all resamples) instead of per image
+    c = counts.astype(float)
+    if inverse.shape[1] == 1:
+        total = c @ np.bincount(inverse[:, 0], minlength=parts)
+        hits = c @ np.bincount(inverse[:, 0], weights=diff, minlength=parts)
+    elif inverse.shape[1] == 2:
+        cell = inverse[:, 0] * parts + inverse[:, 1]
+        pair_n = np.bincount(cell, minlength=parts * parts).reshape(parts, parts)
+        pair_d = np.bincount(cell, weights=diff, minlength=parts * parts).reshape(parts, parts)
+        total, hits = ((c @ pair_n) * c).sum(axis=1), ((c @ pair_d) * c).sum(axis=1)
+    else:
+        weights = counts[:, inverse[:, 0]]  # (resamples, images)
+        for j in range(1, inverse.shape[1]):
+            weights = weights * counts[:, inverse[:, j]]
+        total, hits = weights.sum(axis=1), weights @ diff
+    boot = np.where(total > 0, hits / np.maximum(total, 1), 0.0)
     tail = (1 - level) / 2
     lo, hi = np.quantile(boot, [tail, 1 - tail])
     delta = 100.0 * diff.mean()
