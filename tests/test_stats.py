@@ -152,3 +152,19 @@ def test_timed_calls_rotate_their_order():
     fns = [lambda name=name: calls.append(name) for name in "abc"]
     times = time_alternating(fns, cuda=False, warmup=0, repeats=3)
     assert calls == list("abcbcacab") and [len(t) for t in times] == [3, 3, 3]
+
+
+def test_the_shared_parts_bootstrap_is_the_same_through_the_pair_form_and_per_image(monkeypatch):
+    """Two parts an image (digit pairs): the sums formed per pair of parts (one matrix product) give exactly the
+    interval the per-image weights give, on paired vectors with a real change and with none."""
+    import vitcompress.stats as stats
+
+    rng = np.random.default_rng(3)
+    groups = rng.integers(0, 150, (800, 2))
+    a = rng.random(800) < 0.9
+    cases = [(a, rng.random(800) < 0.85), (a, a.copy())]
+    pair_form = [paired_delta(x, y, groups, resamples=300) for x, y in cases]
+    monkeypatch.setattr(stats, "PAIR_FORM_PARTS", 0)  # every part count takes the per-image path
+    per_image = [paired_delta(x, y, groups, resamples=300) for x, y in cases]
+    assert pair_form == per_image
+    assert pair_form[0]["lo"] < pair_form[0]["hi"] and pair_form[0]["delta"] > 0

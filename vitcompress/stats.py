@@ -43,6 +43,7 @@ import numpy as np
 
 LEVEL = 0.95
 RESAMPLES = 2000
+PAIR_FORM_PARTS = 1024  # the bootstrap's bilinear form holds a parts x parts matrix: at most 8 MB
 
 
 def exact_paired_delta(a: np.ndarray, b: np.ndarray, level: float = LEVEL) -> dict:
@@ -99,7 +100,7 @@ def paired_delta(a: np.ndarray, b: np.ndarray, groups: np.ndarray | None = None,
     if inverse.shape[1] == 1:
         total = c @ np.bincount(inverse[:, 0], minlength=parts)
         hits = c @ np.bincount(inverse[:, 0], weights=diff, minlength=parts)
-    elif inverse.shape[1] == 2:
+    elif inverse.shape[1] == 2 and parts <= PAIR_FORM_PARTS:
         cell = inverse[:, 0] * parts + inverse[:, 1]
         pair_n = np.bincount(cell, minlength=parts * parts).reshape(parts, parts)
         pair_d = np.bincount(cell, weights=diff, minlength=parts * parts).reshape(parts, parts)
