@@ -6,9 +6,12 @@ Needs only torch and openvino (any x86 CPU):
 
     python docs/upstream/ov_attention_tokens_equal_heads.py
 
-Expected: every line's error is float rounding (about 1e-7). Seen with OpenVINO 2026.4.1 on an AMD EPYC (Zen 3,
-AVX2): errors of 0.1 or more for static shapes when tokens == heads (4 = 4, 12 = 12), rounding otherwise, and
-rounding for every dynamic-batch compile. Writing the attention by hand (softmax(q·kᵀ)·v) fails the same way.
+Every compile asks for f32 (INFERENCE_PRECISION_HINT): on a CPU with AVX512_BF16 or AMX the plugin's default is
+bf16, whose rounding (about 2e-3 here) would hide the defect behind a larger error on every line.
+
+Expected: every line's error is float rounding (about 1e-7). Seen with OpenVINO 2026.4.1 on AMD EPYCs (Zen 3, AVX2;
+Zen 4, AVX-512 with VNNI and BF16): errors of 0.1 or more for static shapes when tokens == heads (4 = 4, 12 = 12),
+rounding otherwise, and rounding for every dynamic-batch compile. Writing the attention by hand (softmax(q·kᵀ)·v) fails the same way.
 It showed in vitcompress as ToMe on a 4-head ViT: merging brings a block to 4 tokens. Exit status 1 while the
 defect is there, 0 once it is fixed.
 """
@@ -51,7 +54,7 @@ def errors(heads: int, tokens: int, batch: int = 8) -> tuple[float, float]:
         m = ir.clone()
         if static:
             m.reshape({m.inputs[0]: ov.PartialShape(list(x.shape))})
-        got = ov.Core().compile_model(m, "CPU")(x.numpy())[0]
+        got = ov.Core().compile_model(m, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})(x.numpy())[0]
         out.append(float(np.abs(got - want).max()))
     return out[0], out[1]
 
