@@ -94,13 +94,10 @@ def paired_delta(a: np.ndarray, b: np.ndarray, groups: np.ndarray | None = None,
     counts = np.bincount((draws + parts * np.arange(resamples)[:, None]).ravel(),
                          minlength=resamples * parts).reshape(resamples, parts)  # (resamples, parts)
     # an image is drawn as often as the product of its parts' counts; each resample's sums over the images
-    # (of those weights, and of weights x diff) are exact integers, formed per part (one part an image) or
-    # per pair of parts (two: a bilinear form, one matrix product for all resamples) instead of per image
-    c = counts.astype(float)
-    if inverse.shape[1] == 1:
-        total = c @ np.bincount(inverse[:, 0], minlength=parts)
-        hits = c @ np.bincount(inverse[:, 0], weights=diff, minlength=parts)
-    elif inverse.shape[1] == 2 and parts <= PAIR_FORM_PARTS:
+    # (of those weights, and of weights x diff) are exact integers. Two parts an image (digit pairs): formed per
+    # pair of parts, a bilinear form (one matrix product for all resamples); otherwise per image.
+    if inverse.shape[1] == 2 and parts <= PAIR_FORM_PARTS:
+        c = counts.astype(float)
         cell = inverse[:, 0] * parts + inverse[:, 1]
         pair_n = np.bincount(cell, minlength=parts * parts).reshape(parts, parts)
         pair_d = np.bincount(cell, weights=diff, minlength=parts * parts).reshape(parts, parts)
