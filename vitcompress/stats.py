@@ -166,7 +166,7 @@ def median_interval(values, blocks: int = BLOCKS) -> tuple[float, float]:
     is the lowest to the highest block median. For independent blocks this is the distribution-free order-
     statistic interval of the median, with coverage 1 - 2·0.5^blocks (99.2% for 8); neighbouring timings are
     correlated (a machine's state drifts), which that margin absorbs: on simulated AR(1) ratios with ρ = 0.8
-    and 40 pairs it covers about 95% (tested). With fewer values than blocks, each value is a block (5 values:
+    it covers about 92% with 32 pairs and 95% with 40 (tested). With fewer values than blocks, each value is a block (5 values:
     93.8% for independent ones)."""
     v = np.asarray(values, dtype=float)
     if not len(v):
