@@ -13,6 +13,7 @@ from vitcompress.report.cells import write_jobs, write_metrics
 from vitcompress.report.figures import tradeoff_figure
 from vitcompress.report.tables import render_bench, render_hardware, render_tables
 from vitcompress.runtimes import RUNTIMES
+from vitcompress.scaling import run as run_scaling
 from vitcompress.workflow import (bench_row, bench_spec, fq_vit_ablation, job, job_priority, measure_speed,
                                   row_metrics, run_step, slots_for)
 

@@ -103,10 +103,10 @@ rule attention_scaling:
     threads: W.all_cores
     resources:
         gpu=W.gpu_job,
-    conda:
-        W.conda_env
-    script:
-        "../scripts/attention_scaling.py"
+    run:
+        # in the timing worker, as measure_speed: a script would start a Python (torch) for this job alone
+        job(run_scaling, log[0], pool="timing", cfg=params.cfg, csv=output.csv, png=output.png,
+            measure=params.measure, fp=params.fingerprint)
 
 
 rule fq_vit_ablation:
