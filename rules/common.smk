@@ -16,6 +16,9 @@ from vitcompress.runtimes import RUNTIMES
 from vitcompress.scaling import run as run_scaling
 from vitcompress.workflow import (bench_row, bench_spec, fq_vit_ablation, job, job_priority, measure_speed,
                                   row_metrics, run_step, slots_for)
+from vitcompress.workflow.scheduler import single_reevaluation_timer
+
+single_reevaluation_timer()  # Snakemake's scheduler otherwise wakes once a second per finished job
 
 try:
     W = setup(config, workflow)

@@ -468,3 +468,34 @@ def test_a_job_collects_reference_cycles_only_in_a_large_process(tmp_path, monke
     # off Linux (no /proc/self/status) the size is unknown: collect, as before
     monkeypatch.setattr(workers, "status_kb", lambda field: None)
     assert workers.release_after_job() is True
+
+
+def test_the_scheduler_keeps_one_reevaluation_timer_pending():
+    """Snakemake starts a wake-up timer at the end of every scheduling round, pending or not, so each finished job
+    adds an endless chain of rounds (docs/upstream/snakemake_reevaluation_timers.py). The workflow's patch keeps
+    one pending, a daemon (it cannot hold Snakemake's exit), and the round it starts may ask for the next."""
+    import threading
+
+    from snakemake.scheduling.job_scheduler import JobScheduler
+
+    from vitcompress.workflow.scheduler import single_reevaluation_timer
+
+    assert single_reevaluation_timer() is True  # this Snakemake (the lock's) has the method the patch replaces
+    assert single_reevaluation_timer() is True  # and patching twice is patching once
+
+    class Scheduler:
+        _schedule_reevalutation = JobScheduler._schedule_reevalutation
+
+        def __init__(self):
+            self._open_jobs = threading.Semaphore(0)
+
+    s = Scheduler()
+    for _ in range(20):  # 20 rounds in a row, as 20 finished jobs would run them
+        s._schedule_reevalutation(0.2)
+    timer = s._vitcompress_timer
+    assert timer.daemon
+    assert s._open_jobs.acquire(timeout=5)  # one wake ...
+    assert not s._open_jobs.acquire(timeout=0.5)  # ... not 20
+    timer.join(timeout=5)
+    s._schedule_reevalutation(0.05)  # the woken round asks for the next: it is scheduled
+    assert s._open_jobs.acquire(timeout=5)
