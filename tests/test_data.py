@@ -305,3 +305,43 @@ def test_a_new_source_is_one_registered_class(tmp_path):
         validate_raw(raw)  # the schema knows the new source and its key
     finally:
         SOURCES.pop("stripes_test", None)
+
+
+@pytest.mark.parametrize("augment", [{"shift": 1}, {"shift": 2, "hflip": True}, {"hflip": True}, None])
+def test_a_batch_fetched_at_once_is_the_batch_fetched_image_by_image(augment):
+    """The loader fetches a batch in one call (``__getitems__``, the shift and flip applied to the whole batch);
+    it draws the same random numbers, image by image in the same order, as ``__getitem__``: the same batches and
+    the same generator state after them, so a model trains to the same bytes either way."""
+    from vitcompress.data.prepared import _AugmentedTensors
+
+    g = torch.Generator().manual_seed(1)
+    x = torch.randint(0, 256, (70, 3, 6, 9), dtype=torch.uint8, generator=g)
+    y = torch.randint(0, 10, (70,), generator=g)
+
+    class OneByOne(torch.utils.data.Dataset):  # the DataLoader's per-image fetch and default collate
+        def __init__(self, ds):
+            self.ds = ds
+
+        def __len__(self):
+            return len(self.ds)
+
+        def __getitem__(self, i):
+            return self.ds[i]
+
+    def batches(batched: bool):
+        torch.manual_seed(3)
+        ds = _AugmentedTensors(x, y, augment)
+        loader = torch.utils.data.DataLoader(ds if batched else OneByOne(ds), batch_size=16, shuffle=True,
+                                             generator=torch.Generator().manual_seed(5),
+                                             collate_fn=(lambda b: b) if batched else None)
+        return list(loader), torch.rand(4)
+
+    (fast, after_fast), (slow, after_slow) = batches(True), batches(False)
+    assert len(fast) == len(slow) == 5
+    for (xf, yf), (xs, ys) in zip(fast, slow):
+        assert xf.dtype == xs.dtype and torch.equal(xf, xs) and torch.equal(yf, ys)
+    assert torch.equal(after_fast, after_slow)
+    plain = torch.utils.data.DataLoader(_AugmentedTensors(x, y, None), batch_size=16, shuffle=True,
+                                        generator=torch.Generator().manual_seed(5), collate_fn=lambda b: b)
+    moved = not all(torch.equal(a[0], b[0]) for a, b in zip(fast, plain))
+    assert moved == bool(augment)  # the augmentation moved pixels: not a comparison of two untouched copies

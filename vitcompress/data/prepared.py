@@ -89,7 +89,7 @@ class PreparedData:
         g = torch.Generator().manual_seed(seed)
         loader = torch.utils.data.DataLoader(
             ds, batch_size=batch_size, shuffle=train, generator=g, num_workers=num_workers,
-            drop_last=False, persistent_workers=False,
+            drop_last=False, persistent_workers=False, collate_fn=_as_batch,
         )
         if max_batches:
             import itertools
@@ -119,6 +119,37 @@ class _AugmentedTensors(torch.utils.data.Dataset):
         if self.hflip and torch.rand(()) < 0.5:
             img = img.flip(-1)
         return img, self.y[i]
+
+    def __getitems__(self, indices: list[int]):
+        """A whole batch (the DataLoader's batched fetch): the random draws of ``__getitem__``, image by image in
+        the same order, so the same batches; the shift and the flip applied to the batch in one operation each."""
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        imgs = self.x[idx]
+        if not (self.shift or self.hflip):
+            return imgs, self.y[idx]
+        offsets, flips = [], []
+        for _ in indices:
+            if self.shift:
+                offsets.append(torch.randint(0, 2 * self.shift + 1, (2,)))
+            if self.hflip:
+                flips.append(bool(torch.rand(()) < 0.5))
+        if self.shift:
+            s, (h, w) = self.shift, imgs.shape[-2:]
+            off = torch.stack(offsets)
+            rows = (off[:, 0, None] + torch.arange(h))[:, None, :, None]
+            cols = (off[:, 1, None] + torch.arange(w))[:, None, None, :]
+            batch = torch.arange(len(indices))[:, None, None, None]
+            chans = torch.arange(imgs.shape[1])[None, :, None, None]
+            imgs = F.pad(imgs, (s, s, s, s))[batch, chans, rows, cols]
+        if any(flips):
+            flip = torch.tensor(flips)
+            imgs[flip] = imgs[flip].flip(-1)
+        return imgs, self.y[idx]
+
+
+def _as_batch(batch):
+    """collate_fn for :meth:`_AugmentedTensors.__getitems__`, which returns the batch already stacked."""
+    return batch
 
 
 class InputAdapter:
