@@ -345,9 +345,9 @@ def int8_flags(flags: list[str] | None = None, cap: str | None = None) -> list[s
 def non_vnni_cap(flags: list[str] | None = None) -> str:
     """The ``ONEDNN_MAX_CPU_ISA`` value that runs an x86 CPU's int8 kernels as one without VNNI would: its
     AVX-512 level (``AVX512_CORE``, the Skylake-SP class) where it has AVX-512, else ``AVX2``. Both sum u8×s8
-    products through saturating 16-bit intermediates. On a Xeon with AMX, OpenVINO 2026.4.1 dies (SIGSEGV) under
-    ``AVX2`` for attention of head size 12, f32 included, and runs under ``AVX512_CORE`` with the int8 results of
-    a real AVX2-only CPU (docs/upstream/ov_isa_cap_crash.py)."""
+    products through saturating 16-bit intermediates. On a Xeon with AMX and on a Zen 4 EPYC, OpenVINO 2026.4.1 dies
+    (SIGSEGV) under ``AVX2`` for attention of head size 12, f32 included, and runs under ``AVX512_CORE``, which gave
+    on the Xeon the int8 results of a real AVX2-only CPU (docs/upstream/ov_isa_cap_crash.py)."""
     flags = cpu_flags() if flags is None else flags
     return "AVX512_CORE" if "avx512f" in flags else "AVX2"
 
