@@ -104,8 +104,9 @@ rule attention_scaling:
     resources:
         gpu=W.gpu_job,
     run:
-        # in the timing worker, as measure_speed: a script would start a Python (torch) for this job alone
-        job(run_scaling, log[0], pool="timing", cfg=params.cfg, csv=output.csv, png=output.png,
+        # in the timing worker, as measure_speed (a script would start a Python, torch, for this job alone); it fixes
+        # glibc's mmap threshold for its peak-memory readings, for the life of the process: the worker then retires
+        job(run_scaling, log[0], pool="timing", retire_worker=True, cfg=params.cfg, csv=output.csv, png=output.png,
             measure=params.measure, fp=params.fingerprint)
 
 

@@ -457,6 +457,7 @@ def test_a_job_collects_reference_cycles_only_in_a_large_process(tmp_path, monke
 
     calls = []
     monkeypatch.setattr(gc, "collect", lambda *a: calls.append(a) or 0)
+    monkeypatch.setattr(workers, "_cuda_in_use", lambda: False)
     sizes = {"small": (workers.COLLECT_ABOVE_MB - 1) * 1024, "large": (workers.COLLECT_ABOVE_MB + 1) * 1024}
     for name, kb in sizes.items():
         monkeypatch.setattr(workers, "status_kb", lambda field, kb=kb: kb if field == "VmRSS" else 1024)
@@ -465,7 +466,11 @@ def test_a_job_collects_reference_cycles_only_in_a_large_process(tmp_path, monke
             pass
         assert out.read_text().startswith("s\tmax_rss\n")
         assert len(calls) == (0 if name == "small" else 1), name
+    # a process that used CUDA collects whatever its size: cycles may hold GPU memory VmRSS does not show
+    monkeypatch.setattr(workers, "_cuda_in_use", lambda: True)
+    assert workers.release_after_job() is True
     # off Linux (no /proc/self/status) the size is unknown: collect, as before
+    monkeypatch.setattr(workers, "_cuda_in_use", lambda: False)
     monkeypatch.setattr(workers, "status_kb", lambda field: None)
     assert workers.release_after_job() is True
 
@@ -499,3 +504,15 @@ def test_the_scheduler_keeps_one_reevaluation_timer_pending():
     timer.join(timeout=5)
     s._schedule_reevalutation(0.05)  # the woken round asks for the next: it is scheduled
     assert s._open_jobs.acquire(timeout=5)
+
+
+def test_a_retired_worker_is_not_reused():
+    """A job that changes its process for good (attention_scaling fixes glibc's mmap threshold) retires its
+    worker: the pool's next job runs in a new process, while an ordinary job leaves its worker to the next."""
+    from vitcompress.workers import in_worker
+
+    pool = "test-retire"
+    first = in_worker(pool, os.getpid)
+    assert in_worker(pool, os.getpid) == first  # reused
+    assert in_worker(pool, os.getpid, retire=True) == first  # runs in the idle worker, which then retires
+    assert in_worker(pool, os.getpid) != first

@@ -26,25 +26,29 @@ from vitcompress.measure import reset_peak_rss, status_kb
 _IDLE: dict[str, queue.SimpleQueue] = {}
 
 
-def in_worker(pool: str, fn, *args, **kwargs):
+def in_worker(pool: str, fn, *args, retire: bool = False, **kwargs):
     """``fn(*args, **kwargs)`` in an idle worker of ``pool`` (a new one if none is idle); its result.
-    ``fn`` must be importable (a module-level function): the worker is spawned, not forked."""
+    ``fn`` must be importable (a module-level function): the worker is spawned, not forked. ``retire``: the
+    worker is not reused after this call (a job that changes its process for good, e.g. glibc's allocator
+    settings, must not leave that to the next job of the pool)."""
     idle = _IDLE.setdefault(pool, queue.SimpleQueue())
     try:
         executor = idle.get_nowait()
     except queue.Empty:
         executor = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+    reuse = not retire
     try:
-        result = executor.submit(fn, *args, **kwargs).result()
+        return executor.submit(fn, *args, **kwargs).result()
     except BrokenProcessPool:
-        executor.shutdown(wait=False, cancel_futures=True)  # the worker died: never reuse it
+        reuse = False  # the worker died: never reuse it
+        executor.shutdown(wait=False, cancel_futures=True)
         raise RuntimeError(f"the {pool} worker process died mid-job (killed, or out of memory); "
                            f"see the job's log, then run the workflow again") from None
-    except BaseException:
-        idle.put(executor)
-        raise
-    idle.put(executor)
-    return result
+    finally:
+        if reuse:
+            idle.put(executor)
+        elif retire:
+            executor.shutdown(wait=False)
 
 
 def peak_rss_mb() -> float:
@@ -70,11 +74,19 @@ def release_memory() -> None:
 COLLECT_ABOVE_MB = 2048
 
 
+def _cuda_in_use() -> bool:
+    """Whether this process has used CUDA: cycles may hold GPU memory its resident size does not show."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    return bool(torch is not None and torch.cuda.is_initialized())
+
+
 def release_after_job() -> bool:
     """Free what the finished job left: reference cycles (a full ``gc.collect``) when this process is above
-    :data:`COLLECT_ABOVE_MB`, then glibc's free lists. Whether it collected."""
+    :data:`COLLECT_ABOVE_MB` or has used CUDA, then glibc's free lists. Whether it collected."""
     rss = status_kb("VmRSS")
-    collect = rss is None or rss / 1024.0 > COLLECT_ABOVE_MB
+    collect = rss is None or rss / 1024.0 > COLLECT_ABOVE_MB or _cuda_in_use()
     if collect:
         import gc
 

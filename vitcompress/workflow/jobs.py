@@ -41,16 +41,18 @@ def _logged_job(log_path: str | None, resources: str | None, fn, kwargs: dict) -
         fn(**kwargs)
 
 
-def job(fn, log: str | None = None, resources: str | None = None, pool: str | None = "steps", **kwargs) -> None:
+def job(fn, log: str | None = None, resources: str | None = None, pool: str | None = "steps",
+        retire_worker: bool = False, **kwargs) -> None:
     """What every ``run:`` rule calls: ``fn(**kwargs)`` (a module-level function of the library) in a
     long-lived worker process of ``pool`` (:mod:`vitcompress.workers`: no Python start-up per job), with
     its log and, if asked, its wall time and peak memory. ``pool=None`` runs it in this process (cheap
     jobs: merging two JSON files). Timing jobs have their own pool ("timing"): timed in Snakemake's
-    process, a model competes with the scheduler's threads for the interpreter."""
+    process, a model competes with the scheduler's threads for the interpreter. ``retire_worker``: the worker
+    is not reused (the job changes its process for good)."""
     if pool is None:
         _logged_job(log, resources, fn, kwargs)
     else:
-        in_worker(pool, _logged_job, log, resources, fn, kwargs)
+        in_worker(pool, _logged_job, log, resources, fn, kwargs, retire=retire_worker)
 
 
 def slots_for(threads: int, all_cores: int) -> int:
