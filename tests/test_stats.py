@@ -1,6 +1,4 @@
 """The intervals the tables print: paired accuracy changes and speed-up medians."""
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -133,24 +131,17 @@ def _ar1(n: int, rho: float, rng) -> np.ndarray:
     return u * np.sqrt(1 - rho ** 2)
 
 
-def _profile_pairs(profile: str) -> int:
-    import yaml
-
-    from vitcompress.config import resolve
-
-    with open(Path(__file__).resolve().parents[1] / "params.yaml") as f:
-        measure = resolve(yaml.safe_load(f), {"profile": profile}).measure
-    return measure.repeats * measure.rounds
-
-
 @pytest.mark.parametrize("profile", ["demo", "paper"])
 @pytest.mark.parametrize("rho, floor", [(0.0, 0.95), (0.8, 0.90)])
-def test_the_speedup_interval_covers_under_serial_correlation(rho, floor, profile):
+def test_the_speedup_interval_covers_under_serial_correlation(rho, floor, profile, raw_params):
     """The profile's paired ratios (repeats x rounds: the demo's 32, the paper's 40) whose log noise is AR(1):
     the block interval covers the true median at least 90% of the time for ρ = 0.8 (a bootstrap of the pairs as
     if they were independent covered 50-60%), and its nominal level when they are independent. Coverage at
     ρ = 0.8 grows with the pairs: about 90% at 24 (the floor), 92% at 32, 95% at 40."""
-    n = _profile_pairs(profile)
+    from vitcompress.config import resolve
+
+    measure = resolve(raw_params, {"profile": profile}).measure
+    n = measure.repeats * measure.rounds
     rng = np.random.default_rng(7)
     covered, trials = 0, 2000
     for _ in range(trials):

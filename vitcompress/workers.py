@@ -12,6 +12,7 @@ the next job starts a fresh worker.
 from __future__ import annotations
 
 import contextlib
+import gc
 import multiprocessing
 import queue
 import resource
@@ -19,6 +20,8 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
+
+import torch
 
 from vitcompress.io import atomic_path
 from vitcompress.measure import reset_peak_rss, status_kb
@@ -47,7 +50,7 @@ def in_worker(pool: str, fn, *args, retire: bool = False, **kwargs):
     finally:
         if reuse:
             idle.put(executor)
-        elif retire:
+        else:
             executor.shutdown(wait=False)
 
 
@@ -76,10 +79,7 @@ COLLECT_ABOVE_MB = 2048
 
 def _cuda_in_use() -> bool:
     """Whether this process has used CUDA: cycles may hold GPU memory its resident size does not show."""
-    import sys
-
-    torch = sys.modules.get("torch")
-    return bool(torch is not None and torch.cuda.is_initialized())
+    return torch.cuda.is_initialized()
 
 
 def release_after_job() -> bool:
@@ -88,8 +88,6 @@ def release_after_job() -> bool:
     rss = status_kb("VmRSS")
     collect = rss is None or rss / 1024.0 > COLLECT_ABOVE_MB or _cuda_in_use()
     if collect:
-        import gc
-
         gc.collect()
     release_memory()
     return collect

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import threading
 
+_LOCK = threading.Lock()  # guards each scheduler's pending timer
+
 
 def single_reevaluation_timer() -> bool:
     """Patch Snakemake's scheduler (this process only) as the module docstring says; False, changing nothing,
@@ -48,5 +50,3 @@ def single_reevaluation_timer() -> bool:
     JobScheduler._schedule_reevalutation = schedule_reevaluation
     return True
 
-
-_LOCK = threading.Lock()
